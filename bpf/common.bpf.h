@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Helpers shared by every Tapio program: the config snapshot, the per-CPU
+ * counters, reserve-or-count, and header stamping.
+ *
+ * Each observer is its own BPF object, so each has its own copy of these
+ * maps: one observer failing to load never takes another's state with it.
+ */
+#ifndef TAPIO_COMMON_BPF_H
+#define TAPIO_COMMON_BPF_H
+
+#include "tapio_kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "tapio_abi.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#ifndef TAPIO_RINGBUF_BYTES
+#define TAPIO_RINGBUF_BYTES (1024 * 1024)
+#endif
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TAPIO_RINGBUF_BYTES);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tapio_config);
+} tapio_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TAPIO_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tapio_counters SEC(".maps");
+
+static __always_inline void tapio_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&tapio_counters, &idx);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no atomics needed */
+}
+
+/*
+ * The config in force, or NULL when the agent has not written one yet or
+ * wrote an ABI version this program does not understand (counted).
+ */
+static __always_inline const struct tapio_config *tapio_cfg(void)
+{
+	__u32 zero = 0;
+	const struct tapio_config *cfg = bpf_map_lookup_elem(&tapio_config, &zero);
+
+	if (!cfg || cfg->abi_version == 0)
+		return 0; /* not configured yet: observe nothing */
+	if (cfg->abi_version != TAPIO_ABI_VERSION) {
+		tapio_count(TAPIO_CNT_ABI_MISMATCH);
+		return 0;
+	}
+	return cfg;
+}
+
+/*
+ * Reserve a record of `size` bytes, zeroed, with the header stamped.
+ * Counts the attempt, and a reserve failure as ringbuf_lost.
+ */
+static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32 size, __u16 type)
+{
+	struct tapio_event_header *hdr;
+
+	tapio_count(TAPIO_CNT_ATTEMPTS);
+	hdr = bpf_ringbuf_reserve(&events, size, 0);
+	if (!hdr) {
+		tapio_count(TAPIO_CNT_RINGBUF_LOST);
+		return 0;
+	}
+	__builtin_memset(hdr, 0, size);
+	hdr->type = type;
+	hdr->size = size;
+	hdr->config_generation = cfg->generation;
+	hdr->timestamp_ns = bpf_ktime_get_boot_ns();
+	return hdr;
+}
+
+/*
+ * Submit without waking the reader, unless enough bytes are pending: the
+ * reader polls with a short timeout anyway. One wakeup per record costs the
+ * machine several times more than the record itself (docs/architecture.md).
+ */
+static __always_inline void tapio_submit(const struct tapio_config *cfg, void *rec)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(rec, flags);
+}
+
+static __always_inline __u64 tapio_task_cgroup_id(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+/*
+ * Keeps every ABI record type in the object's BTF, so the generated
+ * skeleton carries them and a test can hold the Rust mirrors against them.
+ * Never called and never loaded (libbpf only loads subprograms a program
+ * calls).
+ */
+__attribute__((noinline, unused)) int tapio_abi_anchor(struct tapio_net_event *n,
+						       struct tapio_storage_event *s,
+						       struct tapio_process_event *p,
+						       struct tapio_node_event *d)
+{
+	return n->hdr.size + s->hdr.size + p->hdr.size + d->hdr.size;
+}
+
+#endif /* TAPIO_COMMON_BPF_H */

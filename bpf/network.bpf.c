@@ -1,0 +1,241 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Network observer: TCP connect outcomes, resets and retransmits.
+ *
+ * Facts and how they are decided (docs/events.md has the catalogue):
+ *  - connection_refused: SYN_SENT -> CLOSE after tcp_receive_reset fired on
+ *    that socket while it was in SYN_SENT.
+ *  - connection_timeout: SYN_SENT -> CLOSE with no reset seen and
+ *    sk_err == ETIMEDOUT (the retransmission timer gave up). An aborted
+ *    connect (close() while connecting, ICMP hard error) is neither.
+ *  - connection_reset: tcp_receive_reset on a synchronized connection.
+ *  - retransmits: tcp_retransmit_skb aggregated per connection per window.
+ *
+ * pid/comm/cgroup are captured once, in process context, when connect()
+ * moves the socket CLOSE -> SYN_SENT, and carried in `conns`. Nothing is
+ * ever read from `current` in softirq or timer context.
+ */
+#include "common.bpf.h"
+
+#define TAPIO_CONN_MAX 16384
+
+#define CONN_F_OWNER 1u      /* pid/comm/cgroup valid */
+#define CONN_F_RESET_SYN 2u  /* reset received while in SYN_SENT */
+#define CONN_F_RESET_DONE 4u /* connection_reset already emitted */
+
+struct conn {
+	__u64 cgroup_id;
+	__u64 span_start_ns;   /* first unreported retransmit */
+	__u64 span_last_ns;    /* last unreported retransmit */
+	__u64 last_emit_ns;    /* last retransmits event */
+	__u32 pid;
+	__u32 retrans_pending; /* retransmits not reported yet */
+	__u32 syn_retries;
+	__u32 flags;
+	char comm[TAPIO_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, TAPIO_CONN_MAX);
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+static __always_inline void fill_tuple(struct tapio_net_event *ev, const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	ev->family = family;
+	ev->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	ev->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&ev->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&ev->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__be32 *)ev->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__be32 *)ev->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+static __always_inline void fill_owner(struct tapio_net_event *ev, const struct conn *c)
+{
+	if (!c || !(c->flags & CONN_F_OWNER))
+		return;
+	ev->pid = c->pid;
+	ev->cgroup_id = c->cgroup_id;
+	ev->flags |= TAPIO_F_OWNER_KNOWN | TAPIO_F_CGROUP_KNOWN;
+	__builtin_memcpy(ev->comm, c->comm, TAPIO_COMM_LEN);
+}
+
+static __always_inline bool is_tcp(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline void emit(const struct tapio_config *cfg, const struct sock *sk,
+				 const struct conn *c, __u16 type, __u8 state)
+{
+	struct tapio_net_event *ev;
+
+	ev = tapio_reserve(cfg, sizeof(*ev), type);
+	if (!ev)
+		return;
+	fill_tuple(ev, sk);
+	fill_owner(ev, c);
+	ev->state = state;
+	if (c && type == TAPIO_EV_NET_CONN_TIMEOUT)
+		ev->syn_retries = c->syn_retries;
+	if (c && type == TAPIO_EV_NET_RETRANSMITS) {
+		ev->retransmits = c->retrans_pending;
+		ev->span_ns = c->span_last_ns - c->span_start_ns;
+	}
+	tapio_submit(cfg, ev);
+}
+
+static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u64 key = (__u64)sk;
+	struct conn *c;
+
+	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
+		return;
+
+	if (newstate == TCP_SYN_SENT) {
+		/* connect(): process context, the caller is the owner. */
+		struct conn fresh = {};
+		__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+		fresh.pid = pid_tgid >> 32;
+		fresh.cgroup_id = bpf_get_current_cgroup_id();
+		fresh.flags = CONN_F_OWNER;
+		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
+		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+		return;
+	}
+	if (newstate != TCP_CLOSE)
+		return;
+
+	c = bpf_map_lookup_elem(&conns, &key);
+	if (oldstate == TCP_SYN_SENT) {
+		bool reset = c && (c->flags & CONN_F_RESET_SYN);
+		int err = BPF_CORE_READ(sk, sk_err);
+
+		if (reset) {
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_REFUSED, (__u8)oldstate);
+		} else if (err == ETIMEDOUT) {
+			if (!c)
+				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_TIMEOUT, (__u8)oldstate);
+		}
+		/* else: aborted by the application or an ICMP error: no fact. */
+	} else if (c && c->retrans_pending) {
+		/* Final span of retransmits not reported yet. */
+		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate);
+	}
+	if (c)
+		bpf_map_delete_elem(&conns, &key);
+}
+
+static __always_inline void on_receive_reset(struct sock *sk)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u64 key = (__u64)sk;
+	__u8 state;
+	struct conn *c;
+
+	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
+		return;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	c = bpf_map_lookup_elem(&conns, &key);
+
+	if (state == TCP_SYN_SENT) {
+		if (c) {
+			c->flags |= CONN_F_RESET_SYN;
+		} else {
+			/* connect() started before we attached: no owner. */
+			struct conn fresh = { .flags = CONN_F_RESET_SYN };
+
+			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
+			if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+				tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+		}
+		return;
+	}
+	if (state == TCP_LISTEN || state == TCP_SYN_RECV || state == TCP_CLOSE ||
+	    state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT)
+		return;
+	if (c) {
+		if (c->flags & CONN_F_RESET_DONE)
+			return;
+		c->flags |= CONN_F_RESET_DONE;
+	}
+	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state);
+}
+
+static __always_inline void on_retransmit(const struct sock *sk)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u64 key = (__u64)sk;
+	__u64 now;
+	__u8 state;
+	struct conn *c;
+
+	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
+		return;
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	c = bpf_map_lookup_elem(&conns, &key);
+	if (state == TCP_SYN_SENT) {
+		/* SYN retries belong to the connect outcome, not to a span. */
+		if (c)
+			c->syn_retries++;
+		return;
+	}
+	now = bpf_ktime_get_boot_ns();
+	if (!c) {
+		/* First retransmit of a connection we hold no state for
+		 * (accepted, or older than the agent): track it ownerless. */
+		struct conn fresh = {};
+
+		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&conns, &key)) {
+			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+			return;
+		}
+		c = bpf_map_lookup_elem(&conns, &key);
+		if (!c)
+			return;
+	}
+	if (!c->retrans_pending)
+		c->span_start_ns = now;
+	c->span_last_ns = now;
+	c->retrans_pending++;
+	if (!c->last_emit_ns || now - c->last_emit_ns >= cfg->retransmit_window_ns) {
+		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, state);
+		c->last_emit_ns = now;
+		c->retrans_pending = 0;
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tapio_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	on_state(sk, oldstate, newstate);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tapio_tcp_receive_reset, struct sock *sk)
+{
+	on_receive_reset(sk);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tapio_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
+{
+	on_retransmit(sk);
+	return 0;
+}

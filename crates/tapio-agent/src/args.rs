@@ -1,0 +1,87 @@
+//! Command-line arguments.
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// Tapio node agent: emits structured kernel evidence (TCP connections,
+/// block I/O, processes) from eBPF.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Run(RunArgs),
+    Version(VersionArgs),
+}
+
+/// Run the agent: load the observers and emit JSON lines on stdout and/or
+/// into the local file store, until SIGINT/SIGTERM. SIGHUP re-reads
+/// --config.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "run")]
+pub struct RunArgs {
+    /// a CompiledConfig JSON file (from `tapio-controller compile`);
+    /// without it, the builtin production-default
+    #[argh(option)]
+    pub config: Option<PathBuf>,
+
+    /// directory of the local file store (hourly JSONL buckets); off when
+    /// not given
+    #[argh(option)]
+    pub data_dir: Option<PathBuf>,
+
+    /// second directory for store writes that fail on --data-dir
+    #[argh(option)]
+    pub fallback_dir: Option<PathBuf>,
+
+    /// store retention by age, in hours (default 72)
+    #[argh(option, default = "72")]
+    pub retention_hours: u64,
+
+    /// store retention by total size, in MiB (default 256)
+    #[argh(option, default = "256")]
+    pub retention_mib: u64,
+
+    /// the Prometheus textfile, rewritten atomically every few seconds and at
+    /// exit
+    #[argh(option)]
+    pub metrics_file: Option<PathBuf>,
+
+    /// seconds between metrics textfile writes (default 5)
+    #[argh(option, default = "5")]
+    pub metrics_interval_secs: u64,
+
+    /// do not write events to stdout
+    #[argh(switch)]
+    pub no_stdout: bool,
+
+    /// node name (default: the host name)
+    #[argh(option)]
+    pub node_name: Option<String>,
+
+    /// agent id (default: /etc/machine-id, else the host name)
+    #[argh(option)]
+    pub agent_id: Option<String>,
+
+    /// capacity of the poller -> sender queue, in events (default 8192)
+    #[argh(option, default = "8192")]
+    pub queue_capacity: usize,
+
+    /// log level: error, warn, info, debug, trace (default info, or
+    /// $TAPIO_LOG)
+    #[argh(option)]
+    pub log_level: Option<String>,
+
+    /// longest a clean shutdown may spend flushing, in seconds (default 5)
+    #[argh(option, default = "5")]
+    pub shutdown_timeout_secs: u64,
+}
+
+/// Print the version.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "version")]
+pub struct VersionArgs {}

@@ -1,0 +1,63 @@
+//! `CompiledConfig` -> `struct tapio_config`, the kernel carrier.
+//!
+//! The agent writes the whole struct into every loaded object's
+//! single-entry `tapio_config` array map. A BPF program reads the entry once
+//! per invocation, so it sees either the old or the new values of each
+//! field; every record it emits carries the generation it read, which is
+//! how user space tells which config a fact was produced under.
+
+use tapio_common::abi::{ABI_VERSION, KernelConfig, MAX_IGNORED_EXIT_CODES};
+use tapio_wire::CompiledConfig;
+
+/// The lowest slow-I/O latency the kernel must report: the warning
+/// threshold (critical only changes the severity, decided in user space).
+pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
+    let mut k = KernelConfig {
+        abi_version: ABI_VERSION,
+        generation,
+        network_enabled: u8::from(cfg.network.enabled),
+        storage_enabled: u8::from(cfg.storage.enabled),
+        process_enabled: u8::from(cfg.process.enabled),
+        node_enabled: u8::from(cfg.node.enabled),
+        exec_enabled: u8::from(cfg.process.enabled && cfg.process.exec_enabled),
+        retransmit_window_ns: cfg.network.retransmit_window_ns,
+        slow_io_threshold_ns: cfg.storage.slow_io_warning_ns,
+        ringbuf_wakeup_bytes: cfg.ringbuf.wakeup_bytes,
+        ..Default::default()
+    };
+    let n = cfg.process.ignore_exit_codes.len().min(MAX_IGNORED_EXIT_CODES);
+    k.ignore_exit_codes[..n].copy_from_slice(&cfg.process.ignore_exit_codes[..n]);
+    k.ignore_exit_count = n as u32;
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn carries_every_knob() {
+        let mut c = CompiledConfig::standalone_default();
+        c.process.exec_enabled = true;
+        c.process.ignore_exit_codes = vec![1, 143];
+        c.storage.slow_io_warning_ns = 0;
+        let k = to_kernel(&c, 9);
+        assert_eq!(k.abi_version, ABI_VERSION);
+        assert_eq!(k.generation, 9);
+        assert_eq!((k.network_enabled, k.storage_enabled, k.process_enabled, k.node_enabled), (1, 1, 1, 0));
+        assert_eq!(k.exec_enabled, 1);
+        assert_eq!(k.retransmit_window_ns, 10_000_000_000);
+        assert_eq!(k.slow_io_threshold_ns, 0);
+        assert_eq!(k.ringbuf_wakeup_bytes, 65536);
+        assert_eq!(k.ignore_exit_count, 2);
+        assert_eq!(&k.ignore_exit_codes[..3], &[1, 143, 0]);
+    }
+
+    #[test]
+    fn exec_needs_the_process_observer() {
+        let mut c = CompiledConfig::standalone_default();
+        c.process.enabled = false;
+        c.process.exec_enabled = true;
+        assert_eq!(to_kernel(&c, 1).exec_enabled, 0);
+    }
+}

@@ -1,0 +1,136 @@
+//! Opening, loading and attaching the BPF objects, one per observer.
+//!
+//! An observer that fails to load or attach is logged with the kernel's
+//! reason and reported `failed`; the others go on. The initial
+//! `tapio_config` is written between load and attach, so the first record
+//! already carries a generation.
+
+use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
+use std::mem::MaybeUninit;
+use tapio_common::abi::{KernelConfig, OBS_NETWORK, counter};
+
+/// A loaded, attached observer object.
+pub enum Loaded {
+    Network(Box<tapio_bpf::network::NetworkSkel<'static>>),
+}
+
+pub struct Observer {
+    pub index: usize,
+    pub skel: Loaded,
+    /// Owned handles (dup'ed fds): usable from any thread and after the
+    /// skeleton is gone.
+    pub config_map: MapHandle,
+    pub counters_map: MapHandle,
+}
+
+impl Observer {
+    /// The observer's ring buffer map.
+    pub fn events_map(&self) -> &dyn MapCore {
+        match &self.skel {
+            Loaded::Network(s) => &s.maps.events,
+        }
+    }
+
+    /// Detaches every program (drops the links).
+    pub fn detach(&mut self) {
+        match &mut self.skel {
+            Loaded::Network(s) => s.links = Default::default(),
+        }
+    }
+}
+
+/// Handles for writing config into every loaded object.
+#[derive(Default)]
+pub struct ConfigWriters(pub Vec<MapHandle>);
+
+impl ConfigWriters {
+    /// Writes `k` to all objects; returns how many writes failed.
+    pub fn write(&self, k: &KernelConfig) -> usize {
+        let key = 0u32.to_ne_bytes();
+        let bytes = k.to_bytes();
+        self.0.iter().filter(|m| m.update(&key, &bytes, MapFlags::ANY).is_err()).count()
+    }
+}
+
+/// Per-CPU counter readers, one per loaded object.
+#[derive(Default)]
+pub struct CounterReaders(pub Vec<(usize, MapHandle)>);
+
+impl CounterReaders {
+    /// Sums every counter over CPUs. A failed read leaves the previous
+    /// value (counters are monotonic, so a stale value is never too high).
+    pub fn read_into(&self, k: &mut crate::metrics::KernelCounters) {
+        for (obs, map) in &self.0 {
+            for idx in 0..counter::MAX {
+                let key = idx.to_ne_bytes();
+                let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) else { continue };
+                let sum: u64 = per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
+                    .map(u64::from_ne_bytes)
+                    .fold(0u64, u64::wrapping_add);
+                k.0[*obs][idx as usize] = sum;
+            }
+        }
+    }
+}
+
+fn storage() -> &'static mut MaybeUninit<OpenObject> {
+    // One small allocation per observer for the process lifetime: it gives
+    // the skeleton a 'static borrow, so it can move to the poller thread.
+    Box::leak(Box::new(MaybeUninit::uninit()))
+}
+
+fn handles(
+    config: &libbpf_rs::MapMut<'_>,
+    counters: &libbpf_rs::MapMut<'_>,
+) -> libbpf_rs::Result<(MapHandle, MapHandle)> {
+    Ok((MapHandle::try_from(config)?, MapHandle::try_from(counters)?))
+}
+
+fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()> {
+    cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
+}
+
+fn load_network(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
+    let open = tapio_bpf::network::NetworkSkelBuilder::default().open(storage())?;
+    let mut skel = open.load()?;
+    let (config_map, counters_map) = handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
+    write_initial(&config_map, k)?;
+    skel.attach()?;
+    Ok(Observer {
+        index: OBS_NETWORK,
+        skel: Loaded::Network(Box::new(skel)),
+        config_map,
+        counters_map,
+    })
+}
+
+/// Loads every observer; failures are returned beside the successes.
+pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
+    let loaders: [(usize, fn(&KernelConfig) -> libbpf_rs::Result<Observer>); 1] = [(OBS_NETWORK, load_network)];
+    for (idx, load) in loaders {
+        match load(k) {
+            Ok(o) => ok.push(o),
+            Err(e) => failed.push((idx, format!("{e}"))),
+        }
+    }
+    (ok, failed)
+}
+
+/// Raises RLIMIT_MEMLOCK where allowed. Kernels from 5.11 charge BPF
+/// memory to the memory cgroup instead, so a refusal is only a warning.
+pub fn raise_memlock() -> Result<(), std::io::Error> {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

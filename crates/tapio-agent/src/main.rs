@@ -1,0 +1,253 @@
+//! tapio-agent: the node-local observer.
+//!
+//! Threads (docs/architecture.md):
+//! - main: arguments, config, signals, kernel config writes, metrics file;
+//! - poller: ring buffers -> bounded channel (never blocks);
+//! - sender: channel -> batches -> JSON -> sinks.
+
+mod args;
+mod clock;
+mod config;
+mod host;
+mod kconfig;
+mod loader;
+mod logger;
+mod metrics;
+mod observer;
+mod poller;
+mod sender;
+mod signals;
+mod sink;
+mod state;
+
+use args::{Args, Command, RunArgs};
+use metrics::{Metrics, OBSERVER_NAMES, SinkId};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tapio_common::abi::{OBS_NODE, OBS_PROCESS, OBS_STORAGE};
+use tapio_common::sink::Sink;
+use tapio_wire::ObserverState;
+
+fn main() {
+    let args: Args = argh::from_env();
+    match args.command {
+        Command::Version(_) => println!("tapio-agent {}", env!("CARGO_PKG_VERSION")),
+        Command::Run(run_args) => std::process::exit(run(run_args)),
+    }
+}
+
+/// Exit codes: 0 clean stop, 1 nothing could be observed, 2 bad
+/// configuration or arguments.
+fn run(a: RunArgs) -> i32 {
+    let level = a
+        .log_level
+        .clone()
+        .or_else(|| std::env::var("TAPIO_LOG").ok())
+        .map(|s| logger::parse_level(&s))
+        .unwrap_or(Some(log::LevelFilter::Info));
+    let Some(level) = level else {
+        eprintln!("tapio-agent: --log-level must be one of error, warn, info, debug, trace");
+        return 2;
+    };
+    logger::init(level);
+    signals::install_handlers();
+
+    if a.queue_capacity == 0 || a.queue_capacity > 1 << 20 {
+        log::error!("--queue-capacity must be between 1 and 1048576");
+        return 2;
+    }
+    let cfg = match config::initial(a.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("config: {e}");
+            return 2;
+        }
+    };
+    let node_name = a.node_name.clone().unwrap_or_else(host::hostname);
+    let agent_id = a.agent_id.clone().or_else(host::machine_id).unwrap_or_else(|| node_name.clone());
+    let instance_id = host::new_instance_id();
+    log::info!(
+        "tapio-agent {} starting: agent_id={agent_id} node={node_name} instance={instance_id} profile={}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.profile
+    );
+
+    let metrics = Arc::new(Metrics::default());
+    let mut generation: u32 = 1;
+    metrics.config_generation.store(generation, Relaxed);
+    if let Err(e) = loader::raise_memlock() {
+        log::warn!("cannot raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11, which charge BPF memory to the memory cgroup");
+    }
+
+    let (observers, failed) = loader::load_all(&kconfig::to_kernel(&cfg, generation));
+    for (idx, err) in &failed {
+        log::error!("observer {} failed to load or attach: {err}", OBSERVER_NAMES[*idx]);
+        metrics.set_state(*idx, ObserverState::Failed);
+    }
+    for o in &observers {
+        log::info!("observer {} attached", OBSERVER_NAMES[o.index]);
+        metrics.set_state(o.index, ObserverState::Up);
+    }
+    // Not shipped in this build yet: reported as unsupported, never as up.
+    for idx in [OBS_STORAGE, OBS_PROCESS] {
+        if !observers.iter().any(|o| o.index == idx) && !failed.iter().any(|(i, _)| *i == idx) {
+            metrics.set_state(idx, ObserverState::Unsupported);
+        }
+    }
+    metrics.set_state(
+        OBS_NODE,
+        if cfg.node.enabled { ObserverState::Unsupported } else { ObserverState::Disabled },
+    );
+    if observers.is_empty() {
+        log::error!("no observer could be loaded; is this a Linux >= 5.8 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?");
+        return 1;
+    }
+    let config_writers = loader::ConfigWriters(
+        observers.iter().filter_map(|o| libbpf_rs::MapHandle::try_from(&o.config_map).ok()).collect(),
+    );
+    let counter_readers = loader::CounterReaders(
+        observers
+            .iter()
+            .filter_map(|o| libbpf_rs::MapHandle::try_from(&o.counters_map).ok().map(|m| (o.index, m)))
+            .collect(),
+    );
+
+    let shared = state::SharedConfig::new(cfg.clone(), generation);
+    let (tx, rx) = crossbeam_channel::bounded(a.queue_capacity);
+
+    let mut sinks: Vec<(SinkId, Box<dyn Sink + Send>)> = Vec::new();
+    if !a.no_stdout {
+        sinks.push((SinkId::Stdout, Box::new(sink::stdout::StdoutSink::new())));
+    }
+    if let Some(dir) = &a.data_dir {
+        let mut sc = sink::file::StoreConfig::new(dir.clone());
+        sc.fallback = a.fallback_dir.clone();
+        sc.max_age_hours = a.retention_hours.max(1);
+        sc.max_bytes = a.retention_mib.max(1) * 1024 * 1024;
+        sinks.push((
+            SinkId::File,
+            Box::new(sink::file::FileSink::new(sc).with_metrics(Arc::clone(&metrics))),
+        ));
+    }
+
+    let sender = sender::SenderThread {
+        rx,
+        sinks,
+        metrics: Arc::clone(&metrics),
+        cfg: sender::SenderConfig {
+            instance_id: instance_id.clone(),
+            max_events: cfg.batching.max_events as usize,
+            flush_interval: Duration::from_millis(u64::from(cfg.batching.flush_interval_ms)),
+        },
+    };
+    let sender_handle = match std::thread::Builder::new().name("tapio-sender".into()).spawn(move || sender.run()) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start the sender thread: {e}");
+            return 1;
+        }
+    };
+    let poller_stop = Arc::new(AtomicBool::new(false));
+    let poller_handle = {
+        let metrics = Arc::clone(&metrics);
+        let shared = shared.clone();
+        let stop = Arc::clone(&poller_stop);
+        let pc = poller::PollerConfig {
+            poll_timeout: Duration::from_millis(u64::from(cfg.ringbuf.poll_timeout_ms)),
+        };
+        std::thread::Builder::new()
+            .name("tapio-poller".into())
+            .spawn(move || poller::run(observers, tx, metrics, shared, stop, pc))
+    };
+    let poller_handle = match poller_handle {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start the poller thread: {e}");
+            return 1;
+        }
+    };
+
+    let write_metrics = |metrics: &Metrics| {
+        if let Ok(mut k) = metrics.kernel.lock() {
+            counter_readers.read_into(&mut k);
+        }
+        if let Some(p) = &a.metrics_file {
+            if let Err(e) = metrics.write_textfile(p) {
+                log::warn!("metrics file {}: {e}", p.display());
+            }
+        }
+    };
+
+    let metrics_every = Duration::from_secs(a.metrics_interval_secs.max(1));
+    let mut last_metrics = Instant::now();
+    write_metrics(&metrics);
+    while !signals::stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+        if poller_handle.is_finished() {
+            log::error!("the poller thread stopped unexpectedly");
+            break;
+        }
+        if signals::take_reload() {
+            match &a.config {
+                None => log::info!("SIGHUP: no --config file; the builtin defaults stay"),
+                Some(path) => match config::load_file(path) {
+                    Ok(new) => {
+                        generation = generation.wrapping_add(1).max(1);
+                        let failures = config_writers.write(&kconfig::to_kernel(&new, generation));
+                        if failures > 0 {
+                            log::error!("config generation {generation}: {failures} kernel config writes failed");
+                        }
+                        shared.set(new, generation);
+                        metrics.config_generation.store(generation, Relaxed);
+                        metrics.config_reloads_ok.fetch_add(1, Relaxed);
+                        log::info!("SIGHUP: applied {} as config generation {generation}", path.display());
+                    }
+                    Err(e) => {
+                        metrics.config_reloads_failed.fetch_add(1, Relaxed);
+                        log::error!("SIGHUP: rejected new config, keeping generation {generation}: {e}");
+                    }
+                },
+            }
+        }
+        if last_metrics.elapsed() >= metrics_every {
+            write_metrics(&metrics);
+            last_metrics = Instant::now();
+        }
+    }
+
+    log::info!("stopping: detaching programs and draining");
+    poller_stop.store(true, Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(a.shutdown_timeout_secs.max(1));
+    let _ = poller_handle.join();
+    while !sender_handle.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if sender_handle.is_finished() {
+        let _ = sender_handle.join();
+    } else {
+        log::error!("the sender did not finish within {}s; queued events are lost", a.shutdown_timeout_secs);
+    }
+    write_metrics(&metrics);
+    log_summary(&metrics);
+    0
+}
+
+fn log_summary(m: &Metrics) {
+    let k = m.kernel.lock().map(|g| *g).unwrap_or_default();
+    for (o, name) in OBSERVER_NAMES.iter().enumerate() {
+        if m.state(o) != ObserverState::Up {
+            continue;
+        }
+        log::info!(
+            "{name}: kernel={} ringbuf_lost={} received={} malformed={} queue_drops={} suppressed={} emitted={}",
+            k.get(o, tapio_common::abi::counter::ATTEMPTS),
+            k.get(o, tapio_common::abi::counter::RINGBUF_LOST),
+            m.received[o].load(Relaxed),
+            m.malformed[o].load(Relaxed),
+            m.queue_drops[o].load(Relaxed),
+            m.suppressed_for(o),
+            m.emitted_for(o),
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! The agent's counters, and the Prometheus textfile that exposes them.
+//!
+//! All counters are monotonic. The agent has no inbound server: the
+//! textfile is written atomically (temporary file + rename) every few
+//! seconds and at exit, for node_exporter's textfile collector or a human.
+//!
+//! Loss accounting, per observer (docs/operations.md):
+//!   kernel_events = ringbuf_lost + received
+//!   received      = malformed + queue_drops + suppressed + emitted
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use tapio_common::abi::{OBS_COUNT, counter};
+use tapio_common::event::EventKind;
+use tapio_wire::{Observer, ObserverState};
+
+pub const OBSERVER_NAMES: [&str; OBS_COUNT] = ["network", "storage", "process", "node"];
+
+/// Reasons a received record is deliberately not emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suppress {
+    /// The observer was disabled by a config applied after the record was
+    /// produced (records in flight across a config change).
+    ObserverDisabled = 0,
+    /// The record's type belongs to another observer's ring buffer.
+    WrongObserver = 1,
+}
+pub const SUPPRESS_REASONS: [&str; 2] = ["observer_disabled", "wrong_observer"];
+
+/// The sinks, in `tapio_sink_*{sink}` order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkId {
+    Stdout = 0,
+    File = 1,
+    /// Reserved for the controller client; counted from its first release.
+    #[allow(dead_code)]
+    Controller = 2,
+}
+pub const SINK_NAMES: [&str; 3] = ["stdout", "file", "controller"];
+
+/// `tapio_config_fetch_total{result}`
+pub const FETCH_RESULTS: [&str; 4] = ["applied", "not_modified", "rejected", "error"];
+/// `tapio_controller_send_failures_total{kind}`
+pub const SEND_FAILURE_KINDS: [&str; 6] = ["connect", "timeout", "http_status", "redirect", "io", "gave_up"];
+
+/// Kernel-side counters of each observer, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelCounters(pub [[u64; counter::MAX as usize]; OBS_COUNT]);
+
+impl KernelCounters {
+    pub fn get(&self, obs: usize, idx: u32) -> u64 {
+        self.0[obs][idx as usize]
+    }
+}
+
+/// Correlation-drop reasons kept by the BPF programs, with the observer
+/// each applies to.
+pub const CORRELATION_REASONS: [(usize, u32, &str); 5] = [
+    (0, counter::CORR_OWNER_MISSING, "owner_state_missing"),
+    (0, counter::CORR_STATE_FULL, "state_map_full"),
+    (1, counter::CORR_AMBIGUOUS_IO, "ambiguous_inflight_io"),
+    (1, counter::CORR_STATE_FULL, "inflight_map_full"),
+    (1, counter::CORR_NO_ISSUE, "completion_without_issue"),
+];
+
+fn zeros<const N: usize>() -> [AtomicU64; N] {
+    std::array::from_fn(|_| AtomicU64::new(0))
+}
+
+pub struct Metrics {
+    pub received: [AtomicU64; OBS_COUNT],
+    pub malformed: [AtomicU64; OBS_COUNT],
+    pub queue_drops: [AtomicU64; OBS_COUNT],
+    pub suppressed: [[AtomicU64; 2]; OBS_COUNT],
+    pub emitted: [AtomicU64; EventKind::ALL.len()],
+    pub sink_failures: [AtomicU64; 3],
+    pub sink_dropped: [AtomicU64; 3],
+    pub sink_fallback: [AtomicU64; 3],
+    pub observer_state: [AtomicU8; OBS_COUNT],
+    pub config_fetch: [AtomicU64; 4],
+    pub config_reloads_ok: AtomicU64,
+    pub config_reloads_failed: AtomicU64,
+    pub controller_send_failures: [AtomicU64; 6],
+    pub controller_events_sent: AtomicU64,
+    pub store_files_removed: AtomicU64,
+    pub config_generation: AtomicU32,
+    /// Last kernel counter snapshot (refreshed by the metrics writer).
+    pub kernel: Mutex<KernelCounters>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            received: zeros(),
+            malformed: zeros(),
+            queue_drops: zeros(),
+            suppressed: std::array::from_fn(|_| zeros()),
+            emitted: zeros(),
+            sink_failures: zeros(),
+            sink_dropped: zeros(),
+            sink_fallback: zeros(),
+            observer_state: std::array::from_fn(|_| AtomicU8::new(state_code(ObserverState::Disabled))),
+            config_fetch: zeros(),
+            config_reloads_ok: AtomicU64::new(0),
+            config_reloads_failed: AtomicU64::new(0),
+            controller_send_failures: zeros(),
+            controller_events_sent: AtomicU64::new(0),
+            store_files_removed: AtomicU64::new(0),
+            config_generation: AtomicU32::new(0),
+            kernel: Mutex::new(KernelCounters::default()),
+        }
+    }
+}
+
+pub fn state_code(s: ObserverState) -> u8 {
+    match s {
+        ObserverState::Up => 1,
+        ObserverState::Failed => 2,
+        ObserverState::Disabled => 3,
+        ObserverState::Unsupported => 4,
+        ObserverState::Unknown => 0,
+    }
+}
+
+pub fn state_of(code: u8) -> ObserverState {
+    match code {
+        1 => ObserverState::Up,
+        2 => ObserverState::Failed,
+        3 => ObserverState::Disabled,
+        4 => ObserverState::Unsupported,
+        _ => ObserverState::Unknown,
+    }
+}
+
+pub fn kind_index(kind: EventKind) -> usize {
+    EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+pub fn observer_index(o: Observer) -> usize {
+    match o {
+        Observer::Network => 0,
+        Observer::Storage => 1,
+        Observer::Process => 2,
+        Observer::Node | Observer::Unknown => 3,
+    }
+}
+
+impl Metrics {
+    pub fn set_state(&self, obs: usize, s: ObserverState) {
+        self.observer_state[obs].store(state_code(s), Relaxed);
+    }
+
+    pub fn state(&self, obs: usize) -> ObserverState {
+        state_of(self.observer_state[obs].load(Relaxed))
+    }
+
+    pub fn emitted_for(&self, obs: usize) -> u64 {
+        EventKind::ALL
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| observer_index(k.observer()) == obs)
+            .map(|(i, _)| self.emitted[i].load(Relaxed))
+            .sum()
+    }
+
+    pub fn suppressed_for(&self, obs: usize) -> u64 {
+        self.suppressed[obs].iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Every counter as `name{labels}` -> value: the textfile's samples and
+    /// the heartbeat's counters.
+    pub fn samples(&self) -> Vec<(String, u64)> {
+        let k = self.kernel.lock().map(|g| *g).unwrap_or_default();
+        let mut out = Vec::with_capacity(96);
+        let mut push = |name: &str, labels: String, v: u64| {
+            if labels.is_empty() {
+                out.push((name.to_string(), v));
+            } else {
+                out.push((format!("{name}{{{labels}}}"), v));
+            }
+        };
+        for (o, name) in OBSERVER_NAMES.iter().enumerate() {
+            let l = format!("observer=\"{name}\"");
+            push("tapio_kernel_events_total", l.clone(), k.get(o, counter::ATTEMPTS));
+            push("tapio_ringbuf_lost_total", l.clone(), k.get(o, counter::RINGBUF_LOST));
+            push("tapio_received_events_total", l.clone(), self.received[o].load(Relaxed));
+            push("tapio_malformed_events_total", l.clone(), self.malformed[o].load(Relaxed));
+            push("tapio_queue_drops_total", l.clone(), self.queue_drops[o].load(Relaxed));
+            for (r, reason) in SUPPRESS_REASONS.iter().enumerate() {
+                push(
+                    "tapio_events_suppressed_total",
+                    format!("{l},reason=\"{reason}\""),
+                    self.suppressed[o][r].load(Relaxed),
+                );
+            }
+            let up = u64::from(self.state(o) == ObserverState::Up);
+            push("tapio_observer_up", l, up);
+        }
+        for (i, kind) in EventKind::ALL.iter().enumerate() {
+            push(
+                "tapio_events_total",
+                format!("observer=\"{}\",type=\"{}\"", kind.observer().as_str(), kind.type_name()),
+                self.emitted[i].load(Relaxed),
+            );
+        }
+        for (o, idx, reason) in CORRELATION_REASONS {
+            push(
+                "tapio_correlation_drops_total",
+                format!("observer=\"{}\",reason=\"{reason}\"", OBSERVER_NAMES[o]),
+                k.get(o, idx),
+            );
+        }
+        push(
+            "tapio_process_exits_folded_into_oom_total",
+            String::new(),
+            k.get(2, counter::OOM_EXIT_DEDUP),
+        );
+        let abi: u64 = (0..OBS_COUNT).map(|o| k.get(o, counter::ABI_MISMATCH)).sum();
+        push("tapio_config_abi_mismatch_total", String::new(), abi);
+        for (s, name) in SINK_NAMES.iter().enumerate() {
+            let l = format!("sink=\"{name}\"");
+            push("tapio_sink_failures_total", l.clone(), self.sink_failures[s].load(Relaxed));
+            push("tapio_sink_dropped_events_total", l.clone(), self.sink_dropped[s].load(Relaxed));
+            push("tapio_sink_fallback_events_total", l, self.sink_fallback[s].load(Relaxed));
+        }
+        for (i, r) in FETCH_RESULTS.iter().enumerate() {
+            push("tapio_config_fetch_total", format!("result=\"{r}\""), self.config_fetch[i].load(Relaxed));
+        }
+        push("tapio_config_reloads_total", "result=\"ok\"".into(), self.config_reloads_ok.load(Relaxed));
+        push(
+            "tapio_config_reloads_total",
+            "result=\"failed\"".into(),
+            self.config_reloads_failed.load(Relaxed),
+        );
+        for (i, kind) in SEND_FAILURE_KINDS.iter().enumerate() {
+            push(
+                "tapio_controller_send_failures_total",
+                format!("kind=\"{kind}\""),
+                self.controller_send_failures[i].load(Relaxed),
+            );
+        }
+        push("tapio_controller_events_sent_total", String::new(), self.controller_events_sent.load(Relaxed));
+        push("tapio_store_files_removed_total", String::new(), self.store_files_removed.load(Relaxed));
+        push("tapio_config_generation", String::new(), u64::from(self.config_generation.load(Relaxed)));
+        out
+    }
+
+    /// The Prometheus text exposition of [`Metrics::samples`].
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(8192);
+        let mut last = String::new();
+        for (key, v) in self.samples() {
+            let name = key.split('{').next().unwrap_or(&key).to_string();
+            if name != last {
+                let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+                let _ = writeln!(s, "# TYPE {name} {kind}");
+                last = name;
+            }
+            let _ = writeln!(s, "{key} {v}");
+        }
+        s
+    }
+
+    /// Writes the textfile atomically: `<path>.tmp`, then rename.
+    pub fn write_textfile(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("prom.tmp");
+        std::fs::write(&tmp, self.render())?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_every_family_with_type_lines() {
+        let m = Metrics::default();
+        m.received[0].store(5, Relaxed);
+        m.emitted[kind_index(EventKind::ConnectionRefused)].store(4, Relaxed);
+        m.queue_drops[0].store(1, Relaxed);
+        m.kernel.lock().unwrap().0[0][counter::ATTEMPTS as usize] = 6;
+        m.kernel.lock().unwrap().0[0][counter::RINGBUF_LOST as usize] = 1;
+        let text = m.render();
+        for needle in [
+            "# TYPE tapio_kernel_events_total counter",
+            "tapio_kernel_events_total{observer=\"network\"} 6",
+            "tapio_ringbuf_lost_total{observer=\"network\"} 1",
+            "tapio_received_events_total{observer=\"network\"} 5",
+            "tapio_queue_drops_total{observer=\"network\"} 1",
+            "tapio_events_total{observer=\"network\",type=\"kernel.network.connection_refused\"} 4",
+            "tapio_events_suppressed_total{observer=\"network\",reason=\"observer_disabled\"} 0",
+            "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"} 0",
+            "tapio_sink_failures_total{sink=\"file\"} 0",
+            "tapio_config_abi_mismatch_total 0",
+            "tapio_observer_up{observer=\"network\"} 0",
+            "tapio_config_fetch_total{result=\"not_modified\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle}\n{text}");
+        }
+        // each family's TYPE line appears once
+        assert_eq!(text.matches("# TYPE tapio_events_total ").count(), 1);
+        assert_eq!(m.emitted_for(0), 4);
+    }
+
+    #[test]
+    fn textfile_is_replaced_atomically() {
+        let dir = std::env::temp_dir().join(format!("tapio-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("tapio.prom");
+        let m = Metrics::default();
+        m.write_textfile(&p).unwrap();
+        m.received[1].store(9, Relaxed);
+        m.write_textfile(&p).unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(text.contains("tapio_received_events_total{observer=\"storage\"} 9"));
+        assert!(!dir.join("tapio.prom.tmp").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,109 @@
+//! `kernel.storage.*` from `struct tapio_storage_event`.
+
+use super::Context;
+use crate::metrics::Suppress;
+use tapio_common::abi::{F_CGROUP_KNOWN, F_OWNER_KNOWN, StorageEvent, event_type, storage_op};
+use tapio_common::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
+use tapio_wire::Severity;
+
+pub fn op_name(op: u8) -> &'static str {
+    match op {
+        storage_op::READ => "read",
+        storage_op::WRITE => "write",
+        storage_op::FLUSH => "flush",
+        storage_op::DISCARD => "discard",
+        _ => "other",
+    }
+}
+
+/// The kernel's `blk_status_t` names (include/linux/blk_types.h).
+pub fn blk_status_name(s: u8) -> Option<&'static str> {
+    Some(match s {
+        1 => "BLK_STS_NOTSUPP",
+        2 => "BLK_STS_TIMEOUT",
+        3 => "BLK_STS_NOSPC",
+        4 => "BLK_STS_TRANSPORT",
+        5 => "BLK_STS_TARGET",
+        6 => "BLK_STS_RESV_CONFLICT",
+        7 => "BLK_STS_MEDIUM",
+        8 => "BLK_STS_PROTECTION",
+        9 => "BLK_STS_RESOURCE",
+        10 => "BLK_STS_IOERR",
+        11 => "BLK_STS_DM_REQUEUE",
+        12 => "BLK_STS_AGAIN",
+        13 => "BLK_STS_DEV_RESOURCE",
+        14 => "BLK_STS_ZONE_OPEN_RESOURCE",
+        15 => "BLK_STS_ZONE_ACTIVE_RESOURCE",
+        16 => "BLK_STS_OFFLINE",
+        17 => "BLK_STS_DURATION_LIMIT",
+        18 => "BLK_STS_INVAL",
+        _ => return None,
+    })
+}
+
+pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppress> {
+    let cfg = &ctx.config.storage;
+    if !cfg.enabled {
+        return Err(Suppress::ObserverDisabled);
+    }
+    let (kind, severity) = match e.hdr.kind {
+        event_type::STORAGE_SLOW_IO => (
+            EventKind::SlowIo,
+            if e.latency_ns >= cfg.slow_io_critical_ns { Severity::Critical } else { Severity::Warning },
+        ),
+        event_type::STORAGE_IO_ERROR => (EventKind::IoError, Severity::Critical),
+        _ => return Err(Suppress::WrongObserver),
+    };
+    let is_err = kind == EventKind::IoError;
+    Ok(Event {
+        seq,
+        kind,
+        severity,
+        timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
+        config_generation: e.hdr.config_generation,
+        facts: Facts::Storage(StorageFacts {
+            dev_major: e.dev_major,
+            dev_minor: e.dev_minor,
+            sector: e.sector,
+            bytes: e.bytes,
+            op: op_name(e.op),
+            latency_ns: e.latency_ns,
+            error: if is_err { Some(blk_status_name(e.error).unwrap_or("unknown")) } else { None },
+            error_code: is_err.then_some(e.error),
+            owner: (e.flags & F_OWNER_KNOWN != 0).then_some(Owner {
+                pid: e.pid,
+                comm: Comm(e.comm),
+            }),
+            cgroup_id: (e.flags & F_CGROUP_KNOWN != 0).then_some(e.cgroup_id),
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapio_common::abi::EventHeader;
+    use tapio_wire::CompiledConfig;
+
+    #[test]
+    fn severity_follows_thresholds() {
+        let cfg = CompiledConfig::standalone_default();
+        let ctx = Context { boot_to_wall_ns: 0, config: &cfg };
+        let mut e = StorageEvent::zeroed();
+        e.hdr = EventHeader { kind: event_type::STORAGE_SLOW_IO, size: 80, config_generation: 1, timestamp_ns: 5 };
+        e.latency_ns = cfg.storage.slow_io_critical_ns - 1;
+        e.op = storage_op::WRITE;
+        let ev = build(&e, 1, &ctx).unwrap();
+        assert_eq!(ev.severity, Severity::Warning);
+        e.latency_ns = cfg.storage.slow_io_critical_ns;
+        assert_eq!(build(&e, 1, &ctx).unwrap().severity, Severity::Critical);
+        let Facts::Storage(s) = ev.facts else { panic!() };
+        assert_eq!(s.op, "write");
+        assert_eq!(s.error, None);
+        e.hdr.kind = event_type::STORAGE_IO_ERROR;
+        e.error = 10;
+        let Facts::Storage(s) = build(&e, 1, &ctx).unwrap().facts else { panic!() };
+        assert_eq!(s.error, Some("BLK_STS_IOERR"));
+        assert_eq!(s.error_code, Some(10));
+    }
+}

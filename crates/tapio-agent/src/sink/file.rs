@@ -1,0 +1,397 @@
+//! The zero-loss local file store (layout in `tapio_common::store`).
+//!
+//! - Each event goes to the bucket of its own timestamp's UTC hour.
+//! - An hour is sealed once the wall clock is past its end by the seal
+//!   grace; later events for it go to its `.late.jsonl` sidecar.
+//! - A failed write is rolled back (the file is truncated to its length
+//!   before the write, so no torn line remains), counted, and retried on
+//!   the fallback directory if one is configured; what neither path takes
+//!   is counted as dropped. The next batch tries the primary path again,
+//!   so writing resumes by itself once space is freed.
+//! - Retention removes whole hour files by age, then oldest first by total
+//!   bytes; each removal is counted.
+//! - Nothing here panics on an I/O error.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tapio_common::event::Event;
+use tapio_common::sink::{Sink, SinkResult};
+use tapio_common::store::{self, Part};
+use tapio_common::time::{hour_of, now_unix_ns};
+
+const MAX_OPEN: usize = 4;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    pub fallback: Option<PathBuf>,
+    /// How long after an hour ends it still takes events as primary.
+    pub seal_grace: Duration,
+    pub max_age_hours: u64,
+    pub max_bytes: u64,
+    pub fsync_every: Duration,
+}
+
+impl StoreConfig {
+    pub fn new(dir: PathBuf) -> Self {
+        StoreConfig {
+            dir,
+            fallback: None,
+            seal_grace: Duration::from_secs(120),
+            max_age_hours: 72,
+            max_bytes: 256 * 1024 * 1024,
+            fsync_every: Duration::from_secs(5),
+        }
+    }
+}
+
+struct OpenFile {
+    hour: u64,
+    part: Part,
+    fallback: bool,
+    file: File,
+    len: u64,
+    dirty: bool,
+}
+
+pub struct FileSink {
+    cfg: StoreConfig,
+    open: Vec<OpenFile>,
+    last_retention_hour: u64,
+    last_sync: Instant,
+    /// Files removed by retention since the last call of `take_removed`.
+    removed: u64,
+    /// Wall clock source (tests replace it).
+    now: fn() -> u64,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+}
+
+impl FileSink {
+    pub fn new(cfg: StoreConfig) -> Self {
+        FileSink {
+            cfg,
+            open: Vec::new(),
+            last_retention_hour: 0,
+            last_sync: Instant::now(),
+            removed: 0,
+            now: now_unix_ns,
+            metrics: None,
+        }
+    }
+
+    /// Counts retention removals in `tapio_store_files_removed_total`.
+    pub fn with_metrics(mut self, m: std::sync::Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(m);
+        self
+    }
+
+    #[cfg(test)]
+    pub fn take_removed(&mut self) -> u64 {
+        std::mem::take(&mut self.removed)
+    }
+
+    fn dir(&self, fallback: bool) -> Option<&Path> {
+        if fallback { self.cfg.fallback.as_deref() } else { Some(&self.cfg.dir) }
+    }
+
+    fn handle(&mut self, hour: u64, part: Part, fallback: bool) -> std::io::Result<&mut OpenFile> {
+        if let Some(i) = self.open.iter().position(|f| f.hour == hour && f.part == part && f.fallback == fallback) {
+            return Ok(&mut self.open[i]);
+        }
+        let dir = self
+            .dir(fallback)
+            .ok_or_else(|| std::io::Error::other("no fallback directory"))?
+            .to_path_buf();
+        std::fs::create_dir_all(&dir)?;
+        let path = store::path(&dir, hour, part);
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let len = file.metadata()?.len();
+        if self.open.len() >= MAX_OPEN {
+            // Close the oldest hour first.
+            if let Some((i, _)) = self.open.iter().enumerate().min_by_key(|(_, f)| f.hour) {
+                let f = self.open.swap_remove(i);
+                let _ = f.file.sync_data();
+            }
+        }
+        self.open.push(OpenFile {
+            hour,
+            part,
+            fallback,
+            file,
+            len,
+            dirty: false,
+        });
+        let last = self.open.len() - 1;
+        Ok(&mut self.open[last])
+    }
+
+    /// Appends `bytes` (whole lines) to one file; on failure restores the
+    /// file's previous length and forgets the handle.
+    fn append(&mut self, hour: u64, part: Part, fallback: bool, bytes: &[u8]) -> std::io::Result<()> {
+        let res = match self.handle(hour, part, fallback) {
+            Ok(f) => match f.file.write_all(bytes) {
+                Ok(()) => {
+                    f.len += bytes.len() as u64;
+                    f.dirty = true;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = f.file.set_len(f.len);
+                    Err(e)
+                }
+            },
+            Err(e) => return Err(e),
+        };
+        if res.is_err() {
+            self.open.retain(|f| !(f.hour == hour && f.part == part && f.fallback == fallback));
+        }
+        res
+    }
+
+    fn write_group(&mut self, hour: u64, part: Part, bytes: &[u8], count: u64, result: &mut SinkResult) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.append(hour, part, false, bytes).is_ok() {
+            return;
+        }
+        result.failures += 1;
+        if self.cfg.fallback.is_some() {
+            if self.append(hour, part, true, bytes).is_ok() {
+                result.fallback += count;
+                return;
+            }
+            result.failures += 1;
+        }
+        result.dropped += count;
+    }
+
+    fn retention(&mut self, now_hour: u64) {
+        if now_hour == self.last_retention_hour {
+            return;
+        }
+        self.last_retention_hour = now_hour;
+        let dirs: Vec<PathBuf> = std::iter::once(self.cfg.dir.clone()).chain(self.cfg.fallback.clone()).collect();
+        let mut files = Vec::new();
+        for d in &dirs {
+            if let Ok(list) = store::list(d) {
+                files.extend(list);
+            }
+        }
+        files.sort_by_key(|f| f.hour);
+        let oldest_kept = now_hour.saturating_sub(self.cfg.max_age_hours);
+        let mut total: u64 = files.iter().map(|f| f.bytes).sum();
+        for f in &files {
+            let too_old = f.hour < oldest_kept;
+            let too_big = total > self.cfg.max_bytes && f.hour < now_hour;
+            if (too_old || too_big) && std::fs::remove_file(&f.path).is_ok() {
+                total = total.saturating_sub(f.bytes);
+                self.removed += 1;
+                if let Some(m) = &self.metrics {
+                    m.store_files_removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                self.open.retain(|o| o.hour != f.hour);
+            }
+        }
+    }
+
+    fn maybe_sync(&mut self, force: bool) {
+        if !force && self.last_sync.elapsed() < self.cfg.fsync_every {
+            return;
+        }
+        self.last_sync = Instant::now();
+        for f in &mut self.open {
+            if f.dirty {
+                let _ = f.file.sync_data();
+                f.dirty = false;
+            }
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn name(&self) -> &'static str {
+        "file"
+    }
+
+    fn write_batch(&mut self, events: &[Event], lines: &[std::ops::Range<usize>], buf: &str) -> SinkResult {
+        let now = (self.now)();
+        let now_hour = hour_of(now);
+        self.retention(now_hour);
+        let sealed_below = hour_of(now.saturating_sub(self.cfg.seal_grace.as_nanos() as u64));
+        let mut result = SinkResult::default();
+        // Group consecutive events of the same file: batches are almost
+        // always a single hour.
+        let mut group: Vec<u8> = Vec::with_capacity(buf.len());
+        let mut current: Option<(u64, Part)> = None;
+        let mut count = 0u64;
+        for (ev, range) in events.iter().zip(lines) {
+            let hour = hour_of(ev.timestamp_ns);
+            let part = if hour < sealed_below { Part::Late } else { Part::Primary };
+            if current != Some((hour, part)) {
+                if let Some((h, p)) = current {
+                    self.write_group(h, p, &group, count, &mut result);
+                }
+                group.clear();
+                count = 0;
+                current = Some((hour, part));
+            }
+            group.extend_from_slice(&buf.as_bytes()[range.clone()]);
+            count += 1;
+        }
+        if let Some((h, p)) = current {
+            self.write_group(h, p, &group, count, &mut result);
+        }
+        // Close files of sealed hours.
+        let before = self.open.len();
+        self.open.retain(|f| {
+            let keep = f.part == Part::Late || f.hour >= sealed_below;
+            if !keep {
+                let _ = f.file.sync_data();
+            }
+            keep
+        });
+        self.maybe_sync(before != self.open.len());
+        result
+    }
+
+    fn flush(&mut self) -> SinkResult {
+        self.maybe_sync(true);
+        SinkResult::default()
+    }
+}
+
+/// For tests: a sink whose clock is fixed.
+#[cfg(test)]
+impl FileSink {
+    fn with_clock(cfg: StoreConfig, now: fn() -> u64) -> Self {
+        FileSink { now, ..FileSink::new(cfg) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tapio_common::event::{EventKind, Facts, NodeFacts};
+    use tapio_wire::Severity;
+
+    const T0: u64 = 1_795_328_784_500_000_000; // 2026-11-22T06:26:24.5Z
+    const HOUR_NS: u64 = 3_600_000_000_000;
+
+    fn ev(seq: u64, ts: u64) -> Event {
+        Event {
+            seq,
+            kind: EventKind::NodePmc,
+            severity: Severity::Info,
+            timestamp_ns: ts,
+            config_generation: 1,
+            facts: Facts::Node(NodeFacts { cpu: 0, cycles: 1, instructions: 1, stalled_cycles: 0, window_ns: 1 }),
+        }
+    }
+
+    fn batch(events: &[Event]) -> (String, Vec<std::ops::Range<usize>>) {
+        let mut buf = String::new();
+        let mut lines = Vec::new();
+        for e in events {
+            let start = buf.len();
+            e.write_json("t", &mut buf);
+            buf.push('\n');
+            lines.push(start..buf.len());
+        }
+        (buf, lines)
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tapio-file-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    fn now_t0() -> u64 {
+        T0
+    }
+
+    fn lines_in(p: &Path) -> Vec<String> {
+        std::fs::read_to_string(p).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
+    }
+
+    #[test]
+    fn buckets_by_event_time_and_late_sidecar() {
+        let dir = tmp("buckets");
+        let mut s = FileSink::with_clock(StoreConfig::new(dir.clone()), now_t0);
+        let events = [
+            ev(1, T0),
+            ev(2, T0 - HOUR_NS),        // previous hour, sealed (26 min > 2 min grace)
+            ev(3, T0 + HOUR_NS),        // a future hour (clock skew) goes to its own bucket
+            ev(4, T0 - 26 * 60 * 1_000_000_000 - 1), // 05:59:59.x: late
+        ];
+        let (buf, lines) = batch(&events);
+        let r = s.write_batch(&events, &lines, &buf);
+        assert_eq!(r, SinkResult::default());
+        let h = hour_of(T0);
+        assert_eq!(lines_in(&store::path(&dir, h, Part::Primary)).len(), 1);
+        assert_eq!(lines_in(&store::path(&dir, h - 1, Part::Late)).len(), 2);
+        assert_eq!(lines_in(&store::path(&dir, h + 1, Part::Primary)).len(), 1);
+        assert!(!store::path(&dir, h - 1, Part::Primary).exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failure_falls_back_and_is_counted_then_resumes() {
+        let dir = tmp("fail");
+        let fb = tmp("fallback");
+        // Make the primary path unusable: a regular file where the
+        // directory should be.
+        std::fs::write(&dir, b"not a dir").unwrap();
+        let mut cfg = StoreConfig::new(dir.clone());
+        cfg.fallback = Some(fb.clone());
+        let mut s = FileSink::with_clock(cfg, now_t0);
+        let events = [ev(1, T0), ev(2, T0)];
+        let (buf, lines) = batch(&events);
+        let r = s.write_batch(&events, &lines, &buf);
+        assert_eq!(r, SinkResult { failures: 1, dropped: 0, fallback: 2 });
+        assert_eq!(lines_in(&store::path(&fb, hour_of(T0), Part::Primary)).len(), 2);
+        // primary comes back
+        std::fs::remove_file(&dir).unwrap();
+        let r = s.write_batch(&events[..1], &lines[..1], &buf[lines[0].clone()]);
+        assert_eq!(r, SinkResult::default());
+        assert_eq!(lines_in(&store::path(&dir, hour_of(T0), Part::Primary)).len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&fb).unwrap();
+    }
+
+    #[test]
+    fn without_fallback_losses_are_dropped_and_counted() {
+        let dir = tmp("nofb");
+        std::fs::write(&dir, b"x").unwrap();
+        let mut s = FileSink::with_clock(StoreConfig::new(dir.clone()), now_t0);
+        let events = [ev(1, T0), ev(2, T0), ev(3, T0)];
+        let (buf, lines) = batch(&events);
+        assert_eq!(s.write_batch(&events, &lines, &buf), SinkResult { failures: 1, dropped: 3, fallback: 0 });
+        std::fs::remove_file(&dir).unwrap();
+    }
+
+    #[test]
+    fn retention_by_age_and_bytes() {
+        let dir = tmp("retention");
+        std::fs::create_dir_all(&dir).unwrap();
+        let h = hour_of(T0);
+        for back in [100u64, 50, 3, 2, 1] {
+            std::fs::write(store::path(&dir, h - back, Part::Primary), vec![b'x'; 1000]).unwrap();
+        }
+        let mut cfg = StoreConfig::new(dir.clone());
+        cfg.max_age_hours = 72;
+        cfg.max_bytes = 2500;
+        let mut s = FileSink::with_clock(cfg, now_t0);
+        let events = [ev(1, T0)];
+        let (buf, lines) = batch(&events);
+        s.write_batch(&events, &lines, &buf);
+        // 100h old: age. Then 50h, 3h: over 2500 bytes.
+        let left: Vec<u64> = store::list(&dir).unwrap().iter().map(|f| h - f.hour).collect();
+        assert_eq!(left, vec![2, 1, 0]);
+        assert_eq!(s.take_removed(), 3);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,33 @@
+//! JSON lines on standard output.
+
+use std::io::Write;
+use tapio_common::event::Event;
+use tapio_common::sink::{Sink, SinkResult};
+
+pub struct StdoutSink {
+    out: std::io::Stdout,
+}
+
+impl StdoutSink {
+    pub fn new() -> Self {
+        StdoutSink { out: std::io::stdout() }
+    }
+}
+
+impl Sink for StdoutSink {
+    fn name(&self) -> &'static str {
+        "stdout"
+    }
+
+    fn write_batch(&mut self, events: &[Event], _lines: &[std::ops::Range<usize>], buf: &str) -> SinkResult {
+        let mut lock = self.out.lock();
+        match lock.write_all(buf.as_bytes()).and_then(|_| lock.flush()) {
+            Ok(()) => SinkResult::default(),
+            Err(_) => SinkResult {
+                failures: 1,
+                dropped: events.len() as u64,
+                fallback: 0,
+            },
+        }
+    }
+}

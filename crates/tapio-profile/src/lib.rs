@@ -1,0 +1,271 @@
+//! Evidence Profiles: the operator-facing document that says what Tapio
+//! observes and where its thresholds lie.
+//!
+//! The caller deserializes the document (the controller uses YAML; this
+//! crate has no YAML and no file I/O), then [`compile`] validates it against
+//! its builtin base and produces a [`tapio_wire::CompiledConfig`]. Unknown
+//! fields are rejected at deserialization: a typo is an error, never a
+//! silent default. Every validation error names the exact field path.
+
+mod builtin;
+mod document;
+
+pub use builtin::{BUILTINS, builtin, builtin_names};
+pub use document::{
+    BatchingOverrides, EvidenceProfile, Metadata, NetworkOverrides, NodeOverrides, Overrides,
+    ProcessOverrides, RingbufOverrides, SlowIoOverrides, StorageOverrides,
+};
+
+use tapio_wire::{
+    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, NodeConfig,
+    ProcessConfig, RingbufConfig, StorageConfig,
+};
+
+/// The `apiVersion` this build understands.
+pub const API_VERSION: &str = "tapio.dev/v1";
+/// The only `kind`.
+pub const KIND: &str = "EvidenceProfile";
+
+/// Size of each observer's ring buffer (`TAPIO_RINGBUF_BYTES` in
+/// `bpf/common.bpf.h`): the wakeup threshold cannot exceed it.
+pub const RINGBUF_BYTES: u64 = 1024 * 1024;
+
+/// One problem in a profile, at an exact field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ProfileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// All problems found in a profile, in document order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileErrors(pub Vec<ProfileError>);
+
+impl std::fmt::Display for ProfileErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ProfileErrors {}
+
+struct Checker {
+    errors: Vec<ProfileError>,
+}
+
+impl Checker {
+    fn fail(&mut self, path: &str, message: impl Into<String>) {
+        self.errors.push(ProfileError {
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) -> u64 {
+        if v < lo || v > hi {
+            self.fail(path, format!("must be between {lo} and {hi} (got {v})"));
+        }
+        v
+    }
+
+    fn ratio(&mut self, path: &str, v: f64, hi: f64) -> u32 {
+        if !v.is_finite() || !(0.0..=hi).contains(&v) {
+            self.fail(path, format!("must be between 0 and {hi} (got {v})"));
+            return 0;
+        }
+        // 0.0..=10.0 * 1000 fits u32; rounding keeps 0.3 -> 300.
+        (v * 1000.0).round() as u32
+    }
+}
+
+/// Validates a profile; `Ok` means [`compile`] will succeed.
+pub fn validate(profile: &EvidenceProfile) -> Result<(), ProfileErrors> {
+    compile(profile).map(|_| ())
+}
+
+/// Validates and compiles a profile into the config the agents apply.
+pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileErrors> {
+    let mut c = Checker { errors: Vec::new() };
+    if profile.api_version != API_VERSION {
+        c.fail("apiVersion", format!("must be {API_VERSION:?} (got {:?})", profile.api_version));
+    }
+    if profile.kind != KIND {
+        c.fail("kind", format!("must be {KIND:?} (got {:?})", profile.kind));
+    }
+    let Some(base) = builtin(&profile.base) else {
+        c.fail(
+            "base",
+            format!("unknown builtin {:?}; one of: {}", profile.base, builtin_names().join(", ")),
+        );
+        return Err(ProfileErrors(c.errors));
+    };
+    let name = profile
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| profile.base.clone());
+    if name.len() > 128 {
+        c.fail("metadata.name", "at most 128 characters");
+    }
+    let o = &profile.overrides;
+
+    // network
+    let net = o.network.clone().unwrap_or_default();
+    let window_ms = c.range(
+        "overrides.network.retransmit_window_ms",
+        net.retransmit_window_ms.unwrap_or(base.retransmit_window_ms),
+        100,
+        3_600_000,
+    );
+
+    // storage
+    let st = o.storage.clone().unwrap_or_default();
+    let slow = st.slow_io.clone().unwrap_or_default();
+    let errors_before = c.errors.len();
+    let warning_ms = c.range(
+        "overrides.storage.slow_io.warning_ms",
+        slow.warning_ms.unwrap_or(base.slow_io_warning_ms),
+        0,
+        600_000,
+    );
+    let critical_ms = c.range(
+        "overrides.storage.slow_io.critical_ms",
+        slow.critical_ms.unwrap_or(base.slow_io_critical_ms),
+        0,
+        600_000,
+    );
+    // Compare only values that are themselves in range: one mistake, one error.
+    if c.errors.len() == errors_before && critical_ms < warning_ms {
+        c.fail(
+            "overrides.storage.slow_io.critical_ms",
+            format!("must be >= warning_ms ({warning_ms})"),
+        );
+    }
+
+    // process
+    let pr = o.process.clone().unwrap_or_default();
+    let mut codes: Vec<i32> = Vec::new();
+    if let Some(list) = &pr.ignore_exit_codes {
+        for (i, code) in list.iter().enumerate() {
+            if !(1..=255).contains(code) {
+                c.fail(
+                    &format!("overrides.process.ignore_exit_codes[{i}]"),
+                    format!("must be an exit status between 1 and 255 (got {code})"),
+                );
+            } else {
+                codes.push(*code as i32);
+            }
+        }
+    } else {
+        codes = base.ignore_exit_codes.to_vec();
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    if codes.len() > MAX_IGNORED_EXIT_CODES {
+        c.fail(
+            "overrides.process.ignore_exit_codes",
+            format!("at most {MAX_IGNORED_EXIT_CODES} distinct codes (got {})", codes.len()),
+        );
+    }
+
+    // node
+    let nd = o.node.clone().unwrap_or_default();
+    let node_window_ms = c.range(
+        "overrides.node.window_ms",
+        nd.window_ms.unwrap_or(base.node_window_ms),
+        1000,
+        3_600_000,
+    );
+    let ipc = c.ratio("overrides.node.ipc_warning", nd.ipc_warning.unwrap_or(base.node_ipc_warning), 10.0);
+    let stall = c.ratio(
+        "overrides.node.stall_warning",
+        nd.stall_warning.unwrap_or(base.node_stall_warning),
+        1.0,
+    );
+
+    // batching
+    let b = o.batching.clone().unwrap_or_default();
+    let max_events = c.range("overrides.batching.max_events", b.max_events.unwrap_or(base.max_events), 1, 10_000);
+    let max_bytes = c.range(
+        "overrides.batching.max_bytes",
+        b.max_bytes.unwrap_or(base.max_bytes),
+        4096,
+        16 * 1024 * 1024,
+    );
+    let flush_ms = c.range(
+        "overrides.batching.flush_interval_ms",
+        b.flush_interval_ms.unwrap_or(base.flush_interval_ms),
+        1,
+        60_000,
+    );
+
+    // ring buffer
+    let r = o.ringbuf.clone().unwrap_or_default();
+    let wakeup = c.range(
+        "overrides.ringbuf.wakeup_bytes",
+        r.wakeup_bytes.unwrap_or(base.wakeup_bytes),
+        1,
+        RINGBUF_BYTES,
+    );
+    let poll_ms = c.range(
+        "overrides.ringbuf.poll_timeout_ms",
+        r.poll_timeout_ms.unwrap_or(base.poll_timeout_ms),
+        1,
+        1000,
+    );
+
+    if !c.errors.is_empty() {
+        return Err(ProfileErrors(c.errors));
+    }
+    const MS: u64 = 1_000_000;
+    // Every value was range-checked above, so the narrowing casts are exact.
+    Ok(CompiledConfig {
+        profile: name,
+        network: NetworkConfig {
+            enabled: net.enabled.unwrap_or(base.network),
+            retransmit_window_ns: window_ms * MS,
+        },
+        storage: StorageConfig {
+            enabled: st.enabled.unwrap_or(base.storage),
+            slow_io_warning_ns: warning_ms * MS,
+            slow_io_critical_ns: critical_ms * MS,
+        },
+        process: ProcessConfig {
+            enabled: pr.enabled.unwrap_or(base.process),
+            exec_enabled: pr.exec.unwrap_or(base.exec),
+            ignore_exit_codes: codes,
+        },
+        node: NodeConfig {
+            enabled: nd.enabled.unwrap_or(base.node),
+            window_ns: node_window_ms * MS,
+            ipc_warning_milli: ipc,
+            stall_warning_milli: stall,
+        },
+        batching: BatchingConfig {
+            max_events: max_events as u32,
+            max_bytes: max_bytes as u32,
+            flush_interval_ms: flush_ms as u32,
+        },
+        ringbuf: RingbufConfig {
+            wakeup_bytes: wakeup as u32,
+            poll_timeout_ms: poll_ms as u32,
+        },
+    })
+}
+
+/// Compiles a builtin profile by name, as if a document named only its base.
+pub fn compile_builtin(name: &str) -> Option<CompiledConfig> {
+    builtin(name)?;
+    compile(&EvidenceProfile::from_base(name)).ok()
+}
+
+#[cfg(test)]
+mod tests;

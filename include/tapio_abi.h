@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * tapio_abi.h - THE kernel/user ABI of Tapio.
+ *
+ * Every struct that crosses the kernel boundary is defined here and only
+ * here: the event records the BPF programs write into their ring buffers,
+ * the counters they keep, and the tapio_config carrier the agent writes.
+ * The Rust mirror is crates/tapio-common/src/abi.rs; it carries size_of /
+ * offset_of assertions against the numbers asserted below.
+ *
+ * Rules:
+ *  - plain fixed-width types only, no kernel headers;
+ *  - every padding byte is explicit (a named _pad field) and zeroed;
+ *  - a change of any layout bumps TAPIO_ABI_VERSION.
+ */
+#ifndef TAPIO_ABI_H
+#define TAPIO_ABI_H
+
+#ifdef __BPF__
+/* BPF side: vmlinux-free build, fixed-width types from tapio_kernel.h. */
+#else
+#include <linux/types.h>
+#endif
+
+#define TAPIO_ABI_VERSION 1
+
+#define TAPIO_COMM_LEN 16
+#define TAPIO_FILENAME_LEN 128
+#define TAPIO_MAX_IGNORED_EXIT_CODES 16
+
+/* Observers. The index of an observer in every per-observer array. */
+enum tapio_observer {
+	TAPIO_OBS_NETWORK = 0,
+	TAPIO_OBS_STORAGE = 1,
+	TAPIO_OBS_PROCESS = 2,
+	TAPIO_OBS_NODE = 3,
+	TAPIO_OBS_COUNT = 4,
+};
+
+/* Record types (tapio_event_header.type). */
+enum tapio_event_type {
+	TAPIO_EV_NET_CONN_REFUSED = 1,
+	TAPIO_EV_NET_CONN_TIMEOUT = 2,
+	TAPIO_EV_NET_CONN_RESET = 3,
+	TAPIO_EV_NET_RETRANSMITS = 4,
+	TAPIO_EV_STORAGE_SLOW_IO = 16,
+	TAPIO_EV_STORAGE_IO_ERROR = 17,
+	TAPIO_EV_PROC_ABNORMAL_EXIT = 32,
+	TAPIO_EV_PROC_OOM_KILL = 33,
+	TAPIO_EV_PROC_EXEC = 34,
+	TAPIO_EV_NODE_PMC = 48,
+};
+
+/* Common header: first member of every record. */
+struct tapio_event_header {
+	__u16 type;              /* enum tapio_event_type */
+	__u16 size;              /* sizeof the whole record */
+	__u32 config_generation; /* tapio_config.generation in force */
+	__u64 timestamp_ns;      /* bpf_ktime_get_boot_ns() */
+};
+
+/* Flags shared by records that may know their owning task. */
+#define TAPIO_F_OWNER_KNOWN (1u << 0) /* pid/comm are the owning process */
+#define TAPIO_F_CGROUP_KNOWN (1u << 1) /* cgroup_id is meaningful */
+
+/* kernel.network.* */
+struct tapio_net_event {
+	struct tapio_event_header hdr;
+	__u64 cgroup_id;
+	__u32 pid;          /* tgid of the owner; valid with TAPIO_F_OWNER_KNOWN */
+	__u32 retransmits;  /* TAPIO_EV_NET_RETRANSMITS: count in this span */
+	__u64 span_ns;      /* retransmits: first..last retransmit of the span */
+	__u8 saddr[16];     /* local address (IPv4 in the first 4 bytes) */
+	__u8 daddr[16];     /* remote address */
+	__u16 sport;        /* local port, host order */
+	__u16 dport;        /* remote port, host order */
+	__u16 family;       /* AF_INET (2) or AF_INET6 (10) */
+	__u8 flags;         /* TAPIO_F_* */
+	__u8 state;         /* TCP state at the time of the fact */
+	__u32 syn_retries;  /* timeout: SYN retransmissions before giving up */
+	__u32 _pad;
+	char comm[TAPIO_COMM_LEN];
+};
+
+/* Storage ops (tapio_storage_event.op). */
+enum tapio_storage_op {
+	TAPIO_OP_READ = 0,
+	TAPIO_OP_WRITE = 1,
+	TAPIO_OP_FLUSH = 2,
+	TAPIO_OP_DISCARD = 3,
+	TAPIO_OP_OTHER = 4,
+};
+
+/* kernel.storage.* */
+struct tapio_storage_event {
+	struct tapio_event_header hdr;
+	__u64 cgroup_id;
+	__u64 sector;
+	__u64 latency_ns;
+	__u32 bytes;
+	__u32 dev_major;
+	__u32 dev_minor;
+	__u32 pid;          /* valid with TAPIO_F_OWNER_KNOWN */
+	__u8 op;            /* enum tapio_storage_op */
+	__u8 error;         /* blk_status_t, 0 = ok */
+	__u8 flags;         /* TAPIO_F_* */
+	__u8 _pad[5];
+	char comm[TAPIO_COMM_LEN];
+};
+
+/* kernel.process.* */
+struct tapio_process_event {
+	struct tapio_event_header hdr;
+	__u64 cgroup_id;       /* cgroup v2 (default hierarchy) id */
+	__u64 memcg_id;        /* oom_kill: the victim's memory cgroup id */
+	__u64 total_vm_kb;     /* oom_kill */
+	__u64 rss_kb;          /* oom_kill: anon + file + shmem */
+	__u32 pid;             /* tgid */
+	__u32 ppid;
+	__s32 exit_code;       /* abnormal_exit: exit status (0..255) */
+	__u32 signal;          /* abnormal_exit: terminating signal, 0 = none */
+	__s16 oom_score_adj;   /* oom_kill */
+	__u8 flags;            /* TAPIO_F_* */
+	__u8 _pad[5];
+	char comm[TAPIO_COMM_LEN];
+	char filename[TAPIO_FILENAME_LEN]; /* exec only */
+};
+
+/* kernel.node.* */
+struct tapio_node_event {
+	struct tapio_event_header hdr;
+	__u64 cycles;          /* deltas over the window */
+	__u64 instructions;
+	__u64 stalled_cycles;
+	__u64 window_ns;
+	__u32 cpu;
+	__u32 _pad;
+};
+
+/*
+ * Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one per object, key = index).
+ * Each object counts only its own observer's entries.
+ */
+enum tapio_counter {
+	TAPIO_CNT_ATTEMPTS = 0,         /* records the program tried to emit */
+	TAPIO_CNT_RINGBUF_LOST = 1,     /* bpf_ringbuf_reserve failures */
+	TAPIO_CNT_ABI_MISMATCH = 2,     /* config ABI version not understood */
+	/* correlation drops; see docs/events.md for each reason */
+	TAPIO_CNT_CORR_OWNER_MISSING = 3,   /* network: connect state not found */
+	TAPIO_CNT_CORR_STATE_FULL = 4,      /* any: correlation map full */
+	TAPIO_CNT_CORR_AMBIGUOUS_IO = 5,    /* storage: ambiguous_inflight_io */
+	TAPIO_CNT_CORR_NO_ISSUE = 6,        /* storage: completion without issue */
+	TAPIO_CNT_OOM_EXIT_DEDUP = 7,       /* process: exit folded into oom_kill */
+	TAPIO_CNT_MAX = 16,
+};
+
+/*
+ * Runtime configuration: a private fixed layout (not CO-RE), written by the
+ * agent into each object's single-entry BPF_MAP_TYPE_ARRAY "tapio_config".
+ * The programs read it once per invocation; an unknown abi_version makes
+ * them emit nothing and count TAPIO_CNT_ABI_MISMATCH.
+ */
+struct tapio_config {
+	__u32 abi_version;        /* must equal TAPIO_ABI_VERSION */
+	__u32 generation;         /* config generation; stamped on every record */
+	__u8 network_enabled;
+	__u8 storage_enabled;
+	__u8 process_enabled;
+	__u8 node_enabled;
+	__u8 exec_enabled;
+	__u8 _pad0[3];
+	__u64 retransmit_window_ns;
+	__u64 slow_io_threshold_ns;  /* emit slow_io at or above this latency */
+	__u32 ringbuf_wakeup_bytes;  /* force a wakeup once this much is pending */
+	__u32 ignore_exit_count;     /* used entries of ignore_exit_codes */
+	__s32 ignore_exit_codes[TAPIO_MAX_IGNORED_EXIT_CODES];
+};
+
+#define TAPIO_ASSERT_LAYOUT(cond) _Static_assert(cond, #cond)
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_event_header) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_event_header, type) == 0);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_event_header, size) == 2);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_event_header, config_generation) == 4);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_event_header, timestamp_ns) == 8);
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_net_event) == 104);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, cgroup_id) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, pid) == 24);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, retransmits) == 28);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, span_ns) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, saddr) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, daddr) == 56);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, sport) == 72);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, dport) == 74);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, family) == 76);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, flags) == 78);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, state) == 79);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, syn_retries) == 80);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, comm) == 88);
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_storage_event) == 80);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, cgroup_id) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, sector) == 24);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, latency_ns) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, bytes) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, dev_major) == 44);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, dev_minor) == 48);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, pid) == 52);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, op) == 56);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, error) == 57);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, flags) == 58);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, comm) == 64);
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_process_event) == 216);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, cgroup_id) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, memcg_id) == 24);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, total_vm_kb) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, rss_kb) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, pid) == 48);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, ppid) == 52);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, exit_code) == 56);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, signal) == 60);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, oom_score_adj) == 64);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, flags) == 66);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, comm) == 72);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, filename) == 88);
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_node_event) == 56);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, cycles) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, instructions) == 24);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, stalled_cycles) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, window_ns) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, cpu) == 48);
+
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 104);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, abi_version) == 0);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, generation) == 4);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, network_enabled) == 8);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, storage_enabled) == 9);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, process_enabled) == 10);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_enabled) == 11);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, exec_enabled) == 12);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, retransmit_window_ns) == 16);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_threshold_ns) == 24);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ringbuf_wakeup_bytes) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_count) == 36);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_codes) == 40);
+
+#endif /* TAPIO_ABI_H */
