@@ -5,7 +5,12 @@
 //! and counters, so one observer failing to load never stops another. The
 //! agent (`crates/tapio-agent`) is the only user of this crate.
 #![cfg(target_os = "linux")]
-#![allow(clippy::all, missing_docs, non_camel_case_types, non_upper_case_globals)]
+#![allow(
+    clippy::all,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals
+)]
 
 pub mod network {
     include!(concat!(env!("OUT_DIR"), "/network.skel.rs"));

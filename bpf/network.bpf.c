@@ -236,6 +236,19 @@ int BPF_PROG(tapio_tcp_receive_reset, struct sock *sk)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tapio_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
+	/*
+	 * Newer kernels also fire this tracepoint for attempts that failed
+	 * locally (err != 0: nothing left the host). Only count what was
+	 * sent, as older kernels (which fire on success only) do. The
+	 * branch is resolved at load time; on kernels without the argument
+	 * it is dead code and never verified.
+	 */
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err)) {
+		int err = (int)ctx[2];
+
+		if (err)
+			return 0;
+	}
 	on_retransmit(sk);
 	return 0;
 }

@@ -117,6 +117,13 @@ struct inet_sock {
 
 struct sk_buff;
 
+/* Used only to ask, through CO-RE, whether this kernel's tcp_retransmit_skb
+ * tracepoint carries the transmit result (6.x+ fires it for failed
+ * attempts too, with err != 0). */
+struct trace_event_raw_tcp_retransmit_skb {
+	int err;
+};
+
 struct kernfs_node {
 	u64 id;
 };

@@ -13,6 +13,7 @@ pub struct Args {
 
 #[derive(FromArgs, Debug)]
 #[argh(subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     Run(RunArgs),
     Version(VersionArgs),

@@ -6,13 +6,19 @@
 //! poller refreshes the offset every second so NTP steps are followed.
 
 fn clock_ns(id: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     let rc = unsafe { libc::clock_gettime(id, &mut ts) };
     if rc != 0 {
         return 0;
     }
-    (ts.tv_sec as i64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as i64)
+    // time_t and c_long are i64 on the 64-bit targets we build for.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let (sec, nsec) = (ts.tv_sec as i64, ts.tv_nsec as i64);
+    sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// CLOCK_REALTIME - CLOCK_BOOTTIME, in ns. The smaller of two samples'

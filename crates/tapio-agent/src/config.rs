@@ -11,12 +11,16 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub fn load_file(path: &Path) -> Result<CompiledConfig, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_CONFIG_BYTES {
-        return Err(format!("{}: larger than {MAX_CONFIG_BYTES} bytes", path.display()));
+        return Err(format!(
+            "{}: larger than {MAX_CONFIG_BYTES} bytes",
+            path.display()
+        ));
     }
     let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let cfg: CompiledConfig =
         serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    cfg.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+    cfg.validate()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(cfg)
 }
 
@@ -36,8 +40,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tapio-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.json");
-        std::fs::write(&good, serde_json::to_vec(&CompiledConfig::standalone_default()).unwrap()).unwrap();
-        assert_eq!(load_file(&good).unwrap(), CompiledConfig::standalone_default());
+        std::fs::write(
+            &good,
+            serde_json::to_vec(&CompiledConfig::standalone_default()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            load_file(&good).unwrap(),
+            CompiledConfig::standalone_default()
+        );
         let bad = dir.join("bad.json");
         let mut c = CompiledConfig::standalone_default();
         c.batching.max_events = 0;

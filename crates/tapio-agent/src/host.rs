@@ -18,12 +18,20 @@ pub fn machine_id() -> Option<String> {
 /// kernel's UUID generator.
 pub fn new_instance_id() -> String {
     let uuid = read_trimmed("/proc/sys/kernel/random/uuid").unwrap_or_default();
-    let hex: String = uuid.chars().filter(char::is_ascii_hexdigit).take(16).collect();
+    let hex: String = uuid
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(16)
+        .collect();
     if hex.len() == 16 {
         return hex;
     }
     // Fallback: time and pid, still unique per start on one host.
-    format!("{:08x}{:08x}", tapio_common::time::now_unix_ns() as u32, std::process::id())
+    format!(
+        "{:08x}{:08x}",
+        tapio_common::time::now_unix_ns() as u32,
+        std::process::id()
+    )
 }
 
 #[cfg(test)]

@@ -25,7 +25,11 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
         ringbuf_wakeup_bytes: cfg.ringbuf.wakeup_bytes,
         ..Default::default()
     };
-    let n = cfg.process.ignore_exit_codes.len().min(MAX_IGNORED_EXIT_CODES);
+    let n = cfg
+        .process
+        .ignore_exit_codes
+        .len()
+        .min(MAX_IGNORED_EXIT_CODES);
     k.ignore_exit_codes[..n].copy_from_slice(&cfg.process.ignore_exit_codes[..n]);
     k.ignore_exit_count = n as u32;
     k
@@ -44,7 +48,15 @@ mod tests {
         let k = to_kernel(&c, 9);
         assert_eq!(k.abi_version, ABI_VERSION);
         assert_eq!(k.generation, 9);
-        assert_eq!((k.network_enabled, k.storage_enabled, k.process_enabled, k.node_enabled), (1, 1, 1, 0));
+        assert_eq!(
+            (
+                k.network_enabled,
+                k.storage_enabled,
+                k.process_enabled,
+                k.node_enabled
+            ),
+            (1, 1, 1, 0)
+        );
         assert_eq!(k.exec_enabled, 1);
         assert_eq!(k.retransmit_window_ns, 10_000_000_000);
         assert_eq!(k.slow_io_threshold_ns, 0);

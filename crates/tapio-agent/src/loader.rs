@@ -49,7 +49,10 @@ impl ConfigWriters {
     pub fn write(&self, k: &KernelConfig) -> usize {
         let key = 0u32.to_ne_bytes();
         let bytes = k.to_bytes();
-        self.0.iter().filter(|m| m.update(&key, &bytes, MapFlags::ANY).is_err()).count()
+        self.0
+            .iter()
+            .filter(|m| m.update(&key, &bytes, MapFlags::ANY).is_err())
+            .count()
     }
 }
 
@@ -64,7 +67,9 @@ impl CounterReaders {
         for (obs, map) in &self.0 {
             for idx in 0..counter::MAX {
                 let key = idx.to_ne_bytes();
-                let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) else { continue };
+                let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) else {
+                    continue;
+                };
                 let sum: u64 = per_cpu
                     .iter()
                     .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()))
@@ -107,11 +112,13 @@ fn load_network(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
     })
 }
 
+type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
+
 /// Loads every observer; failures are returned beside the successes.
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    let loaders: [(usize, fn(&KernelConfig) -> libbpf_rs::Result<Observer>); 1] = [(OBS_NETWORK, load_network)];
+    let loaders: [(usize, LoadFn); 1] = [(OBS_NETWORK, load_network)];
     for (idx, load) in loaders {
         match load(k) {
             Ok(o) => ok.push(o),
@@ -133,4 +140,157 @@ pub fn raise_memlock() -> Result<(), std::io::Error> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{offset_of, size_of};
+    use tapio_bpf::network::types as skel;
+    use tapio_common::abi;
+
+    /// The hand-written mirrors agree with the types libbpf-cargo generated
+    /// from the compiled object's BTF (which came from tapio_abi.h).
+    #[test]
+    fn mirrors_match_the_skeleton_types() {
+        assert_eq!(
+            size_of::<skel::tapio_event_header>(),
+            size_of::<abi::EventHeader>()
+        );
+        assert_eq!(
+            size_of::<skel::tapio_net_event>(),
+            size_of::<abi::NetEvent>()
+        );
+        assert_eq!(
+            size_of::<skel::tapio_storage_event>(),
+            size_of::<abi::StorageEvent>()
+        );
+        assert_eq!(
+            size_of::<skel::tapio_process_event>(),
+            size_of::<abi::ProcessEvent>()
+        );
+        assert_eq!(
+            size_of::<skel::tapio_node_event>(),
+            size_of::<abi::NodeEvent>()
+        );
+        assert_eq!(
+            size_of::<skel::tapio_config>(),
+            size_of::<abi::KernelConfig>()
+        );
+        macro_rules! same {
+            ($s:ty, $m:ty, $($f:ident),+) => {$(
+                assert_eq!(offset_of!($s, $f), offset_of!($m, $f), "{}", stringify!($f));
+            )+};
+        }
+        same!(
+            skel::tapio_net_event,
+            abi::NetEvent,
+            hdr,
+            cgroup_id,
+            pid,
+            retransmits,
+            span_ns,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            flags,
+            state,
+            syn_retries,
+            comm
+        );
+        same!(
+            skel::tapio_storage_event,
+            abi::StorageEvent,
+            hdr,
+            cgroup_id,
+            sector,
+            latency_ns,
+            bytes,
+            dev_major,
+            dev_minor,
+            pid,
+            op,
+            error,
+            flags,
+            comm
+        );
+        same!(
+            skel::tapio_process_event,
+            abi::ProcessEvent,
+            hdr,
+            cgroup_id,
+            memcg_id,
+            total_vm_kb,
+            rss_kb,
+            pid,
+            ppid,
+            exit_code,
+            signal,
+            oom_score_adj,
+            flags,
+            comm,
+            filename
+        );
+        same!(
+            skel::tapio_node_event,
+            abi::NodeEvent,
+            hdr,
+            cycles,
+            instructions,
+            stalled_cycles,
+            window_ns,
+            cpu
+        );
+        same!(
+            skel::tapio_config,
+            abi::KernelConfig,
+            abi_version,
+            generation,
+            network_enabled,
+            storage_enabled,
+            process_enabled,
+            node_enabled,
+            exec_enabled,
+            retransmit_window_ns,
+            slow_io_threshold_ns,
+            ringbuf_wakeup_bytes,
+            ignore_exit_count,
+            ignore_exit_codes
+        );
+        assert_eq!(
+            offset_of!(skel::tapio_event_header, config_generation),
+            offset_of!(abi::EventHeader, config_generation)
+        );
+        assert_eq!(
+            offset_of!(skel::tapio_event_header, timestamp_ns),
+            offset_of!(abi::EventHeader, timestamp_ns)
+        );
+    }
+
+    /// The network object loads and attaches on this kernel (skips loudly
+    /// where BPF is not available).
+    #[test]
+    fn network_object_loads_and_attaches() {
+        if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() || !is_root() {
+            eprintln!("SKIPPED: network_object_loads_and_attaches needs root and kernel BTF");
+            crate::test_skip::record("network_object_loads_and_attaches");
+            return;
+        }
+        let k = crate::kconfig::to_kernel(&tapio_wire::CompiledConfig::standalone_default(), 1);
+        let o = super::load_network(&k).expect("network object loads and attaches");
+        assert_eq!(o.index, abi::OBS_NETWORK);
+        let mut kc = crate::metrics::KernelCounters::default();
+        super::CounterReaders(vec![(
+            o.index,
+            super::MapHandle::try_from(&o.counters_map).unwrap(),
+        )])
+        .read_into(&mut kc);
+        assert_eq!(kc.get(0, abi::counter::ABI_MISMATCH), 0);
+    }
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid has no preconditions.
+        unsafe { libc::geteuid() == 0 }
+    }
 }

@@ -19,6 +19,8 @@ mod sender;
 mod signals;
 mod sink;
 mod state;
+#[cfg(test)]
+mod test_skip;
 
 use args::{Args, Command, RunArgs};
 use metrics::{Metrics, OBSERVER_NAMES, SinkId};
@@ -65,7 +67,11 @@ fn run(a: RunArgs) -> i32 {
         }
     };
     let node_name = a.node_name.clone().unwrap_or_else(host::hostname);
-    let agent_id = a.agent_id.clone().or_else(host::machine_id).unwrap_or_else(|| node_name.clone());
+    let agent_id = a
+        .agent_id
+        .clone()
+        .or_else(host::machine_id)
+        .unwrap_or_else(|| node_name.clone());
     let instance_id = host::new_instance_id();
     log::info!(
         "tapio-agent {} starting: agent_id={agent_id} node={node_name} instance={instance_id} profile={}",
@@ -77,12 +83,17 @@ fn run(a: RunArgs) -> i32 {
     let mut generation: u32 = 1;
     metrics.config_generation.store(generation, Relaxed);
     if let Err(e) = loader::raise_memlock() {
-        log::warn!("cannot raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11, which charge BPF memory to the memory cgroup");
+        log::warn!(
+            "cannot raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11, which charge BPF memory to the memory cgroup"
+        );
     }
 
     let (observers, failed) = loader::load_all(&kconfig::to_kernel(&cfg, generation));
     for (idx, err) in &failed {
-        log::error!("observer {} failed to load or attach: {err}", OBSERVER_NAMES[*idx]);
+        log::error!(
+            "observer {} failed to load or attach: {err}",
+            OBSERVER_NAMES[*idx]
+        );
         metrics.set_state(*idx, ObserverState::Failed);
     }
     for o in &observers {
@@ -97,19 +108,32 @@ fn run(a: RunArgs) -> i32 {
     }
     metrics.set_state(
         OBS_NODE,
-        if cfg.node.enabled { ObserverState::Unsupported } else { ObserverState::Disabled },
+        if cfg.node.enabled {
+            ObserverState::Unsupported
+        } else {
+            ObserverState::Disabled
+        },
     );
     if observers.is_empty() {
-        log::error!("no observer could be loaded; is this a Linux >= 5.8 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?");
+        log::error!(
+            "no observer could be loaded; is this a Linux >= 5.8 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?"
+        );
         return 1;
     }
     let config_writers = loader::ConfigWriters(
-        observers.iter().filter_map(|o| libbpf_rs::MapHandle::try_from(&o.config_map).ok()).collect(),
+        observers
+            .iter()
+            .filter_map(|o| libbpf_rs::MapHandle::try_from(&o.config_map).ok())
+            .collect(),
     );
     let counter_readers = loader::CounterReaders(
         observers
             .iter()
-            .filter_map(|o| libbpf_rs::MapHandle::try_from(&o.counters_map).ok().map(|m| (o.index, m)))
+            .filter_map(|o| {
+                libbpf_rs::MapHandle::try_from(&o.counters_map)
+                    .ok()
+                    .map(|m| (o.index, m))
+            })
             .collect(),
     );
 
@@ -141,7 +165,10 @@ fn run(a: RunArgs) -> i32 {
             flush_interval: Duration::from_millis(u64::from(cfg.batching.flush_interval_ms)),
         },
     };
-    let sender_handle = match std::thread::Builder::new().name("tapio-sender".into()).spawn(move || sender.run()) {
+    let sender_handle = match std::thread::Builder::new()
+        .name("tapio-sender".into())
+        .spawn(move || sender.run())
+    {
         Ok(h) => h,
         Err(e) => {
             log::error!("cannot start the sender thread: {e}");
@@ -196,16 +223,23 @@ fn run(a: RunArgs) -> i32 {
                         generation = generation.wrapping_add(1).max(1);
                         let failures = config_writers.write(&kconfig::to_kernel(&new, generation));
                         if failures > 0 {
-                            log::error!("config generation {generation}: {failures} kernel config writes failed");
+                            log::error!(
+                                "config generation {generation}: {failures} kernel config writes failed"
+                            );
                         }
                         shared.set(new, generation);
                         metrics.config_generation.store(generation, Relaxed);
                         metrics.config_reloads_ok.fetch_add(1, Relaxed);
-                        log::info!("SIGHUP: applied {} as config generation {generation}", path.display());
+                        log::info!(
+                            "SIGHUP: applied {} as config generation {generation}",
+                            path.display()
+                        );
                     }
                     Err(e) => {
                         metrics.config_reloads_failed.fetch_add(1, Relaxed);
-                        log::error!("SIGHUP: rejected new config, keeping generation {generation}: {e}");
+                        log::error!(
+                            "SIGHUP: rejected new config, keeping generation {generation}: {e}"
+                        );
                     }
                 },
             }
@@ -226,7 +260,10 @@ fn run(a: RunArgs) -> i32 {
     if sender_handle.is_finished() {
         let _ = sender_handle.join();
     } else {
-        log::error!("the sender did not finish within {}s; queued events are lost", a.shutdown_timeout_secs);
+        log::error!(
+            "the sender did not finish within {}s; queued events are lost",
+            a.shutdown_timeout_secs
+        );
     }
     write_metrics(&metrics);
     log_summary(&metrics);

@@ -42,7 +42,14 @@ pub const SINK_NAMES: [&str; 3] = ["stdout", "file", "controller"];
 /// `tapio_config_fetch_total{result}`
 pub const FETCH_RESULTS: [&str; 4] = ["applied", "not_modified", "rejected", "error"];
 /// `tapio_controller_send_failures_total{kind}`
-pub const SEND_FAILURE_KINDS: [&str; 6] = ["connect", "timeout", "http_status", "redirect", "io", "gave_up"];
+pub const SEND_FAILURE_KINDS: [&str; 6] = [
+    "connect",
+    "timeout",
+    "http_status",
+    "redirect",
+    "io",
+    "gave_up",
+];
 
 /// Kernel-side counters of each observer, summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -100,7 +107,9 @@ impl Default for Metrics {
             sink_failures: zeros(),
             sink_dropped: zeros(),
             sink_fallback: zeros(),
-            observer_state: std::array::from_fn(|_| AtomicU8::new(state_code(ObserverState::Disabled))),
+            observer_state: std::array::from_fn(|_| {
+                AtomicU8::new(state_code(ObserverState::Disabled))
+            }),
             config_fetch: zeros(),
             config_reloads_ok: AtomicU64::new(0),
             config_reloads_failed: AtomicU64::new(0),
@@ -182,11 +191,31 @@ impl Metrics {
         };
         for (o, name) in OBSERVER_NAMES.iter().enumerate() {
             let l = format!("observer=\"{name}\"");
-            push("tapio_kernel_events_total", l.clone(), k.get(o, counter::ATTEMPTS));
-            push("tapio_ringbuf_lost_total", l.clone(), k.get(o, counter::RINGBUF_LOST));
-            push("tapio_received_events_total", l.clone(), self.received[o].load(Relaxed));
-            push("tapio_malformed_events_total", l.clone(), self.malformed[o].load(Relaxed));
-            push("tapio_queue_drops_total", l.clone(), self.queue_drops[o].load(Relaxed));
+            push(
+                "tapio_kernel_events_total",
+                l.clone(),
+                k.get(o, counter::ATTEMPTS),
+            );
+            push(
+                "tapio_ringbuf_lost_total",
+                l.clone(),
+                k.get(o, counter::RINGBUF_LOST),
+            );
+            push(
+                "tapio_received_events_total",
+                l.clone(),
+                self.received[o].load(Relaxed),
+            );
+            push(
+                "tapio_malformed_events_total",
+                l.clone(),
+                self.malformed[o].load(Relaxed),
+            );
+            push(
+                "tapio_queue_drops_total",
+                l.clone(),
+                self.queue_drops[o].load(Relaxed),
+            );
             for (r, reason) in SUPPRESS_REASONS.iter().enumerate() {
                 push(
                     "tapio_events_suppressed_total",
@@ -200,7 +229,11 @@ impl Metrics {
         for (i, kind) in EventKind::ALL.iter().enumerate() {
             push(
                 "tapio_events_total",
-                format!("observer=\"{}\",type=\"{}\"", kind.observer().as_str(), kind.type_name()),
+                format!(
+                    "observer=\"{}\",type=\"{}\"",
+                    kind.observer().as_str(),
+                    kind.type_name()
+                ),
                 self.emitted[i].load(Relaxed),
             );
         }
@@ -216,18 +249,40 @@ impl Metrics {
             String::new(),
             k.get(2, counter::OOM_EXIT_DEDUP),
         );
-        let abi: u64 = (0..OBS_COUNT).map(|o| k.get(o, counter::ABI_MISMATCH)).sum();
+        let abi: u64 = (0..OBS_COUNT)
+            .map(|o| k.get(o, counter::ABI_MISMATCH))
+            .sum();
         push("tapio_config_abi_mismatch_total", String::new(), abi);
         for (s, name) in SINK_NAMES.iter().enumerate() {
             let l = format!("sink=\"{name}\"");
-            push("tapio_sink_failures_total", l.clone(), self.sink_failures[s].load(Relaxed));
-            push("tapio_sink_dropped_events_total", l.clone(), self.sink_dropped[s].load(Relaxed));
-            push("tapio_sink_fallback_events_total", l, self.sink_fallback[s].load(Relaxed));
+            push(
+                "tapio_sink_failures_total",
+                l.clone(),
+                self.sink_failures[s].load(Relaxed),
+            );
+            push(
+                "tapio_sink_dropped_events_total",
+                l.clone(),
+                self.sink_dropped[s].load(Relaxed),
+            );
+            push(
+                "tapio_sink_fallback_events_total",
+                l,
+                self.sink_fallback[s].load(Relaxed),
+            );
         }
         for (i, r) in FETCH_RESULTS.iter().enumerate() {
-            push("tapio_config_fetch_total", format!("result=\"{r}\""), self.config_fetch[i].load(Relaxed));
+            push(
+                "tapio_config_fetch_total",
+                format!("result=\"{r}\""),
+                self.config_fetch[i].load(Relaxed),
+            );
         }
-        push("tapio_config_reloads_total", "result=\"ok\"".into(), self.config_reloads_ok.load(Relaxed));
+        push(
+            "tapio_config_reloads_total",
+            "result=\"ok\"".into(),
+            self.config_reloads_ok.load(Relaxed),
+        );
         push(
             "tapio_config_reloads_total",
             "result=\"failed\"".into(),
@@ -240,9 +295,21 @@ impl Metrics {
                 self.controller_send_failures[i].load(Relaxed),
             );
         }
-        push("tapio_controller_events_sent_total", String::new(), self.controller_events_sent.load(Relaxed));
-        push("tapio_store_files_removed_total", String::new(), self.store_files_removed.load(Relaxed));
-        push("tapio_config_generation", String::new(), u64::from(self.config_generation.load(Relaxed)));
+        push(
+            "tapio_controller_events_sent_total",
+            String::new(),
+            self.controller_events_sent.load(Relaxed),
+        );
+        push(
+            "tapio_store_files_removed_total",
+            String::new(),
+            self.store_files_removed.load(Relaxed),
+        );
+        push(
+            "tapio_config_generation",
+            String::new(),
+            u64::from(self.config_generation.load(Relaxed)),
+        );
         out
     }
 
@@ -253,7 +320,11 @@ impl Metrics {
         for (key, v) in self.samples() {
             let name = key.split('{').next().unwrap_or(&key).to_string();
             if name != last {
-                let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+                let kind = if name.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
                 let _ = writeln!(s, "# TYPE {name} {kind}");
                 last = name;
             }

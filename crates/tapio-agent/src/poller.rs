@@ -131,5 +131,8 @@ pub fn run(
             break;
         }
     }
-    log::debug!("poller drained and stopped after {} events", state.seq.get());
+    log::debug!(
+        "poller drained and stopped after {} events",
+        state.seq.get()
+    );
 }

@@ -63,7 +63,12 @@ impl SenderThread {
         self.flush();
     }
 
-    fn write(&mut self, batch: &[Event], buf: &mut String, lines: &mut Vec<std::ops::Range<usize>>) {
+    fn write(
+        &mut self,
+        batch: &[Event],
+        buf: &mut String,
+        lines: &mut Vec<std::ops::Range<usize>>,
+    ) {
         buf.clear();
         lines.clear();
         for ev in batch {

@@ -165,17 +165,44 @@ impl KernelConfig {
     pub fn to_bytes(&self) -> [u8; size_of::<KernelConfig>()] {
         let mut out = [0u8; size_of::<KernelConfig>()];
         let mut put = |off: usize, b: &[u8]| out[off..off + b.len()].copy_from_slice(b);
-        put(offset_of!(KernelConfig, abi_version), &self.abi_version.to_ne_bytes());
-        put(offset_of!(KernelConfig, generation), &self.generation.to_ne_bytes());
-        put(offset_of!(KernelConfig, network_enabled), &[self.network_enabled]);
-        put(offset_of!(KernelConfig, storage_enabled), &[self.storage_enabled]);
-        put(offset_of!(KernelConfig, process_enabled), &[self.process_enabled]);
+        put(
+            offset_of!(KernelConfig, abi_version),
+            &self.abi_version.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, generation),
+            &self.generation.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, network_enabled),
+            &[self.network_enabled],
+        );
+        put(
+            offset_of!(KernelConfig, storage_enabled),
+            &[self.storage_enabled],
+        );
+        put(
+            offset_of!(KernelConfig, process_enabled),
+            &[self.process_enabled],
+        );
         put(offset_of!(KernelConfig, node_enabled), &[self.node_enabled]);
         put(offset_of!(KernelConfig, exec_enabled), &[self.exec_enabled]);
-        put(offset_of!(KernelConfig, retransmit_window_ns), &self.retransmit_window_ns.to_ne_bytes());
-        put(offset_of!(KernelConfig, slow_io_threshold_ns), &self.slow_io_threshold_ns.to_ne_bytes());
-        put(offset_of!(KernelConfig, ringbuf_wakeup_bytes), &self.ringbuf_wakeup_bytes.to_ne_bytes());
-        put(offset_of!(KernelConfig, ignore_exit_count), &self.ignore_exit_count.to_ne_bytes());
+        put(
+            offset_of!(KernelConfig, retransmit_window_ns),
+            &self.retransmit_window_ns.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, slow_io_threshold_ns),
+            &self.slow_io_threshold_ns.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, ringbuf_wakeup_bytes),
+            &self.ringbuf_wakeup_bytes.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, ignore_exit_count),
+            &self.ignore_exit_count.to_ne_bytes(),
+        );
         let base = offset_of!(KernelConfig, ignore_exit_codes);
         for (i, code) in self.ignore_exit_codes.iter().enumerate() {
             put(base + i * 4, &code.to_ne_bytes());
@@ -518,10 +545,19 @@ mod tests {
         long.extend_from_slice(&[0; 8]);
         assert_eq!(
             parse_record(&long),
-            Err(ParseError::SizeMismatch { declared: 104, len: 112 })
+            Err(ParseError::SizeMismatch {
+                declared: 104,
+                len: 112
+            })
         );
         long[2..4].copy_from_slice(&112u16.to_ne_bytes());
-        assert_eq!(parse_record(&long), Err(ParseError::Oversized { len: 112, expected: 104 }));
+        assert_eq!(
+            parse_record(&long),
+            Err(ParseError::Oversized {
+                len: 112,
+                expected: 104
+            })
+        );
         let mut unknown = b.clone();
         unknown[0..2].copy_from_slice(&999u16.to_ne_bytes());
         assert_eq!(parse_record(&unknown), Err(ParseError::UnknownType(999)));
@@ -531,9 +567,15 @@ mod tests {
     fn rejects_out_of_domain_fields() {
         let mut e = net(event_type::NET_CONN_REFUSED);
         e.family = 7;
-        assert_eq!(parse_record(&record_bytes(&e)), Err(ParseError::BadField("family")));
+        assert_eq!(
+            parse_record(&record_bytes(&e)),
+            Err(ParseError::BadField("family"))
+        );
         let e = net(event_type::NET_RETRANSMITS);
-        assert_eq!(parse_record(&record_bytes(&e)), Err(ParseError::BadField("retransmits")));
+        assert_eq!(
+            parse_record(&record_bytes(&e)),
+            Err(ParseError::BadField("retransmits"))
+        );
     }
 
     #[test]

@@ -374,7 +374,10 @@ mod tests {
                 src_port: 40000,
                 dst: "127.0.0.1".parse().unwrap(),
                 dst_port: 9,
-                owner: Some(Owner { pid: 42, comm: comm("cu\"rl\n") }),
+                owner: Some(Owner {
+                    pid: 42,
+                    comm: comm("cu\"rl\n"),
+                }),
                 cgroup_id: Some(1),
                 retransmits: None,
                 span_ns: None,
@@ -403,7 +406,10 @@ mod tests {
         assert_eq!(w.kind, "kernel.network.connection_refused");
         assert_eq!(w.facts["comm"], "cu\"rl\n");
         assert!(tapio_wire::looks_like_rfc3339_utc(&w.timestamp));
-        assert_eq!(tapio_wire::find_reasoning_key(&serde_json::to_value(&w).unwrap()), None);
+        assert_eq!(
+            tapio_wire::find_reasoning_key(&serde_json::to_value(&w).unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -417,7 +423,11 @@ mod tests {
         e.write_json("x", &mut s);
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let facts = v["facts"].as_object().unwrap();
-        assert!(!facts.contains_key("pid") && !facts.contains_key("comm") && !facts.contains_key("cgroup_id"));
+        assert!(
+            !facts.contains_key("pid")
+                && !facts.contains_key("comm")
+                && !facts.contains_key("cgroup_id")
+        );
     }
 
     #[test]
@@ -450,12 +460,23 @@ mod tests {
                     oom_score_adj: Some(-1000),
                     filename: Some([b'/'; 128]),
                 }),
-                _ => Facts::Node(NodeFacts { cpu: 0, cycles: 1, instructions: 2, stalled_cycles: 3, window_ns: 4 }),
+                _ => Facts::Node(NodeFacts {
+                    cpu: 0,
+                    cycles: 1,
+                    instructions: 2,
+                    stalled_cycles: 3,
+                    window_ns: 4,
+                }),
             };
-            let e = Event { kind, facts, ..refused() };
+            let e = Event {
+                kind,
+                facts,
+                ..refused()
+            };
             let mut s = String::new();
             e.write_json("i", &mut s);
-            let w: WireEvent = serde_json::from_str(&s).unwrap_or_else(|err| panic!("{kind:?}: {err}: {s}"));
+            let w: WireEvent =
+                serde_json::from_str(&s).unwrap_or_else(|err| panic!("{kind:?}: {err}: {s}"));
             assert_eq!(w.kind, kind.type_name());
             assert_eq!(w.observer, kind.observer());
             assert_eq!(EventKind::from_type_name(&w.kind), Some(kind));
@@ -468,6 +489,9 @@ mod tests {
         b[15] = 1;
         assert_eq!(ip_from_bytes(crate::abi::AF_INET6, &b).to_string(), "::1");
         let b4 = [10, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
-        assert_eq!(ip_from_bytes(crate::abi::AF_INET, &b4).to_string(), "10.0.0.1");
+        assert_eq!(
+            ip_from_bytes(crate::abi::AF_INET, &b4).to_string(),
+            "10.0.0.1"
+        );
     }
 }

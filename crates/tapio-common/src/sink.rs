@@ -10,7 +10,12 @@ pub trait Sink {
 
     /// Writes a batch. `lines` holds the JSON line of each event (same
     /// order, each ending in `\n`), serialized once for all sinks.
-    fn write_batch(&mut self, events: &[Event], lines: &[std::ops::Range<usize>], buf: &str) -> SinkResult;
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+        lines: &[std::ops::Range<usize>],
+        buf: &str,
+    ) -> SinkResult;
 
     /// Flushes buffered output (called at the end of each batch and at
     /// shutdown).

@@ -61,7 +61,9 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<StoreFile>> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some((hour, part)) = parse_file_name(name) else { continue };
+        let Some((hour, part)) = parse_file_name(name) else {
+            continue;
+        };
         let bytes = entry.metadata().map(|m| m.len()).unwrap_or(0);
         out.push(StoreFile {
             path: entry.path(),
@@ -83,8 +85,14 @@ mod tests {
         let h = crate::time::hour_of(1_795_328_784_500_000_000);
         assert_eq!(file_name(h, Part::Primary), "events-20261122T06.jsonl");
         assert_eq!(file_name(h, Part::Late), "events-20261122T06.late.jsonl");
-        assert_eq!(parse_file_name("events-20261122T06.jsonl"), Some((h, Part::Primary)));
-        assert_eq!(parse_file_name("events-20261122T06.late.jsonl"), Some((h, Part::Late)));
+        assert_eq!(
+            parse_file_name("events-20261122T06.jsonl"),
+            Some((h, Part::Primary))
+        );
+        assert_eq!(
+            parse_file_name("events-20261122T06.late.jsonl"),
+            Some((h, Part::Late))
+        );
         assert_eq!(parse_file_name("events-20261122T06.jsonl.tmp"), None);
         assert_eq!(parse_file_name("metrics.prom"), None);
     }
@@ -94,7 +102,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tapio-store-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for n in ["events-20261122T07.jsonl", "events-20261122T06.late.jsonl", "events-20261122T06.jsonl", "other.txt"] {
+        for n in [
+            "events-20261122T07.jsonl",
+            "events-20261122T06.late.jsonl",
+            "events-20261122T06.jsonl",
+            "other.txt",
+        ] {
             std::fs::write(dir.join(n), b"x").unwrap();
         }
         let names: Vec<String> = list(&dir)
@@ -102,7 +115,14 @@ mod tests {
             .iter()
             .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["events-20261122T06.jsonl", "events-20261122T06.late.jsonl", "events-20261122T07.jsonl"]);
+        assert_eq!(
+            names,
+            [
+                "events-20261122T06.jsonl",
+                "events-20261122T06.late.jsonl",
+                "events-20261122T07.jsonl"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

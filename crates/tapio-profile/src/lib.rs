@@ -94,7 +94,10 @@ pub fn validate(profile: &EvidenceProfile) -> Result<(), ProfileErrors> {
 pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileErrors> {
     let mut c = Checker { errors: Vec::new() };
     if profile.api_version != API_VERSION {
-        c.fail("apiVersion", format!("must be {API_VERSION:?} (got {:?})", profile.api_version));
+        c.fail(
+            "apiVersion",
+            format!("must be {API_VERSION:?} (got {:?})", profile.api_version),
+        );
     }
     if profile.kind != KIND {
         c.fail("kind", format!("must be {KIND:?} (got {:?})", profile.kind));
@@ -102,7 +105,11 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let Some(base) = builtin(&profile.base) else {
         c.fail(
             "base",
-            format!("unknown builtin {:?}; one of: {}", profile.base, builtin_names().join(", ")),
+            format!(
+                "unknown builtin {:?}; one of: {}",
+                profile.base,
+                builtin_names().join(", ")
+            ),
         );
         return Err(ProfileErrors(c.errors));
     };
@@ -121,7 +128,8 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let net = o.network.clone().unwrap_or_default();
     let window_ms = c.range(
         "overrides.network.retransmit_window_ms",
-        net.retransmit_window_ms.unwrap_or(base.retransmit_window_ms),
+        net.retransmit_window_ms
+            .unwrap_or(base.retransmit_window_ms),
         100,
         3_600_000,
     );
@@ -172,7 +180,10 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     if codes.len() > MAX_IGNORED_EXIT_CODES {
         c.fail(
             "overrides.process.ignore_exit_codes",
-            format!("at most {MAX_IGNORED_EXIT_CODES} distinct codes (got {})", codes.len()),
+            format!(
+                "at most {MAX_IGNORED_EXIT_CODES} distinct codes (got {})",
+                codes.len()
+            ),
         );
     }
 
@@ -184,7 +195,11 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
         1000,
         3_600_000,
     );
-    let ipc = c.ratio("overrides.node.ipc_warning", nd.ipc_warning.unwrap_or(base.node_ipc_warning), 10.0);
+    let ipc = c.ratio(
+        "overrides.node.ipc_warning",
+        nd.ipc_warning.unwrap_or(base.node_ipc_warning),
+        10.0,
+    );
     let stall = c.ratio(
         "overrides.node.stall_warning",
         nd.stall_warning.unwrap_or(base.node_stall_warning),
@@ -193,7 +208,12 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
 
     // batching
     let b = o.batching.clone().unwrap_or_default();
-    let max_events = c.range("overrides.batching.max_events", b.max_events.unwrap_or(base.max_events), 1, 10_000);
+    let max_events = c.range(
+        "overrides.batching.max_events",
+        b.max_events.unwrap_or(base.max_events),
+        1,
+        10_000,
+    );
     let max_bytes = c.range(
         "overrides.batching.max_bytes",
         b.max_bytes.unwrap_or(base.max_bytes),

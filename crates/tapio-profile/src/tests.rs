@@ -15,7 +15,10 @@ const HEAD: &str = "apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nbase: produ
 
 #[test]
 fn production_default_equals_the_agents_standalone_default() {
-    assert_eq!(compile_builtin("production-default").unwrap(), CompiledConfig::standalone_default());
+    assert_eq!(
+        compile_builtin("production-default").unwrap(),
+        CompiledConfig::standalone_default()
+    );
 }
 
 #[test]
@@ -76,29 +79,77 @@ fn critical_below_warning_names_the_path_and_value() {
         "{HEAD}overrides:\n  storage:\n    slow_io:\n      warning_ms: 150\n      critical_ms: 100\n"
     ))
     .unwrap_err();
-    assert_eq!(e.to_string(), "overrides.storage.slow_io.critical_ms: must be >= warning_ms (150)");
+    assert_eq!(
+        e.to_string(),
+        "overrides.storage.slow_io.critical_ms: must be >= warning_ms (150)"
+    );
     // against the base's warning when only critical is set
-    let e = compile_yaml(&format!("{HEAD}overrides:\n  storage:\n    slow_io:\n      critical_ms: 10\n")).unwrap_err();
-    assert_eq!(e.to_string(), "overrides.storage.slow_io.critical_ms: must be >= warning_ms (100)");
+    let e = compile_yaml(&format!(
+        "{HEAD}overrides:\n  storage:\n    slow_io:\n      critical_ms: 10\n"
+    ))
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "overrides.storage.slow_io.critical_ms: must be >= warning_ms (100)"
+    );
 }
 
 #[test]
 fn every_range_error_has_its_path() {
     let cases = [
-        ("  network:\n    retransmit_window_ms: 5\n", "overrides.network.retransmit_window_ms"),
-        ("  storage:\n    slow_io:\n      warning_ms: 9999999\n", "overrides.storage.slow_io.warning_ms"),
-        ("  process:\n    ignore_exit_codes: [0]\n", "overrides.process.ignore_exit_codes[0]"),
-        ("  process:\n    ignore_exit_codes: [1, 256]\n", "overrides.process.ignore_exit_codes[1]"),
+        (
+            "  network:\n    retransmit_window_ms: 5\n",
+            "overrides.network.retransmit_window_ms",
+        ),
+        (
+            "  storage:\n    slow_io:\n      warning_ms: 9999999\n",
+            "overrides.storage.slow_io.warning_ms",
+        ),
+        (
+            "  process:\n    ignore_exit_codes: [0]\n",
+            "overrides.process.ignore_exit_codes[0]",
+        ),
+        (
+            "  process:\n    ignore_exit_codes: [1, 256]\n",
+            "overrides.process.ignore_exit_codes[1]",
+        ),
         ("  node:\n    window_ms: 1\n", "overrides.node.window_ms"),
-        ("  node:\n    ipc_warning: -1\n", "overrides.node.ipc_warning"),
-        ("  node:\n    stall_warning: 1.5\n", "overrides.node.stall_warning"),
-        ("  node:\n    ipc_warning: .nan\n", "overrides.node.ipc_warning"),
-        ("  batching:\n    max_events: 0\n", "overrides.batching.max_events"),
-        ("  batching:\n    max_bytes: 10\n", "overrides.batching.max_bytes"),
-        ("  batching:\n    flush_interval_ms: 0\n", "overrides.batching.flush_interval_ms"),
-        ("  ringbuf:\n    wakeup_bytes: 0\n", "overrides.ringbuf.wakeup_bytes"),
-        ("  ringbuf:\n    wakeup_bytes: 2000000\n", "overrides.ringbuf.wakeup_bytes"),
-        ("  ringbuf:\n    poll_timeout_ms: 5000\n", "overrides.ringbuf.poll_timeout_ms"),
+        (
+            "  node:\n    ipc_warning: -1\n",
+            "overrides.node.ipc_warning",
+        ),
+        (
+            "  node:\n    stall_warning: 1.5\n",
+            "overrides.node.stall_warning",
+        ),
+        (
+            "  node:\n    ipc_warning: .nan\n",
+            "overrides.node.ipc_warning",
+        ),
+        (
+            "  batching:\n    max_events: 0\n",
+            "overrides.batching.max_events",
+        ),
+        (
+            "  batching:\n    max_bytes: 10\n",
+            "overrides.batching.max_bytes",
+        ),
+        (
+            "  batching:\n    flush_interval_ms: 0\n",
+            "overrides.batching.flush_interval_ms",
+        ),
+        (
+            "  ringbuf:\n    wakeup_bytes: 0\n",
+            "overrides.ringbuf.wakeup_bytes",
+        ),
+        (
+            "  ringbuf:\n    wakeup_bytes: 2000000\n",
+            "overrides.ringbuf.wakeup_bytes",
+        ),
+        (
+            "  ringbuf:\n    poll_timeout_ms: 5000\n",
+            "overrides.ringbuf.poll_timeout_ms",
+        ),
     ];
     for (yaml, path) in cases {
         let e = compile_yaml(&format!("{HEAD}overrides:\n{yaml}")).unwrap_err();
@@ -110,8 +161,11 @@ fn every_range_error_has_its_path() {
 #[test]
 fn too_many_exit_codes() {
     let list: Vec<String> = (1..=17).map(|i| i.to_string()).collect();
-    let e = compile_yaml(&format!("{HEAD}overrides:\n  process:\n    ignore_exit_codes: [{}]\n", list.join(", ")))
-        .unwrap_err();
+    let e = compile_yaml(&format!(
+        "{HEAD}overrides:\n  process:\n    ignore_exit_codes: [{}]\n",
+        list.join(", ")
+    ))
+    .unwrap_err();
     assert_eq!(e.0[0].path, "overrides.process.ignore_exit_codes");
 }
 
@@ -122,14 +176,22 @@ fn all_errors_are_reported_together() {
     )
     .unwrap_err();
     let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["apiVersion", "kind", "overrides.batching.max_events"]);
+    assert_eq!(
+        paths,
+        ["apiVersion", "kind", "overrides.batching.max_events"]
+    );
 }
 
 #[test]
 fn unknown_base_lists_the_builtins() {
-    let e = compile_yaml("apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nbase: prod\n").unwrap_err();
+    let e =
+        compile_yaml("apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nbase: prod\n").unwrap_err();
     assert_eq!(e.0[0].path, "base");
-    assert!(e.0[0].message.contains("production-default, network-only, investigation"));
+    assert!(
+        e.0[0]
+            .message
+            .contains("production-default, network-only, investigation")
+    );
 }
 
 #[test]

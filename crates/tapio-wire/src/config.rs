@@ -137,7 +137,10 @@ impl CompiledConfig {
             reason: reason.into(),
         };
         if self.storage.slow_io_critical_ns < self.storage.slow_io_warning_ns {
-            return Err(bad("storage.slow_io_critical_ns", "must be >= slow_io_warning_ns"));
+            return Err(bad(
+                "storage.slow_io_critical_ns",
+                "must be >= slow_io_warning_ns",
+            ));
         }
         if self.process.ignore_exit_codes.len() > MAX_IGNORED_EXIT_CODES {
             return Err(bad("process.ignore_exit_codes", "at most 16 entries"));

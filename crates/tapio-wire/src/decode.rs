@@ -28,7 +28,11 @@ impl<'a> Fields<'a> {
                 prefix: prefix.to_string(),
             }),
             None => Err(WireError::InvalidField {
-                path: if prefix.is_empty() { "$".into() } else { prefix.into() },
+                path: if prefix.is_empty() {
+                    "$".into()
+                } else {
+                    prefix.into()
+                },
                 reason: "must be a JSON object".into(),
             }),
         }

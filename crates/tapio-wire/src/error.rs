@@ -185,8 +185,14 @@ mod tests {
 
     #[test]
     fn wire_errors_map_to_codes() {
-        assert_eq!(WireError::MissingField("a".into()).code().http_status(), 400);
-        assert_eq!(WireError::ReasoningField("a".into()).code().http_status(), 422);
+        assert_eq!(
+            WireError::MissingField("a".into()).code().http_status(),
+            400
+        );
+        assert_eq!(
+            WireError::ReasoningField("a".into()).code().http_status(),
+            422
+        );
         assert_eq!(
             WireError::UnsupportedVersion("tapio-wire/v2".into()).code(),
             ErrorCode::UnsupportedVersion

@@ -19,17 +19,16 @@ mod messages;
 mod reasoning;
 
 pub use config::{
-    BatchingConfig, CompiledConfig, NetworkConfig, NodeConfig, ProcessConfig, RingbufConfig,
-    StorageConfig, MAX_IGNORED_EXIT_CODES, config_hash_of,
+    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, NodeConfig,
+    ProcessConfig, RingbufConfig, StorageConfig, config_hash_of,
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
 pub use messages::{
-    MAX_EVENTS_PER_BATCH, is_config_hash, looks_like_rfc3339_utc,
-    AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse,
-    HeartbeatRequest, HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus,
-    Observer, ObserverState, ObserverStatus, Severity, StatusConfig, StatusCounters,
-    StatusResponse, WireEvent,
+    AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse, HeartbeatRequest,
+    HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, MAX_EVENTS_PER_BATCH, Observer,
+    ObserverState, ObserverStatus, Severity, StatusConfig, StatusCounters, StatusResponse,
+    WireEvent, is_config_hash, looks_like_rfc3339_utc,
 };
 pub use reasoning::{REASONING_KEYS, find_reasoning_key, is_reasoning_key};
 
@@ -45,12 +44,10 @@ pub const UNCONFIGURED_VERSION: &str = "0";
 /// decoded: a missing version is `MISSING_FIELD`, any other version is
 /// `UNSUPPORTED_VERSION`, whatever the route.
 pub fn check_version(value: &serde_json::Value) -> Result<(), WireError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| WireError::InvalidField {
-            path: "$".into(),
-            reason: "the body must be a JSON object".into(),
-        })?;
+    let obj = value.as_object().ok_or_else(|| WireError::InvalidField {
+        path: "$".into(),
+        reason: "the body must be a JSON object".into(),
+    })?;
     match obj.get("wire_version") {
         None | Some(serde_json::Value::Null) => Err(WireError::MissingField("wire_version".into())),
         Some(serde_json::Value::String(v)) if v == WIRE_VERSION => Ok(()),
@@ -66,8 +63,8 @@ pub fn check_version(value: &serde_json::Value) -> Result<(), WireError> {
 /// by serde_json), then the version, then the reasoning boundary, then the
 /// typed fields.
 pub fn decode_request<T: FromWire>(body: &[u8]) -> Result<T, WireError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| WireError::MalformedJson(json_error_summary(&e)))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| WireError::MalformedJson(json_error_summary(&e)))?;
     check_version(&value)?;
     if let Some(path) = find_reasoning_key(&value) {
         return Err(WireError::ReasoningField(path));
@@ -85,7 +82,11 @@ fn json_error_summary(e: &serde_json::Error) -> String {
         Category::Eof => "truncated JSON",
     };
     if e.to_string().contains("recursion limit") {
-        return format!("JSON nested too deeply at line {} column {}", e.line(), e.column());
+        return format!(
+            "JSON nested too deeply at line {} column {}",
+            e.line(),
+            e.column()
+        );
     }
     format!("{what} at line {} column {}", e.line(), e.column())
 }

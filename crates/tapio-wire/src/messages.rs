@@ -1,6 +1,6 @@
 //! Request and response bodies of the five v1 operations.
 
-use crate::decode::{FromWire, Fields};
+use crate::decode::{Fields, FromWire};
 use crate::{CompiledConfig, WireError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -24,7 +24,12 @@ pub enum Observer {
 }
 
 impl Observer {
-    pub const ALL: [Observer; 4] = [Observer::Network, Observer::Storage, Observer::Process, Observer::Node];
+    pub const ALL: [Observer; 4] = [
+        Observer::Network,
+        Observer::Storage,
+        Observer::Process,
+        Observer::Node,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -184,7 +189,9 @@ impl ConfigResponse {
 /// `sha256:` followed by 64 lowercase hex digits.
 pub fn is_config_hash(s: &str) -> bool {
     s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -344,12 +351,19 @@ pub fn looks_like_rfc3339_utc(s: &str) -> bool {
     }
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
     let num = |r: std::ops::Range<usize>| {
-        b[r].iter().fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
+        b[r].iter()
+            .fold(0u32, |acc, d| acc * 10 + u32::from(d - b'0'))
     };
     if !(digits(0..4) && b[4] == b'-' && digits(5..7) && b[7] == b'-' && digits(8..10)) {
         return false;
     }
-    if !(b[10] == b'T' && digits(11..13) && b[13] == b':' && digits(14..16) && b[16] == b':' && digits(17..19)) {
+    if !(b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19))
+    {
         return false;
     }
     let (mo, d, h, mi, se) = (num(5..7), num(8..10), num(11..13), num(14..16), num(17..19));
@@ -358,7 +372,9 @@ pub fn looks_like_rfc3339_utc(s: &str) -> bool {
     }
     match &b[19..b.len() - 1] {
         [] => true,
-        [b'.', frac @ ..] => !frac.is_empty() && frac.len() <= 9 && frac.iter().all(u8::is_ascii_digit),
+        [b'.', frac @ ..] => {
+            !frac.is_empty() && frac.len() <= 9 && frac.iter().all(u8::is_ascii_digit)
+        }
         _ => false,
     }
 }
@@ -612,12 +628,22 @@ mod tests {
         assert_eq!(e, WireError::MissingField("wire_version".into()));
         let mut v = batch();
         v["wire_version"] = json!(1);
-        assert_eq!(decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(), Some("wire_version"));
+        assert_eq!(
+            decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(),
+            Some("wire_version")
+        );
     }
 
     #[test]
     fn missing_and_invalid_fields_carry_paths() {
-        for field in ["agent_id", "node_name", "instance_id", "agent_version", "kernel_release", "arch"] {
+        for field in [
+            "agent_id",
+            "node_name",
+            "instance_id",
+            "agent_version",
+            "kernel_release",
+            "arch",
+        ] {
             let mut v = hello();
             v.as_object_mut().unwrap().remove(field);
             assert_eq!(
@@ -631,11 +657,23 @@ mod tests {
                 WireError::MissingField(field.into())
             );
         }
-        for field in ["id", "type", "observer", "severity", "timestamp", "config_generation", "facts"] {
+        for field in [
+            "id",
+            "type",
+            "observer",
+            "severity",
+            "timestamp",
+            "config_generation",
+            "facts",
+        ] {
             let mut v = batch();
             v["events"][0].as_object_mut().unwrap().remove(field);
             let e = decode_request::<EventBatch>(&bytes(&v)).unwrap_err();
-            assert_eq!(e, WireError::MissingField(format!("events[0].{field}")), "{field}");
+            assert_eq!(
+                e,
+                WireError::MissingField(format!("events[0].{field}")),
+                "{field}"
+            );
         }
         let mut v = batch();
         v["events"][0]["config_generation"] = json!("x");
@@ -644,13 +682,22 @@ mod tests {
         assert_eq!(e.path(), Some("events[0].config_generation"));
         let mut v = batch();
         v["sequence"] = json!(0);
-        assert_eq!(decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(), Some("sequence"));
+        assert_eq!(
+            decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(),
+            Some("sequence")
+        );
         let mut v = batch();
         v["events"] = json!({});
-        assert_eq!(decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(), Some("events"));
+        assert_eq!(
+            decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(),
+            Some("events")
+        );
         let mut v = batch();
         v["events"][0] = json!(3);
-        assert_eq!(decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(), Some("events[0]"));
+        assert_eq!(
+            decode_request::<EventBatch>(&bytes(&v)).unwrap_err().path(),
+            Some("events[0]")
+        );
     }
 
     #[test]
@@ -675,7 +722,10 @@ mod tests {
         let mut v = batch();
         v["events"][0]["facts"]["nested"] = json!([{"ok": 1}, {"root_cause": "disk"}]);
         let e = decode_request::<EventBatch>(&bytes(&v)).unwrap_err();
-        assert_eq!(e, WireError::ReasoningField("events[0].facts.nested[1].root_cause".into()));
+        assert_eq!(
+            e,
+            WireError::ReasoningField("events[0].facts.nested[1].root_cause".into())
+        );
         assert_eq!(e.code().http_status(), 422);
         let mut v = heartbeat();
         v["explanation"] = json!("x");

@@ -74,7 +74,11 @@ pub fn find_reasoning_key(v: &Value) -> Option<String> {
                 stack.extend(children.into_iter().rev());
             }
             Value::Array(items) => {
-                let base = if path.is_empty() { "$".to_string() } else { path };
+                let base = if path.is_empty() {
+                    "$".to_string()
+                } else {
+                    path
+                };
                 stack.extend(
                     items
                         .iter()
@@ -96,7 +100,10 @@ mod tests {
 
     #[test]
     fn top_level_and_nested_objects() {
-        assert_eq!(find_reasoning_key(&json!({"root_cause": 1})).as_deref(), Some("root_cause"));
+        assert_eq!(
+            find_reasoning_key(&json!({"root_cause": 1})).as_deref(),
+            Some("root_cause")
+        );
         assert_eq!(
             find_reasoning_key(&json!({"facts": {"a": {"Diagnosis": "x"}}})).as_deref(),
             Some("facts.a.Diagnosis")
@@ -105,17 +112,22 @@ mod tests {
 
     #[test]
     fn inside_arrays() {
-        let v = json!({"events": [{"facts": {}}, {"facts": {"list": [1, {"root-cause": "disk"}]}}]});
+        let v =
+            json!({"events": [{"facts": {}}, {"facts": {"list": [1, {"root-cause": "disk"}]}}]});
         assert_eq!(
             find_reasoning_key(&v).as_deref(),
             Some("events[1].facts.list[1].root-cause")
         );
-        assert_eq!(find_reasoning_key(&json!([[{"confidence": 0.9}]])).as_deref(), Some("$[0][0].confidence"));
+        assert_eq!(
+            find_reasoning_key(&json!([[{"confidence": 0.9}]])).as_deref(),
+            Some("$[0][0].confidence")
+        );
     }
 
     #[test]
     fn facts_pass() {
-        let v = json!({"events": [{"facts": {"dst_port": 80, "src_ip": "10.0.0.1", "causeway": 1}}]});
+        let v =
+            json!({"events": [{"facts": {"dst_port": 80, "src_ip": "10.0.0.1", "causeway": 1}}]});
         assert_eq!(find_reasoning_key(&v), None);
         // values are not keys
         assert_eq!(find_reasoning_key(&json!({"comm": "root_cause"})), None);

@@ -55,7 +55,11 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
             retransmits: retrans.then_some(e.retransmits),
             span_ns: retrans.then_some(e.span_ns),
             syn_retries: (kind == EventKind::ConnectionTimeout).then_some(e.syn_retries),
-            tcp_state: if kind == EventKind::ConnectionReset { tcp_state_name(e.state) } else { None },
+            tcp_state: if kind == EventKind::ConnectionReset {
+                tcp_state_name(e.state)
+            } else {
+                None
+            },
         }),
     })
 }
@@ -101,7 +105,9 @@ mod tests {
         assert_eq!(ev.kind, EventKind::ConnectionRefused);
         assert_eq!(ev.timestamp_ns, 1_700_000_000_000_001_000);
         assert_eq!(ev.config_generation, 4);
-        let Facts::Network(n) = ev.facts else { panic!() };
+        let Facts::Network(n) = ev.facts else {
+            panic!()
+        };
         assert_eq!(n.dst.to_string(), "10.1.2.3");
         assert_eq!(n.dst_port, 9);
         assert_eq!(n.owner.unwrap().pid, 4242);
@@ -117,7 +123,9 @@ mod tests {
         r.pid = 1; // garbage without the flag must not leak
         r.state = 1;
         let ev = build(&r, 1, &ctx(&cfg)).unwrap();
-        let Facts::Network(n) = ev.facts else { panic!() };
+        let Facts::Network(n) = ev.facts else {
+            panic!()
+        };
         assert_eq!(n.owner, None);
         assert_eq!(n.cgroup_id, None);
         assert_eq!(n.tcp_state, Some("ESTABLISHED"));
@@ -133,7 +141,9 @@ mod tests {
         r.retransmits = 3;
         r.span_ns = 500;
         let ev = build(&r, 1, &ctx(&cfg)).unwrap();
-        let Facts::Network(n) = ev.facts else { panic!() };
+        let Facts::Network(n) = ev.facts else {
+            panic!()
+        };
         assert_eq!(n.src.to_string(), "::1");
         assert_eq!(n.retransmits, Some(3));
         assert_eq!(n.span_ns, Some(500));
@@ -144,6 +154,9 @@ mod tests {
     fn disabled_observer_suppresses() {
         let mut cfg = CompiledConfig::standalone_default();
         cfg.network.enabled = false;
-        assert_eq!(build(&rec(1), 1, &ctx(&cfg)), Err(Suppress::ObserverDisabled));
+        assert_eq!(
+            build(&rec(1), 1, &ctx(&cfg)),
+            Err(Suppress::ObserverDisabled)
+        );
     }
 }

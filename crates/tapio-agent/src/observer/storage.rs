@@ -49,7 +49,11 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
     let (kind, severity) = match e.hdr.kind {
         event_type::STORAGE_SLOW_IO => (
             EventKind::SlowIo,
-            if e.latency_ns >= cfg.slow_io_critical_ns { Severity::Critical } else { Severity::Warning },
+            if e.latency_ns >= cfg.slow_io_critical_ns {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
         ),
         event_type::STORAGE_IO_ERROR => (EventKind::IoError, Severity::Critical),
         _ => return Err(Suppress::WrongObserver),
@@ -68,7 +72,11 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
             bytes: e.bytes,
             op: op_name(e.op),
             latency_ns: e.latency_ns,
-            error: if is_err { Some(blk_status_name(e.error).unwrap_or("unknown")) } else { None },
+            error: if is_err {
+                Some(blk_status_name(e.error).unwrap_or("unknown"))
+            } else {
+                None
+            },
             error_code: is_err.then_some(e.error),
             owner: (e.flags & F_OWNER_KNOWN != 0).then_some(Owner {
                 pid: e.pid,
@@ -88,21 +96,33 @@ mod tests {
     #[test]
     fn severity_follows_thresholds() {
         let cfg = CompiledConfig::standalone_default();
-        let ctx = Context { boot_to_wall_ns: 0, config: &cfg };
+        let ctx = Context {
+            boot_to_wall_ns: 0,
+            config: &cfg,
+        };
         let mut e = StorageEvent::zeroed();
-        e.hdr = EventHeader { kind: event_type::STORAGE_SLOW_IO, size: 80, config_generation: 1, timestamp_ns: 5 };
+        e.hdr = EventHeader {
+            kind: event_type::STORAGE_SLOW_IO,
+            size: 80,
+            config_generation: 1,
+            timestamp_ns: 5,
+        };
         e.latency_ns = cfg.storage.slow_io_critical_ns - 1;
         e.op = storage_op::WRITE;
         let ev = build(&e, 1, &ctx).unwrap();
         assert_eq!(ev.severity, Severity::Warning);
         e.latency_ns = cfg.storage.slow_io_critical_ns;
         assert_eq!(build(&e, 1, &ctx).unwrap().severity, Severity::Critical);
-        let Facts::Storage(s) = ev.facts else { panic!() };
+        let Facts::Storage(s) = ev.facts else {
+            panic!()
+        };
         assert_eq!(s.op, "write");
         assert_eq!(s.error, None);
         e.hdr.kind = event_type::STORAGE_IO_ERROR;
         e.error = 10;
-        let Facts::Storage(s) = build(&e, 1, &ctx).unwrap().facts else { panic!() };
+        let Facts::Storage(s) = build(&e, 1, &ctx).unwrap().facts else {
+            panic!()
+        };
         assert_eq!(s.error, Some("BLK_STS_IOERR"));
         assert_eq!(s.error_code, Some(10));
     }

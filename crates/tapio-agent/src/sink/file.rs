@@ -93,11 +93,19 @@ impl FileSink {
     }
 
     fn dir(&self, fallback: bool) -> Option<&Path> {
-        if fallback { self.cfg.fallback.as_deref() } else { Some(&self.cfg.dir) }
+        if fallback {
+            self.cfg.fallback.as_deref()
+        } else {
+            Some(&self.cfg.dir)
+        }
     }
 
     fn handle(&mut self, hour: u64, part: Part, fallback: bool) -> std::io::Result<&mut OpenFile> {
-        if let Some(i) = self.open.iter().position(|f| f.hour == hour && f.part == part && f.fallback == fallback) {
+        if let Some(i) = self
+            .open
+            .iter()
+            .position(|f| f.hour == hour && f.part == part && f.fallback == fallback)
+        {
             return Ok(&mut self.open[i]);
         }
         let dir = self
@@ -129,7 +137,13 @@ impl FileSink {
 
     /// Appends `bytes` (whole lines) to one file; on failure restores the
     /// file's previous length and forgets the handle.
-    fn append(&mut self, hour: u64, part: Part, fallback: bool, bytes: &[u8]) -> std::io::Result<()> {
+    fn append(
+        &mut self,
+        hour: u64,
+        part: Part,
+        fallback: bool,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
         let res = match self.handle(hour, part, fallback) {
             Ok(f) => match f.file.write_all(bytes) {
                 Ok(()) => {
@@ -145,12 +159,20 @@ impl FileSink {
             Err(e) => return Err(e),
         };
         if res.is_err() {
-            self.open.retain(|f| !(f.hour == hour && f.part == part && f.fallback == fallback));
+            self.open
+                .retain(|f| !(f.hour == hour && f.part == part && f.fallback == fallback));
         }
         res
     }
 
-    fn write_group(&mut self, hour: u64, part: Part, bytes: &[u8], count: u64, result: &mut SinkResult) {
+    fn write_group(
+        &mut self,
+        hour: u64,
+        part: Part,
+        bytes: &[u8],
+        count: u64,
+        result: &mut SinkResult,
+    ) {
         if bytes.is_empty() {
             return;
         }
@@ -173,7 +195,9 @@ impl FileSink {
             return;
         }
         self.last_retention_hour = now_hour;
-        let dirs: Vec<PathBuf> = std::iter::once(self.cfg.dir.clone()).chain(self.cfg.fallback.clone()).collect();
+        let dirs: Vec<PathBuf> = std::iter::once(self.cfg.dir.clone())
+            .chain(self.cfg.fallback.clone())
+            .collect();
         let mut files = Vec::new();
         for d in &dirs {
             if let Ok(list) = store::list(d) {
@@ -190,7 +214,8 @@ impl FileSink {
                 total = total.saturating_sub(f.bytes);
                 self.removed += 1;
                 if let Some(m) = &self.metrics {
-                    m.store_files_removed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    m.store_files_removed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 self.open.retain(|o| o.hour != f.hour);
             }
@@ -216,7 +241,12 @@ impl Sink for FileSink {
         "file"
     }
 
-    fn write_batch(&mut self, events: &[Event], lines: &[std::ops::Range<usize>], buf: &str) -> SinkResult {
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+        lines: &[std::ops::Range<usize>],
+        buf: &str,
+    ) -> SinkResult {
         let now = (self.now)();
         let now_hour = hour_of(now);
         self.retention(now_hour);
@@ -229,7 +259,11 @@ impl Sink for FileSink {
         let mut count = 0u64;
         for (ev, range) in events.iter().zip(lines) {
             let hour = hour_of(ev.timestamp_ns);
-            let part = if hour < sealed_below { Part::Late } else { Part::Primary };
+            let part = if hour < sealed_below {
+                Part::Late
+            } else {
+                Part::Primary
+            };
             if current != Some((hour, part)) {
                 if let Some((h, p)) = current {
                     self.write_group(h, p, &group, count, &mut result);
@@ -267,7 +301,10 @@ impl Sink for FileSink {
 #[cfg(test)]
 impl FileSink {
     fn with_clock(cfg: StoreConfig, now: fn() -> u64) -> Self {
-        FileSink { now, ..FileSink::new(cfg) }
+        FileSink {
+            now,
+            ..FileSink::new(cfg)
+        }
     }
 }
 
@@ -287,7 +324,13 @@ mod tests {
             severity: Severity::Info,
             timestamp_ns: ts,
             config_generation: 1,
-            facts: Facts::Node(NodeFacts { cpu: 0, cycles: 1, instructions: 1, stalled_cycles: 0, window_ns: 1 }),
+            facts: Facts::Node(NodeFacts {
+                cpu: 0,
+                cycles: 1,
+                instructions: 1,
+                stalled_cycles: 0,
+                window_ns: 1,
+            }),
         }
     }
 
@@ -314,7 +357,9 @@ mod tests {
     }
 
     fn lines_in(p: &Path) -> Vec<String> {
-        std::fs::read_to_string(p).map(|s| s.lines().map(String::from).collect()).unwrap_or_default()
+        std::fs::read_to_string(p)
+            .map(|s| s.lines().map(String::from).collect())
+            .unwrap_or_default()
     }
 
     #[test]
@@ -323,9 +368,9 @@ mod tests {
         let mut s = FileSink::with_clock(StoreConfig::new(dir.clone()), now_t0);
         let events = [
             ev(1, T0),
-            ev(2, T0 - HOUR_NS),        // previous hour, sealed (26 min > 2 min grace)
-            ev(3, T0 + HOUR_NS),        // a future hour (clock skew) goes to its own bucket
-            ev(4, T0 - 26 * 60 * 1_000_000_000 - 1), // 05:59:59.x: late
+            ev(2, T0 - HOUR_NS), // previous hour, sealed (26 min > 2 min grace)
+            ev(3, T0 + HOUR_NS), // a future hour (clock skew) goes to its own bucket
+            ev(4, hour_of(T0) * HOUR_NS - 1), // 05:59:59.999999999: late
         ];
         let (buf, lines) = batch(&events);
         let r = s.write_batch(&events, &lines, &buf);
@@ -351,13 +396,26 @@ mod tests {
         let events = [ev(1, T0), ev(2, T0)];
         let (buf, lines) = batch(&events);
         let r = s.write_batch(&events, &lines, &buf);
-        assert_eq!(r, SinkResult { failures: 1, dropped: 0, fallback: 2 });
-        assert_eq!(lines_in(&store::path(&fb, hour_of(T0), Part::Primary)).len(), 2);
+        assert_eq!(
+            r,
+            SinkResult {
+                failures: 1,
+                dropped: 0,
+                fallback: 2
+            }
+        );
+        assert_eq!(
+            lines_in(&store::path(&fb, hour_of(T0), Part::Primary)).len(),
+            2
+        );
         // primary comes back
         std::fs::remove_file(&dir).unwrap();
         let r = s.write_batch(&events[..1], &lines[..1], &buf[lines[0].clone()]);
         assert_eq!(r, SinkResult::default());
-        assert_eq!(lines_in(&store::path(&dir, hour_of(T0), Part::Primary)).len(), 1);
+        assert_eq!(
+            lines_in(&store::path(&dir, hour_of(T0), Part::Primary)).len(),
+            1
+        );
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&fb).unwrap();
     }
@@ -369,7 +427,14 @@ mod tests {
         let mut s = FileSink::with_clock(StoreConfig::new(dir.clone()), now_t0);
         let events = [ev(1, T0), ev(2, T0), ev(3, T0)];
         let (buf, lines) = batch(&events);
-        assert_eq!(s.write_batch(&events, &lines, &buf), SinkResult { failures: 1, dropped: 3, fallback: 0 });
+        assert_eq!(
+            s.write_batch(&events, &lines, &buf),
+            SinkResult {
+                failures: 1,
+                dropped: 3,
+                fallback: 0
+            }
+        );
         std::fs::remove_file(&dir).unwrap();
     }
 
@@ -389,7 +454,11 @@ mod tests {
         let (buf, lines) = batch(&events);
         s.write_batch(&events, &lines, &buf);
         // 100h old: age. Then 50h, 3h: over 2500 bytes.
-        let left: Vec<u64> = store::list(&dir).unwrap().iter().map(|f| h - f.hour).collect();
+        let left: Vec<u64> = store::list(&dir)
+            .unwrap()
+            .iter()
+            .map(|f| h - f.hour)
+            .collect();
         assert_eq!(left, vec![2, 1, 0]);
         assert_eq!(s.take_removed(), 3);
         std::fs::remove_dir_all(&dir).unwrap();

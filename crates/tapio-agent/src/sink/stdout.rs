@@ -10,7 +10,9 @@ pub struct StdoutSink {
 
 impl StdoutSink {
     pub fn new() -> Self {
-        StdoutSink { out: std::io::stdout() }
+        StdoutSink {
+            out: std::io::stdout(),
+        }
     }
 }
 
@@ -19,7 +21,12 @@ impl Sink for StdoutSink {
         "stdout"
     }
 
-    fn write_batch(&mut self, events: &[Event], _lines: &[std::ops::Range<usize>], buf: &str) -> SinkResult {
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+        _lines: &[std::ops::Range<usize>],
+        buf: &str,
+    ) -> SinkResult {
         let mut lock = self.out.lock();
         match lock.write_all(buf.as_bytes()).and_then(|_| lock.flush()) {
             Ok(()) => SinkResult::default(),

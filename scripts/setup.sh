@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tapio needs on Debian 12 / Ubuntu,
+# idempotently: quiet when everything is present. Mounts bpffs and tracefs
+# when they are absent (the real-kernel tests need them).
+set -euo pipefail
+
+PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${PKGS[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+else
+  say "this is not a Debian/Ubuntu system (no dpkg)."
+  say "install the equivalents of: ${PKGS[*]}"
+  say "then run: make test"
+  for tool in clang pkg-config cc; do
+    command -v "$tool" >/dev/null 2>&1 || { say "missing: $tool"; exit 1; }
+  done
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+      say "missing packages: ${missing[*]}; run as root or install them"; exit 1
+    fi
+  else
+    SUDO=
+  fi
+  say "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  say "no Rust toolchain: install rustup (https://rustup.rs) with Rust >= 1.85"
+  exit 1
+fi
+
+# bpffs and tracefs: only as root, only when absent.
+if [ "$(id -u)" -eq 0 ]; then
+  if [ -d /sys/fs/bpf ] && ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
+    mount -t bpf bpf /sys/fs/bpf 2>/dev/null && say "mounted bpffs at /sys/fs/bpf" || say "could not mount bpffs (not fatal)"
+  fi
+  if [ -d /sys/kernel/tracing ] && ! grep -qs ' /sys/kernel/tracing tracefs ' /proc/mounts; then
+    mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null && say "mounted tracefs at /sys/kernel/tracing" || say "could not mount tracefs (not fatal)"
+  fi
+fi
+exit 0

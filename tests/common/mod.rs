@@ -1,0 +1,322 @@
+//! Helpers for the real-kernel tests: the built agent as a process, kernel
+//! availability checks (with loud skips), and network namespaces.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The agent binary built by `cargo build --workspace --bins`.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TAPIO_AGENT_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> -> target/<profile>/tapio-agent
+    let exe = std::env::current_exe().expect("test exe path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("tapio-agent");
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --bins` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// True when real-kernel tests can run here; otherwise prints a loud
+/// SKIPPED line and records the skip for the lean gate.
+pub fn kernel_available(test: &str) -> bool {
+    let why = if unsafe { libc::geteuid() } != 0 {
+        Some("not running as root")
+    } else if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Some("no kernel BTF at /sys/kernel/btf/vmlinux")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) => {
+            eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+            if let Some(path) = std::env::var_os("TAPIO_SKIP_LOG") {
+                use std::io::Write;
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    let _ = writeln!(f, "{test}: {why}");
+                }
+            }
+            false
+        }
+    }
+}
+
+pub fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tapio-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("tmpdir");
+    d
+}
+
+pub struct Agent {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<String>>>,
+    pub metrics: PathBuf,
+    pub dir: PathBuf,
+}
+
+pub struct Finished {
+    pub events: Vec<Value>,
+    pub log: Vec<String>,
+    pub metrics: String,
+    pub status: std::process::ExitStatus,
+}
+
+impl Agent {
+    /// Starts `tapio-agent run` and waits until the network observer is
+    /// attached.
+    pub fn start(name: &str, extra: &[&str]) -> Agent {
+        let dir = tmpdir(name);
+        let metrics = dir.join("tapio.prom");
+        let mut child = Command::new(agent_bin())
+            .arg("run")
+            .arg("--metrics-file")
+            .arg(&metrics)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tapio-agent");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let err = child.stderr.take().expect("stderr");
+        {
+            let lines = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for l in BufReader::new(out).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(l);
+                }
+            });
+        }
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(l);
+                }
+            });
+        }
+        let agent = Agent {
+            child,
+            lines,
+            log,
+            metrics,
+            dir,
+        };
+        agent.wait_log("observer network attached", Duration::from_secs(30));
+        agent
+    }
+
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log.lock().unwrap().iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent log never said {needle:?}; log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Events seen so far on stdout.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until `pred` holds over the events so far, or the deadline.
+    pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ev = self.events();
+            if pred(&ev) || Instant::now() >= deadline {
+                return ev;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for a clean exit.
+    pub fn stop(mut self) -> Finished {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!("agent did not stop within 30 s after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // let the reader threads finish the pipes
+        std::thread::sleep(Duration::from_millis(200));
+        let metrics = std::fs::read_to_string(&self.metrics).unwrap_or_default();
+        Finished {
+            events: self.events(),
+            log: self.log.lock().unwrap().clone(),
+            metrics,
+            status,
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of one sample in a Prometheus textfile (exact key).
+pub fn metric(text: &str, key: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("metric {key} not found in:\n{text}"))
+}
+
+/// Asserts the loss accounting identities for one observer, exactly.
+pub fn assert_accounting(text: &str, observer: &str) -> (u64, u64) {
+    let l = format!("{{observer=\"{observer}\"}}");
+    let kernel = metric(text, &format!("tapio_kernel_events_total{l}"));
+    let lost = metric(text, &format!("tapio_ringbuf_lost_total{l}"));
+    let received = metric(text, &format!("tapio_received_events_total{l}"));
+    let malformed = metric(text, &format!("tapio_malformed_events_total{l}"));
+    let queue = metric(text, &format!("tapio_queue_drops_total{l}"));
+    let suppressed: u64 = text
+        .lines()
+        .filter(|x| {
+            x.starts_with(&format!(
+                "tapio_events_suppressed_total{{observer=\"{observer}\""
+            ))
+        })
+        .filter_map(|x| x.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    let emitted: u64 = text
+        .lines()
+        .filter(|x| x.starts_with(&format!("tapio_events_total{{observer=\"{observer}\"")))
+        .filter_map(|x| x.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(
+        kernel,
+        lost + received,
+        "{observer}: kernel_events != ringbuf_lost + received\n{text}"
+    );
+    assert_eq!(
+        received,
+        malformed + queue + suppressed + emitted,
+        "{observer}: received != malformed + queue_drops + suppressed + emitted\n{text}"
+    );
+    (emitted, lost + malformed + queue)
+}
+
+pub fn by_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+pub fn sh(cmd: &str) {
+    let st = Command::new("sh").arg("-c").arg(cmd).status().expect("sh");
+    assert!(st.success(), "command failed: {cmd}");
+}
+
+/// A network namespace that is deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> NetNs {
+        let name = format!("tapio-{tag}-{}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        sh(&format!(
+            "ip netns add {name} && ip -n {name} link set lo up"
+        ));
+        NetNs { name }
+    }
+
+    pub fn exec(&self, cmd: &str) {
+        netns_exec(&self.name, cmd);
+    }
+}
+
+pub fn netns_exec(name: &str, cmd: &str) {
+    sh(&format!(
+        "ip netns exec {name} sh -c '{}'",
+        cmd.replace('\'', "'\\''")
+    ));
+}
+
+/// Moves the calling thread into a namespace (network namespaces are per
+/// thread), for sockets created afterwards on this thread.
+pub fn enter_netns(name: &str) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("netns file");
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A local TCP port with nothing listening on it.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let p = l.local_addr().expect("addr").port();
+    drop(l);
+    p
+}
+
+/// A TcpExt counter of a namespace (/proc/net/netstat as seen inside it).
+pub fn netns_tcpext(name: &str, counter: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", name, "cat", "/proc/net/netstat"])
+        .output()
+        .expect("read netstat");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    assert_eq!(lines.len(), 2, "TcpExt header and values");
+    let names: Vec<&str> = lines[0].split_whitespace().collect();
+    let values: Vec<&str> = lines[1].split_whitespace().collect();
+    let i = names
+        .iter()
+        .position(|n| *n == counter)
+        .unwrap_or_else(|| panic!("no TcpExt {counter}"));
+    values[i].parse().expect("counter value")
+}
