@@ -16,7 +16,12 @@ pub mod network {
     include!(concat!(env!("OUT_DIR"), "/network.skel.rs"));
 }
 
+pub mod process {
+    include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
+}
+
 /// The compiled BPF object files, for budget checks and the lean gate.
 pub mod objects {
     pub const NETWORK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/network.bpf.o"));
+    pub const PROCESS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/process.bpf.o"));
 }

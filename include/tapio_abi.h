@@ -113,8 +113,8 @@ struct tapio_process_event {
 	struct tapio_event_header hdr;
 	__u64 cgroup_id;       /* cgroup v2 (default hierarchy) id */
 	__u64 memcg_id;        /* oom_kill: the victim's memory cgroup id */
-	__u64 total_vm_kb;     /* oom_kill */
-	__u64 rss_kb;          /* oom_kill: anon + file + shmem */
+	__u64 total_vm_pages;     /* oom_kill, in pages */
+	__u64 rss_pages;          /* oom_kill: anon + file + shmem pages */
 	__u32 pid;             /* tgid */
 	__u32 ppid;
 	__s32 exit_code;       /* abnormal_exit: exit status (0..255) */
@@ -215,8 +215,8 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_storage_event, comm) == 64);
 TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_process_event) == 216);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, cgroup_id) == 16);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, memcg_id) == 24);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, total_vm_kb) == 32);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, rss_kb) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, total_vm_pages) == 32);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, rss_pages) == 40);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, pid) == 48);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, ppid) == 52);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, exit_code) == 56);

@@ -152,6 +152,22 @@ struct signal_struct {
 	short oom_score_adj;
 };
 
+/* Index of the memory controller in css_set.subsys[]; the value is
+ * relocated against the kernel's BTF (it depends on its config). */
+enum cgroup_subsys_id {
+	memory_cgrp_id = 4,
+};
+
+/* mm counters (enum in include/linux/mm_types_task.h) */
+enum {
+	MM_FILEPAGES = 0,
+	MM_ANONPAGES = 1,
+	MM_SWAPENTS = 2,
+	MM_SHMEMPAGES = 3,
+};
+
+#define SIGNAL_GROUP_EXIT 0x00000004
+
 struct percpu_counter {
 	s64 count;
 };

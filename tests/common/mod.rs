@@ -39,18 +39,23 @@ pub fn kernel_available(test: &str) -> bool {
     match why {
         None => true,
         Some(why) => {
-            eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
-            if let Some(path) = std::env::var_os("TAPIO_SKIP_LOG") {
-                use std::io::Write;
-                if let Ok(mut f) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                {
-                    let _ = writeln!(f, "{test}: {why}");
-                }
-            }
+            skip(test, why);
             false
+        }
+    }
+}
+
+/// Says SKIPPED loudly and records it for the lean gate ($TAPIO_SKIP_LOG).
+pub fn skip(test: &str, why: &str) {
+    eprintln!("\n*** SKIPPED: {test}: {why} ***\n");
+    if let Some(path) = std::env::var_os("TAPIO_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{test}: {why}");
         }
     }
 }

@@ -8,11 +8,12 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use std::mem::MaybeUninit;
-use tapio_common::abi::{KernelConfig, OBS_NETWORK, counter};
+use tapio_common::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, counter};
 
 /// A loaded, attached observer object.
 pub enum Loaded {
     Network(Box<tapio_bpf::network::NetworkSkel<'static>>),
+    Process(Box<tapio_bpf::process::ProcessSkel<'static>>),
 }
 
 pub struct Observer {
@@ -29,6 +30,7 @@ impl Observer {
     pub fn events_map(&self) -> &dyn MapCore {
         match &self.skel {
             Loaded::Network(s) => &s.maps.events,
+            Loaded::Process(s) => &s.maps.events,
         }
     }
 
@@ -36,6 +38,7 @@ impl Observer {
     pub fn detach(&mut self) {
         match &mut self.skel {
             Loaded::Network(s) => s.links = Default::default(),
+            Loaded::Process(s) => s.links = Default::default(),
         }
     }
 }
@@ -112,13 +115,27 @@ fn load_network(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
     })
 }
 
+fn load_process(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
+    let open = tapio_bpf::process::ProcessSkelBuilder::default().open(storage())?;
+    let mut skel = open.load()?;
+    let (config_map, counters_map) = handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
+    write_initial(&config_map, k)?;
+    skel.attach()?;
+    Ok(Observer {
+        index: OBS_PROCESS,
+        skel: Loaded::Process(Box::new(skel)),
+        config_map,
+        counters_map,
+    })
+}
+
 type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
 
 /// Loads every observer; failures are returned beside the successes.
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    let loaders: [(usize, LoadFn); 1] = [(OBS_NETWORK, load_network)];
+    let loaders: [(usize, LoadFn); 2] = [(OBS_NETWORK, load_network), (OBS_PROCESS, load_process)];
     for (idx, load) in loaders {
         match load(k) {
             Ok(o) => ok.push(o),
@@ -221,8 +238,8 @@ mod tests {
             hdr,
             cgroup_id,
             memcg_id,
-            total_vm_kb,
-            rss_kb,
+            total_vm_pages,
+            rss_pages,
             pid,
             ppid,
             exit_code,

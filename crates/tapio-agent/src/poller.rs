@@ -27,6 +27,7 @@ struct PollState {
     config: std::cell::RefCell<Arc<tapio_wire::CompiledConfig>>,
     tx: Sender<Event>,
     metrics: Arc<Metrics>,
+    page_kb: u64,
 }
 
 impl PollState {
@@ -45,6 +46,7 @@ impl PollState {
         let ctx = Context {
             boot_to_wall_ns: self.offset.get(),
             config: &cfg,
+            page_kb: self.page_kb,
         };
         match observer::build_event(&rec, seq, &ctx) {
             Ok(ev) => {
@@ -61,6 +63,12 @@ impl PollState {
             }
         }
     }
+}
+
+fn page_kb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let sz = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if sz > 0 { sz as u64 / 1024 } else { 4 }
 }
 
 pub struct PollerConfig {
@@ -84,6 +92,7 @@ pub fn run(
         config: std::cell::RefCell::new(cfg),
         tx,
         metrics,
+        page_kb: page_kb(),
     });
     let mut builder = RingBufferBuilder::new();
     for o in &observers {

@@ -116,8 +116,8 @@ pub struct ProcessEvent {
     pub hdr: EventHeader,
     pub cgroup_id: u64,
     pub memcg_id: u64,
-    pub total_vm_kb: u64,
-    pub rss_kb: u64,
+    pub total_vm_pages: u64,
+    pub rss_pages: u64,
     pub pid: u32,
     pub ppid: u32,
     pub exit_code: i32,
@@ -250,8 +250,8 @@ const _: () = {
     assert!(size_of::<ProcessEvent>() == 216);
     assert!(offset_of!(ProcessEvent, cgroup_id) == 16);
     assert!(offset_of!(ProcessEvent, memcg_id) == 24);
-    assert!(offset_of!(ProcessEvent, total_vm_kb) == 32);
-    assert!(offset_of!(ProcessEvent, rss_kb) == 40);
+    assert!(offset_of!(ProcessEvent, total_vm_pages) == 32);
+    assert!(offset_of!(ProcessEvent, rss_pages) == 40);
     assert!(offset_of!(ProcessEvent, pid) == 48);
     assert!(offset_of!(ProcessEvent, ppid) == 52);
     assert!(offset_of!(ProcessEvent, exit_code) == 56);
@@ -492,8 +492,8 @@ impl ProcessEvent {
             hdr: EventHeader::default(),
             cgroup_id: 0,
             memcg_id: 0,
-            total_vm_kb: 0,
-            rss_kb: 0,
+            total_vm_pages: 0,
+            rss_pages: 0,
             pid: 0,
             ppid: 0,
             exit_code: 0,

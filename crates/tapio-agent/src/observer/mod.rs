@@ -15,6 +15,8 @@ pub struct Context<'a> {
     /// Wall-clock ns = kernel boot-time ns + this offset.
     pub boot_to_wall_ns: i64,
     pub config: &'a CompiledConfig,
+    /// The kernel's page size in KiB (memory facts arrive in pages).
+    pub page_kb: u64,
 }
 
 impl Context<'_> {

@@ -90,6 +90,7 @@ mod tests {
         Context {
             boot_to_wall_ns: 1_700_000_000_000_000_000,
             config: cfg,
+            page_kb: 4,
         }
     }
 

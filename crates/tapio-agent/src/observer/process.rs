@@ -32,8 +32,8 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         }
         event_type::PROC_OOM_KILL => {
             f.memcg_id = Some(e.memcg_id);
-            f.total_vm_kb = Some(e.total_vm_kb);
-            f.rss_kb = Some(e.rss_kb);
+            f.total_vm_kb = Some(e.total_vm_pages.saturating_mul(ctx.page_kb));
+            f.rss_kb = Some(e.rss_pages.saturating_mul(ctx.page_kb));
             f.oom_score_adj = Some(e.oom_score_adj);
             (EventKind::OomKill, Severity::Critical)
         }

@@ -99,6 +99,7 @@ mod tests {
         let ctx = Context {
             boot_to_wall_ns: 0,
             config: &cfg,
+            page_kb: 4,
         };
         let mut e = StorageEvent::zeroed();
         e.hdr = EventHeader {
