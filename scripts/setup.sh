@@ -4,7 +4,7 @@
 # when they are absent (the real-kernel tests need them).
 set -euo pipefail
 
-PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps)
+PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps python3)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

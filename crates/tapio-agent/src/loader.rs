@@ -101,33 +101,38 @@ fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()>
     cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
 }
 
-fn load_network(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
-    let open = tapio_bpf::network::NetworkSkelBuilder::default().open(storage())?;
-    let mut skel = open.load()?;
-    let (config_map, counters_map) = handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
-    write_initial(&config_map, k)?;
-    skel.attach()?;
-    Ok(Observer {
-        index: OBS_NETWORK,
-        skel: Loaded::Network(Box::new(skel)),
-        config_map,
-        counters_map,
-    })
+/// Opens, loads, configures and attaches one skeleton type.
+macro_rules! loader {
+    ($fn:ident, $builder:path, $variant:ident, $index:expr) => {
+        fn $fn(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
+            let open = <$builder>::default().open(storage())?;
+            let mut skel = open.load()?;
+            let (config_map, counters_map) =
+                handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
+            write_initial(&config_map, k)?;
+            skel.attach()?;
+            Ok(Observer {
+                index: $index,
+                skel: Loaded::$variant(Box::new(skel)),
+                config_map,
+                counters_map,
+            })
+        }
+    };
 }
 
-fn load_process(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
-    let open = tapio_bpf::process::ProcessSkelBuilder::default().open(storage())?;
-    let mut skel = open.load()?;
-    let (config_map, counters_map) = handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
-    write_initial(&config_map, k)?;
-    skel.attach()?;
-    Ok(Observer {
-        index: OBS_PROCESS,
-        skel: Loaded::Process(Box::new(skel)),
-        config_map,
-        counters_map,
-    })
-}
+loader!(
+    load_network,
+    tapio_bpf::network::NetworkSkelBuilder,
+    Network,
+    OBS_NETWORK
+);
+loader!(
+    load_process,
+    tapio_bpf::process::ProcessSkelBuilder,
+    Process,
+    OBS_PROCESS
+);
 
 type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
 
