@@ -106,12 +106,26 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let ns = NetNs::new("timeout");
+    // Two test hosts joined by a veth pair: the client namespace connects,
+    // the server namespace silently drops the SYNs (no reset, no ICMP).
+    let client_ns = NetNs::new("tclient");
+    let server_ns = NetNs::new("tserver");
+    let net = 250 - (std::process::id() % 200) as u8;
+    let (client_ip, server_ip) = (format!("10.250.{net}.1"), format!("10.250.{net}.2"));
+    sh(&format!(
+        "ip -n {c} link add tva type veth peer name tvb netns {s} && \
+         ip -n {c} addr add {client_ip}/30 dev tva && ip -n {c} link set tva up && \
+         ip -n {s} addr add {server_ip}/30 dev tvb && ip -n {s} link set tvb up",
+        c = client_ns.name,
+        s = server_ns.name
+    ));
     let port = 9917;
-    ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
-    ns.exec(&format!(
+    client_ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
+    server_ns.exec(&format!(
         "nft add table inet tapio_test && nft add chain inet tapio_test inp '{{ type filter hook input priority 0 ; }}' && nft add rule inet tapio_test inp tcp dport {port} drop"
     ));
+    let ns = &client_ns;
+    let server_addr: std::net::Ipv4Addr = server_ip.parse().unwrap();
     let syn_retrans_before = netns_tcpext(&ns.name, "TCPSynRetrans");
     let agent = Agent::start("timeout", &[]);
     const M: usize = 4;
@@ -121,7 +135,7 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
             std::thread::spawn(move || {
                 enter_netns(&name);
                 let r = TcpStream::connect_timeout(
-                    &([127, 0, 0, 1], port).into(),
+                    &(server_addr, port).into(),
                     Duration::from_secs(20),
                 );
                 r.map(|_| ()).map_err(|e| e.kind())
@@ -160,6 +174,8 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
             e["facts"]["pid"].as_u64(),
             Some(u64::from(std::process::id()))
         );
+        assert_eq!(e["facts"]["src_ip"].as_str(), Some(client_ip.as_str()));
+        assert_eq!(e["facts"]["dst_ip"].as_str(), Some(server_ip.as_str()));
         let n = e["facts"]["syn_retries"].as_u64().expect("syn_retries");
         assert!(n >= 1, "tcp_syn_retries=1 allows at least one retry");
         sum += n;
@@ -396,4 +412,78 @@ fn a_storm_of_refused_connects_closes_the_accounting() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn accounting_closes_while_running_once_the_pipeline_is_idle() {
+    if !kernel_available("network::running_accounting") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start("running", &["--no-stdout", "--metrics-interval-secs", "1"]);
+    let port = closed_port();
+    const N: u64 = 300;
+    for _ in 0..N {
+        let _ = TcpStream::connect(("127.0.0.1", port));
+    }
+    // The agent keeps running: once the ring buffers are polled, the queue
+    // drained and the batch written (poll 50 ms, flush 1 s), the next
+    // periodic metrics file must close exactly and count our events.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let seen = loop {
+        let text = agent.metrics_now();
+        if !text.is_empty() {
+            let a = Accounting::parse(&text, "network");
+            if a.emitted >= N && a.closes() {
+                break Some(a);
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let a = seen.unwrap_or_else(|| {
+        panic!(
+            "the running agent's metrics never closed:\n{}",
+            agent.metrics_now()
+        )
+    });
+    assert_eq!(a.lost + a.queue + a.malformed, 0, "{a:?}");
+    let done = agent.stop();
+    assert_accounting(&done.metrics, "network");
+}
+
+#[test]
+fn an_observer_that_fails_to_load_does_not_stop_the_others() {
+    if !kernel_available("network::observer_failure") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start_with_env("obsfail", &[], &[("TAPIO_FAULT_INJECT", "load:process")]);
+    agent.wait_log(
+        "observer process failed to load or attach: fault injected",
+        Duration::from_secs(5),
+    );
+    let port = closed_port();
+    let _ = TcpStream::connect(("127.0.0.1", port));
+    agent.wait_events(Duration::from_secs(10), |ev| {
+        ev.iter().any(|e| port_of(e, "dst_port") == u64::from(port))
+    });
+    let done = agent.stop();
+    assert!(done.status.success());
+    let ours = done
+        .events
+        .iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .count();
+    assert_eq!(ours, 1, "the network observer kept working");
+    assert_eq!(
+        metric(&done.metrics, "tapio_observer_up{observer=\"process\"}"),
+        0
+    );
+    assert_eq!(
+        metric(&done.metrics, "tapio_observer_up{observer=\"network\"}"),
+        1
+    );
 }

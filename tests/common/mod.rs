@@ -86,6 +86,10 @@ impl Agent {
     /// Starts `tapio-agent run` and waits until the network observer is
     /// attached.
     pub fn start(name: &str, extra: &[&str]) -> Agent {
+        Agent::start_with_env(name, extra, &[])
+    }
+
+    pub fn start_with_env(name: &str, extra: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tmpdir(name);
         let metrics = dir.join("tapio.prom");
         let mut child = Command::new(agent_bin())
@@ -93,6 +97,7 @@ impl Agent {
             .arg("--metrics-file")
             .arg(&metrics)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -128,6 +133,11 @@ impl Agent {
         agent
     }
 
+    /// The metrics textfile as it is now (empty when not written yet).
+    pub fn metrics_now(&self) -> String {
+        std::fs::read_to_string(&self.metrics).unwrap_or_default()
+    }
+
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -153,14 +163,21 @@ impl Agent {
             .collect()
     }
 
-    /// Waits until `pred` holds over the events so far, or the deadline.
+    /// Waits until `pred` holds over the events delivered so far, while
+    /// the agent runs; fails the test at the deadline (events that only
+    /// appear at shutdown do not count as delivered).
     pub fn wait_events(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let ev = self.events();
-            if pred(&ev) || Instant::now() >= deadline {
+            if pred(&ev) {
                 return ev;
             }
+            assert!(
+                Instant::now() < deadline,
+                "expected events were not delivered within {timeout:?} while the agent ran; {} events so far",
+                ev.len()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -209,39 +226,62 @@ pub fn metric(text: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {key} not found in:\n{text}"))
 }
 
-/// Asserts the loss accounting identities for one observer, exactly.
-pub fn assert_accounting(text: &str, observer: &str) -> (u64, u64) {
-    let l = format!("{{observer=\"{observer}\"}}");
-    let kernel = metric(text, &format!("tapio_kernel_events_total{l}"));
-    let lost = metric(text, &format!("tapio_ringbuf_lost_total{l}"));
-    let received = metric(text, &format!("tapio_received_events_total{l}"));
-    let malformed = metric(text, &format!("tapio_malformed_events_total{l}"));
-    let queue = metric(text, &format!("tapio_queue_drops_total{l}"));
-    let suppressed: u64 = text
-        .lines()
-        .filter(|x| {
-            x.starts_with(&format!(
+/// One observer's loss-accounting counters from a metrics textfile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accounting {
+    pub kernel: u64,
+    pub lost: u64,
+    pub received: u64,
+    pub malformed: u64,
+    pub queue: u64,
+    pub suppressed: u64,
+    pub emitted: u64,
+}
+
+impl Accounting {
+    pub fn parse(text: &str, observer: &str) -> Accounting {
+        let l = format!("{{observer=\"{observer}\"}}");
+        let sum_of = |prefix: String| -> u64 {
+            text.lines()
+                .filter(|x| x.starts_with(&prefix))
+                .filter_map(|x| x.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum()
+        };
+        Accounting {
+            kernel: metric(text, &format!("tapio_kernel_events_total{l}")),
+            lost: metric(text, &format!("tapio_ringbuf_lost_total{l}")),
+            received: metric(text, &format!("tapio_received_events_total{l}")),
+            malformed: metric(text, &format!("tapio_malformed_events_total{l}")),
+            queue: metric(text, &format!("tapio_queue_drops_total{l}")),
+            suppressed: sum_of(format!(
                 "tapio_events_suppressed_total{{observer=\"{observer}\""
-            ))
-        })
-        .filter_map(|x| x.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
-    let emitted: u64 = text
-        .lines()
-        .filter(|x| x.starts_with(&format!("tapio_events_total{{observer=\"{observer}\"")))
-        .filter_map(|x| x.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+            )),
+            emitted: sum_of(format!("tapio_events_total{{observer=\"{observer}\"")),
+        }
+    }
+
+    /// Both identities hold exactly.
+    pub fn closes(&self) -> bool {
+        self.kernel == self.lost + self.received
+            && self.received == self.malformed + self.queue + self.suppressed + self.emitted
+    }
+}
+
+/// Asserts the loss accounting identities for one observer, exactly;
+/// returns (emitted, counted losses).
+pub fn assert_accounting(text: &str, observer: &str) -> (u64, u64) {
+    let a = Accounting::parse(text, observer);
     assert_eq!(
-        kernel,
-        lost + received,
+        a.kernel,
+        a.lost + a.received,
         "{observer}: kernel_events != ringbuf_lost + received\n{text}"
     );
     assert_eq!(
-        received,
-        malformed + queue + suppressed + emitted,
+        a.received,
+        a.malformed + a.queue + a.suppressed + a.emitted,
         "{observer}: received != malformed + queue_drops + suppressed + emitted\n{text}"
     );
-    (emitted, lost + malformed + queue)
+    (a.emitted, a.lost + a.malformed + a.queue)
 }
 
 pub fn by_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {

@@ -141,7 +141,18 @@ pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     let loaders: [(usize, LoadFn); 2] = [(OBS_NETWORK, load_network), (OBS_PROCESS, load_process)];
+    let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     for (idx, load) in loaders {
+        // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that
+        // observer's load fail, to prove the others keep running.
+        let name = crate::metrics::OBSERVER_NAMES[idx];
+        if inject
+            .split(',')
+            .any(|f| f.strip_prefix("load:") == Some(name))
+        {
+            failed.push((idx, "fault injected by TAPIO_FAULT_INJECT".to_string()));
+            continue;
+        }
         match load(k) {
             Ok(o) => ok.push(o),
             Err(e) => failed.push((idx, format!("{e}"))),

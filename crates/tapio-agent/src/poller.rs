@@ -115,8 +115,12 @@ pub fn run(
     let mut last_clock = Instant::now();
     let mut timeout = pc.poll_timeout;
     while !stop.load(Relaxed) {
-        // Returns early on a forced wakeup, an EINTR or the timeout.
+        // Returns early on a forced wakeup, an EINTR or the timeout. poll
+        // only consumes rings that epoll reported ready, and records
+        // submitted with BPF_RB_NO_WAKEUP never make a ring ready: consume
+        // every ring explicitly, so a record waits at most one timeout.
         let _ = rb.poll_raw(timeout);
+        let _ = rb.consume_raw();
         if config.generation() != generation {
             let (g, cfg) = config.snapshot();
             generation = g;
