@@ -16,7 +16,7 @@ mod linux {
     use std::path::PathBuf;
 
     /// The observers, each one BPF object named after it.
-    const OBSERVERS: &[&str] = &["network", "process"];
+    const OBSERVERS: &[&str] = &["network", "storage", "process"];
 
     pub fn build() {
         let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

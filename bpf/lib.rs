@@ -16,6 +16,10 @@ pub mod network {
     include!(concat!(env!("OUT_DIR"), "/network.skel.rs"));
 }
 
+pub mod storage {
+    include!(concat!(env!("OUT_DIR"), "/storage.skel.rs"));
+}
+
 pub mod process {
     include!(concat!(env!("OUT_DIR"), "/process.skel.rs"));
 }
@@ -23,5 +27,6 @@ pub mod process {
 /// The compiled BPF object files, for budget checks and the lean gate.
 pub mod objects {
     pub const NETWORK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/network.bpf.o"));
+    pub const STORAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/storage.bpf.o"));
     pub const PROCESS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/process.bpf.o"));
 }

@@ -168,13 +168,17 @@ struct tapio_config {
 	__u8 process_enabled;
 	__u8 node_enabled;
 	__u8 exec_enabled;
-	__u8 _pad0[3];
+	__u8 test_flags;             /* TAPIO_TEST_*: fault injection for tests, 0 in production */
+	__u8 _pad0[2];
 	__u64 retransmit_window_ns;
 	__u64 slow_io_threshold_ns;  /* emit slow_io at or above this latency */
 	__u32 ringbuf_wakeup_bytes;  /* force a wakeup once this much is pending */
 	__u32 ignore_exit_count;     /* used entries of ignore_exit_codes */
 	__s32 ignore_exit_codes[TAPIO_MAX_IGNORED_EXIT_CODES];
 };
+
+/* tapio_config.test_flags */
+#define TAPIO_TEST_DOUBLE_ISSUE (1u << 0) /* storage: issue every request twice */
 
 #define TAPIO_ASSERT_LAYOUT(cond) _Static_assert(cond, #cond)
 
@@ -241,6 +245,7 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, storage_enabled) == 
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, process_enabled) == 10);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_enabled) == 11);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, exec_enabled) == 12);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, test_flags) == 13);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, retransmit_window_ns) == 16);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_threshold_ns) == 24);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ringbuf_wakeup_bytes) == 32);

@@ -20,6 +20,7 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
         process_enabled: u8::from(cfg.process.enabled),
         node_enabled: u8::from(cfg.node.enabled),
         exec_enabled: u8::from(cfg.process.enabled && cfg.process.exec_enabled),
+        test_flags: test_flags(),
         retransmit_window_ns: cfg.network.retransmit_window_ns,
         slow_io_threshold_ns: cfg.storage.slow_io_warning_ns,
         ringbuf_wakeup_bytes: cfg.ringbuf.wakeup_bytes,
@@ -33,6 +34,18 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
     k.ignore_exit_codes[..n].copy_from_slice(&cfg.process.ignore_exit_codes[..n]);
     k.ignore_exit_count = n as u32;
     k
+}
+
+/// Test hook: `TAPIO_FAULT_INJECT=storage:double_issue` sets
+/// `TAPIO_TEST_DOUBLE_ISSUE`, which makes the storage program record every
+/// issue twice, so a real completion meets an ambiguous key. 0 otherwise.
+fn test_flags() -> u8 {
+    let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
+    if inject.split(',').any(|f| f == "storage:double_issue") {
+        tapio_common::abi::TEST_DOUBLE_ISSUE
+    } else {
+        0
+    }
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use std::mem::MaybeUninit;
-use tapio_common::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, counter};
+use tapio_common::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, OBS_STORAGE, counter};
 
 /// A loaded, attached observer object.
 pub enum Loaded {
     Network(Box<tapio_bpf::network::NetworkSkel<'static>>),
+    Storage(Box<tapio_bpf::storage::StorageSkel<'static>>),
     Process(Box<tapio_bpf::process::ProcessSkel<'static>>),
 }
 
@@ -30,6 +31,7 @@ impl Observer {
     pub fn events_map(&self) -> &dyn MapCore {
         match &self.skel {
             Loaded::Network(s) => &s.maps.events,
+            Loaded::Storage(s) => &s.maps.events,
             Loaded::Process(s) => &s.maps.events,
         }
     }
@@ -38,6 +40,7 @@ impl Observer {
     pub fn detach(&mut self) {
         match &mut self.skel {
             Loaded::Network(s) => s.links = Default::default(),
+            Loaded::Storage(s) => s.links = Default::default(),
             Loaded::Process(s) => s.links = Default::default(),
         }
     }
@@ -128,6 +131,12 @@ loader!(
     OBS_NETWORK
 );
 loader!(
+    load_storage,
+    tapio_bpf::storage::StorageSkelBuilder,
+    Storage,
+    OBS_STORAGE
+);
+loader!(
     load_process,
     tapio_bpf::process::ProcessSkelBuilder,
     Process,
@@ -140,7 +149,11 @@ type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    let loaders: [(usize, LoadFn); 2] = [(OBS_NETWORK, load_network), (OBS_PROCESS, load_process)];
+    let loaders: [(usize, LoadFn); 3] = [
+        (OBS_NETWORK, load_network),
+        (OBS_STORAGE, load_storage),
+        (OBS_PROCESS, load_process),
+    ];
     let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     for (idx, load) in loaders {
         // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that
@@ -285,6 +298,7 @@ mod tests {
             process_enabled,
             node_enabled,
             exec_enabled,
+            test_flags,
             retransmit_window_ns,
             slow_io_threshold_ns,
             ringbuf_wakeup_bytes,

@@ -27,7 +27,7 @@ use metrics::{Metrics, OBSERVER_NAMES, SinkId};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tapio_common::abi::{OBS_NODE, OBS_STORAGE};
+use tapio_common::abi::OBS_NODE;
 use tapio_common::sink::Sink;
 use tapio_wire::ObserverState;
 
@@ -99,12 +99,6 @@ fn run(a: RunArgs) -> i32 {
     for o in &observers {
         log::info!("observer {} attached", OBSERVER_NAMES[o.index]);
         metrics.set_state(o.index, ObserverState::Up);
-    }
-    // Not shipped in this build yet: reported as unsupported, never as up.
-    for idx in [OBS_STORAGE] {
-        if !observers.iter().any(|o| o.index == idx) && !failed.iter().any(|(i, _)| *i == idx) {
-            metrics.set_state(idx, ObserverState::Unsupported);
-        }
     }
     metrics.set_state(
         OBS_NODE,

@@ -47,6 +47,9 @@ pub mod counter {
     pub const MAX: u32 = 16;
 }
 
+/// `TAPIO_TEST_*` (tapio_config.test_flags)
+pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
+
 /// `TAPIO_F_*`
 pub const F_OWNER_KNOWN: u8 = 1 << 0;
 pub const F_CGROUP_KNOWN: u8 = 1 << 1;
@@ -152,7 +155,9 @@ pub struct KernelConfig {
     pub process_enabled: u8,
     pub node_enabled: u8,
     pub exec_enabled: u8,
-    pub _pad0: [u8; 3],
+    /// `TAPIO_TEST_*` fault injection; 0 in production.
+    pub test_flags: u8,
+    pub _pad0: [u8; 2],
     pub retransmit_window_ns: u64,
     pub slow_io_threshold_ns: u64,
     pub ringbuf_wakeup_bytes: u32,
@@ -187,6 +192,7 @@ impl KernelConfig {
         );
         put(offset_of!(KernelConfig, node_enabled), &[self.node_enabled]);
         put(offset_of!(KernelConfig, exec_enabled), &[self.exec_enabled]);
+        put(offset_of!(KernelConfig, test_flags), &[self.test_flags]);
         put(
             offset_of!(KernelConfig, retransmit_window_ns),
             &self.retransmit_window_ns.to_ne_bytes(),
@@ -276,6 +282,7 @@ const _: () = {
     assert!(offset_of!(KernelConfig, process_enabled) == 10);
     assert!(offset_of!(KernelConfig, node_enabled) == 11);
     assert!(offset_of!(KernelConfig, exec_enabled) == 12);
+    assert!(offset_of!(KernelConfig, test_flags) == 13);
     assert!(offset_of!(KernelConfig, retransmit_window_ns) == 16);
     assert!(offset_of!(KernelConfig, slow_io_threshold_ns) == 24);
     assert!(offset_of!(KernelConfig, ringbuf_wakeup_bytes) == 32);

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
+/*
+ * Storage observer: slow and failed block requests.
+ *
+ * block_rq_issue records each request, keyed by its struct request
+ * pointer, in a bounded hash; block_rq_complete matches it.
+ *  - A key issued again while still in flight is ambiguous: its
+ *    completion could belong to either issue, so it is dropped and counted
+ *    (ambiguous_inflight_io), never matched by guess.
+ *  - The map is a plain hash, not an LRU: an LRU would evict silently,
+ *    and a full map must be counted (inflight_map_full).
+ *  - A completion for fewer bytes than remain is partial: the entry stays
+ *    and only the final completion reports, once.
+ *  - A completion with no recorded issue (in flight at attach, or not
+ *    recorded because the map was full) is counted, not reported.
+ *
+ * pid/comm are not recorded: at issue time the current task is often a
+ * kworker or the block layer's plug flush, not the submitter.
+ */
+#include "common.bpf.h"
+
+#define TAPIO_INFLIGHT_MAX 8192
+#define REQ_OP_MASK 0xff
+#define REQ_OP_READ 0
+#define REQ_OP_WRITE 1
+#define REQ_OP_FLUSH 2
+#define REQ_OP_DISCARD 3
+
+struct inflight {
+	__u64 issue_ns;
+	__u64 sector;
+	__u32 bytes;
+	__u32 remaining;
+	__u32 dev_major;
+	__u32 dev_minor;
+	__u8 op;
+	__u8 ambiguous;
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TAPIO_INFLIGHT_MAX);
+	__type(key, __u64); /* struct request * */
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+static __always_inline __u8 op_of(__u32 cmd_flags)
+{
+	switch (cmd_flags & REQ_OP_MASK) {
+	case REQ_OP_READ:
+		return TAPIO_OP_READ;
+	case REQ_OP_WRITE:
+		return TAPIO_OP_WRITE;
+	case REQ_OP_FLUSH:
+		return TAPIO_OP_FLUSH;
+	case REQ_OP_DISCARD:
+		return TAPIO_OP_DISCARD;
+	default:
+		return TAPIO_OP_OTHER;
+	}
+}
+
+static __always_inline void record_issue(struct request *rq, __u64 key)
+{
+	struct inflight v = {};
+	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
+	long err;
+
+	v.issue_ns = bpf_ktime_get_boot_ns();
+	v.sector = BPF_CORE_READ(rq, __sector);
+	v.bytes = BPF_CORE_READ(rq, __data_len);
+	v.remaining = v.bytes;
+	v.op = op_of(BPF_CORE_READ(rq, cmd_flags));
+	if (disk) {
+		v.dev_major = BPF_CORE_READ(disk, major);
+		v.dev_minor = BPF_CORE_READ(disk, first_minor);
+	}
+	err = bpf_map_update_elem(&inflight, &key, &v, BPF_NOEXIST);
+	if (err == -EEXIST) {
+		struct inflight *old = bpf_map_lookup_elem(&inflight, &key);
+
+		if (old)
+			old->ambiguous = 1;
+	} else if (err) {
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+	}
+}
+
+SEC("tp_btf/block_rq_issue")
+int BPF_PROG(tapio_block_rq_issue, struct request *rq)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u64 key = (__u64)rq;
+
+	if (!cfg || !cfg->storage_enabled)
+		return 0;
+	record_issue(rq, key);
+	if (cfg->test_flags & TAPIO_TEST_DOUBLE_ISSUE)
+		record_issue(rq, key); /* test hook: a duplicate key */
+	return 0;
+}
+
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int nr_bytes)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_storage_event *ev;
+	struct inflight *e, v;
+	__u64 key = (__u64)rq;
+	__u64 latency;
+
+	if (!cfg || !cfg->storage_enabled)
+		return 0;
+	e = bpf_map_lookup_elem(&inflight, &key);
+	if (!e) {
+		tapio_count(TAPIO_CNT_CORR_NO_ISSUE);
+		return 0;
+	}
+	if (e->ambiguous) {
+		bpf_map_delete_elem(&inflight, &key);
+		tapio_count(TAPIO_CNT_CORR_AMBIGUOUS_IO);
+		return 0;
+	}
+	if (!error && nr_bytes < e->remaining) {
+		e->remaining -= nr_bytes; /* partial: the final completion reports */
+		return 0;
+	}
+	v = *e;
+	bpf_map_delete_elem(&inflight, &key);
+	latency = bpf_ktime_get_boot_ns() - v.issue_ns;
+	if (!error && latency < cfg->slow_io_threshold_ns)
+		return 0;
+	ev = tapio_reserve(cfg, sizeof(*ev), error ? TAPIO_EV_STORAGE_IO_ERROR : TAPIO_EV_STORAGE_SLOW_IO);
+	if (!ev)
+		return 0;
+	ev->sector = v.sector;
+	ev->bytes = v.bytes;
+	ev->dev_major = v.dev_major;
+	ev->dev_minor = v.dev_minor;
+	ev->op = v.op;
+	ev->error = error;
+	ev->latency_ns = latency;
+	tapio_submit(cfg, ev);
+	return 0;
+}

@@ -1,0 +1,236 @@
+//! Real-kernel tests of the storage observer on a loop device: counts,
+//! bytes and device numbers checked against the kernel's own
+//! /sys/block/loopN/stat, and the ambiguity rule.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct Loop {
+    dev: String,
+    img: std::path::PathBuf,
+}
+
+impl Loop {
+    fn new(tag: &str) -> Loop {
+        let img = tmpdir(&format!("loop-{tag}")).join("disk.img");
+        std::fs::File::create(&img)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let out = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop {
+            dev: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            img,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.dev.trim_start_matches("/dev/")
+    }
+
+    /// (major, minor) from /sys/block/loopN/dev.
+    fn numbers(&self) -> (u64, u64) {
+        let s = std::fs::read_to_string(format!("/sys/block/{}/dev", self.name())).unwrap();
+        let (a, b) = s.trim().split_once(':').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    }
+
+    /// /sys/block/loopN/stat: [read ios, .., read sectors, .., write ios, .., write sectors, ..]
+    fn stat(&self) -> Vec<u64> {
+        std::fs::read_to_string(format!("/sys/block/{}/stat", self.name()))
+            .unwrap()
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    }
+
+    fn dd(&self, args: &str) {
+        sh(&format!("dd {args} status=none"));
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+        let _ = std::fs::remove_file(&self.img);
+    }
+}
+
+fn threshold_zero_config(tag: &str) -> std::path::PathBuf {
+    let mut cfg = tapio_wire::CompiledConfig::standalone_default();
+    cfg.storage.slow_io_warning_ns = 0;
+    let path = tmpdir(&format!("cfg-{tag}")).join("config.json");
+    std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    path
+}
+
+fn for_dev(events: &[Value], (major, minor): (u64, u64)) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["type"] == "kernel.storage.slow_io"
+                && e["facts"]["dev_major"] == major
+                && e["facts"]["dev_minor"] == minor
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn direct_io_on_a_loop_device_is_one_event_per_completed_request() {
+    if !kernel_available("storage::loop") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lp = Loop::new("io");
+    let devno = lp.numbers();
+    let cfg = threshold_zero_config("io");
+    let agent = Agent::start("storage-io", &["--config", cfg.to_str().unwrap()]);
+    agent.wait_log("observer storage attached", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = lp.stat();
+    let seen_before = for_dev(&agent.events(), devno).len();
+    lp.dd(&format!(
+        "if=/dev/zero of={} bs=4k count=32 oflag=direct",
+        lp.dev
+    ));
+    lp.dd(&format!(
+        "if={} of=/dev/null bs=8k count=8 iflag=direct",
+        lp.dev
+    ));
+    let after = lp.stat();
+    let (reads, writes) = (after[0] - before[0], after[4] - before[4]);
+    let (read_sectors, write_sectors) = (after[2] - before[2], after[6] - before[6]);
+    assert_eq!(
+        (reads, writes),
+        (8, 32),
+        "the kernel completed what dd submitted"
+    );
+    let total = seen_before + (reads + writes) as usize;
+    let events = agent.wait_events(Duration::from_secs(10), |ev| {
+        for_dev(ev, devno).len() >= total
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    let ours: Vec<Value> = for_dev(&done.events, devno).split_off(seen_before);
+    assert_eq!(
+        ours.len(),
+        total - seen_before,
+        "one event per completed request; live: {}",
+        events.len()
+    );
+    let of = |op: &str| {
+        ours.iter()
+            .filter(|e| e["facts"]["op"] == op)
+            .collect::<Vec<_>>()
+    };
+    let (w, r) = (of("write"), of("read"));
+    assert_eq!(w.len() as u64, writes);
+    assert_eq!(r.len() as u64, reads);
+    let bytes = |v: &[&Value]| {
+        v.iter()
+            .map(|e| e["facts"]["bytes"].as_u64().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(bytes(&w), write_sectors * 512);
+    assert_eq!(bytes(&r), read_sectors * 512);
+    assert!(w.iter().all(|e| e["facts"]["bytes"] == 4096));
+    assert!(r.iter().all(|e| e["facts"]["bytes"] == 8192));
+    // sectors of the 32 writes are 0, 8, 16, ...
+    let mut sectors: Vec<u64> = w
+        .iter()
+        .map(|e| e["facts"]["sector"].as_u64().unwrap())
+        .collect();
+    sectors.sort_unstable();
+    assert_eq!(sectors, (0..32).map(|i| i * 8).collect::<Vec<_>>());
+    assert!(
+        ours.iter()
+            .all(|e| e["severity"] == "warning" && e["facts"]["latency_ns"].as_u64().unwrap() > 0)
+    );
+    assert!(
+        ours.iter().all(|e| e["facts"].get("pid").is_none()),
+        "no pid from issue context"
+    );
+    assert_accounting(&done.metrics, "storage");
+    assert_eq!(
+        metric(
+            &done.metrics,
+            "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"}"
+        ),
+        0
+    );
+}
+
+#[test]
+fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
+    if !kernel_available("storage::ambiguous") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lp = Loop::new("amb");
+    let devno = lp.numbers();
+    let cfg = threshold_zero_config("amb");
+    let agent = Agent::start_with_env(
+        "storage-amb",
+        &["--config", cfg.to_str().unwrap()],
+        &[("TAPIO_FAULT_INJECT", "storage:double_issue")],
+    );
+    agent.wait_log("observer storage attached", Duration::from_secs(10));
+    let before = lp.stat();
+    lp.dd(&format!(
+        "if=/dev/zero of={} bs=4k count=16 oflag=direct",
+        lp.dev
+    ));
+    let after = lp.stat();
+    assert_eq!(after[4] - before[4], 16);
+    // wait until the running agent's metrics show the drops
+    let key =
+        "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while {
+        let m = agent.metrics_now();
+        m.is_empty() || metric(&m, key) < 16
+    } {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ambiguity drops not counted:\n{}",
+            agent.metrics_now()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let done = agent.stop();
+    assert!(
+        metric(&done.metrics, key) >= 16,
+        "every completion met an ambiguous key"
+    );
+    assert_eq!(
+        for_dev(&done.events, devno).len(),
+        0,
+        "nothing is matched by guess"
+    );
+    assert_eq!(
+        metric(
+            &done.metrics,
+            "tapio_kernel_events_total{observer=\"storage\"}"
+        ),
+        0,
+        "no record emitted at all"
+    );
+}
