@@ -16,6 +16,7 @@ pub struct Args {
 #[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     Run(RunArgs),
+    Check(CheckArgs),
     Version(VersionArgs),
 }
 
@@ -80,6 +81,19 @@ pub struct RunArgs {
     /// longest a clean shutdown may spend flushing, in seconds (default 5)
     #[argh(option, default = "5")]
     pub shutdown_timeout_secs: u64,
+}
+
+/// Probe this host for everything the agent needs (kernel, BTF, bpf(),
+/// map and program types, tracepoints, capabilities, bpffs, tracefs,
+/// memlock) and load each observer once. Prints JSON (or a table with
+/// --human). Exit 0: all required checks pass; 1: some do not; 2: usage
+/// or internal error. Leaves nothing loaded.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check")]
+pub struct CheckArgs {
+    /// print an aligned table instead of JSON
+    #[argh(switch)]
+    pub human: bool,
 }
 
 /// Print the version.

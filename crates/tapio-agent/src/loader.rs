@@ -143,17 +143,30 @@ loader!(
     OBS_PROCESS
 );
 
+/// Loads and attaches each observer, then drops it again: the feasibility
+/// probe. Nothing stays loaded.
+pub fn probe_each(k: &KernelConfig) -> Vec<(usize, Result<(), String>)> {
+    loaders()
+        .into_iter()
+        .map(|(idx, load)| (idx, load(k).map(drop).map_err(|e| format!("{e}"))))
+        .collect()
+}
+
 type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
+
+fn loaders() -> [(usize, LoadFn); 3] {
+    [
+        (OBS_NETWORK, load_network),
+        (OBS_STORAGE, load_storage),
+        (OBS_PROCESS, load_process),
+    ]
+}
 
 /// Loads every observer; failures are returned beside the successes.
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    let loaders: [(usize, LoadFn); 3] = [
-        (OBS_NETWORK, load_network),
-        (OBS_STORAGE, load_storage),
-        (OBS_PROCESS, load_process),
-    ];
+    let loaders = loaders();
     let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     for (idx, load) in loaders {
         // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that

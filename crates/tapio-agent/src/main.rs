@@ -6,6 +6,7 @@
 //! - sender: channel -> batches -> JSON -> sinks.
 
 mod args;
+mod check;
 mod clock;
 mod config;
 mod host;
@@ -32,11 +33,53 @@ use tapio_common::sink::Sink;
 use tapio_wire::ObserverState;
 
 fn main() {
-    let args: Args = argh::from_env();
+    let argv: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let args =
+        match <Args as argh::FromArgs>::from_args(&["tapio-agent"], strs.get(1..).unwrap_or(&[])) {
+            Ok(a) => a,
+            Err(early) => {
+                // --help is a success; a usage error exits 2 (1 means "a check
+                // failed" for `check`).
+                match early.status {
+                    Ok(()) => {
+                        println!("{}", early.output);
+                        std::process::exit(0)
+                    }
+                    Err(()) => {
+                        eprintln!("{}", early.output);
+                        std::process::exit(2)
+                    }
+                }
+            }
+        };
     match args.command {
         Command::Version(_) => println!("tapio-agent {}", env!("CARGO_PKG_VERSION")),
+        Command::Check(c) => std::process::exit(run_check(&c)),
         Command::Run(run_args) => std::process::exit(run(run_args)),
     }
+}
+
+fn run_check(c: &args::CheckArgs) -> i32 {
+    // Test hook: TAPIO_FAULT_INJECT=check:hide_tracepoint:<name>.
+    let hidden: Vec<String> = std::env::var("TAPIO_FAULT_INJECT")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|f| f.strip_prefix("check:hide_tracepoint:").map(String::from))
+        .collect();
+    let checks = check::run_all(&hidden);
+    if c.human {
+        print!("{}", check::to_table(&checks));
+    } else {
+        match serde_json::to_string_pretty(&check::to_json(&checks)) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("tapio-agent check: {e}");
+                return 2;
+            }
+        }
+    }
+    check::exit_code(&checks)
 }
 
 /// Exit codes: 0 clean stop, 1 nothing could be observed, 2 bad

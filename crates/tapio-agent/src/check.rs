@@ -1,0 +1,599 @@
+//! `tapio-agent check`: the feasibility probe an operator runs first on a
+//! new host.
+//!
+//! Every requirement is one line: `pass`, `fail` or `unknown`, with what
+//! was seen and, when it is not a pass, how to fix it. An error the probe
+//! cannot interpret is `unknown`, never a guessed pass. Nothing is left
+//! loaded or pinned: test maps are closed at once, and each observer is
+//! loaded, attached and dropped again (its programs see no config, so they
+//! emit nothing during that moment).
+
+use crate::metrics::OBSERVER_NAMES;
+use serde_json::{Value, json};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Pass,
+    Fail,
+    Unknown,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Fail => "fail",
+            Status::Unknown => "unknown",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: String,
+    pub required: bool,
+    pub status: Status,
+    pub detail: String,
+    pub fix: String,
+}
+
+fn check(
+    name: &str,
+    required: bool,
+    status: Status,
+    detail: impl Into<String>,
+    fix: &str,
+) -> Check {
+    Check {
+        name: name.into(),
+        required,
+        status,
+        detail: detail.into(),
+        fix: if status == Status::Pass {
+            String::new()
+        } else {
+            fix.into()
+        },
+    }
+}
+
+/// The tracepoints each observer attaches to (all as tp_btf).
+pub const TRACEPOINTS: &[(&str, &str)] = &[
+    ("network", "inet_sock_set_state"),
+    ("network", "tcp_receive_reset"),
+    ("network", "tcp_retransmit_skb"),
+    ("storage", "block_rq_issue"),
+    ("storage", "block_rq_complete"),
+    ("process", "sched_process_exit"),
+    ("process", "mark_victim"),
+    ("process", "sched_process_exec"),
+];
+
+/// Parses `major.minor` of a kernel release string.
+pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut it = release.split(|c: char| !c.is_ascii_digit());
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn probe_kernel() -> Check {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let release = release.trim();
+    match kernel_version(release) {
+        Some(v) if v >= (5, 8) => check(
+            "kernel_release",
+            true,
+            Status::Pass,
+            format!("{release} (>= 5.8)"),
+            "",
+        ),
+        Some(_) => check(
+            "kernel_release",
+            true,
+            Status::Fail,
+            format!("{release} is older than 5.8"),
+            "upgrade to a kernel >= 5.8 with BTF (ring buffers and tp_btf need it)",
+        ),
+        None => check(
+            "kernel_release",
+            true,
+            Status::Unknown,
+            format!("cannot parse {release:?}"),
+            "check /proc/sys/kernel/osrelease",
+        ),
+    }
+}
+
+fn probe_btf() -> Check {
+    let path = "/sys/kernel/btf/vmlinux";
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => check(
+            "btf",
+            true,
+            Status::Pass,
+            format!("{path} ({} bytes)", m.len()),
+            "",
+        ),
+        Ok(_) => check(
+            "btf",
+            true,
+            Status::Fail,
+            format!("{path} is empty"),
+            "a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => check(
+            "btf",
+            true,
+            Status::Fail,
+            format!("{path} missing"),
+            "a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2021)",
+        ),
+        Err(e) => check(
+            "btf",
+            true,
+            Status::Unknown,
+            format!("{path}: {e}"),
+            "run as root",
+        ),
+    }
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+
+/// bpf(BPF_MAP_CREATE) for one map type; closes the map at once.
+fn create_map(map_type: u32, key: u32, value: u32, max_entries: u32) -> Result<(), std::io::Error> {
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&map_type.to_ne_bytes());
+    attr[4..8].copy_from_slice(&key.to_ne_bytes());
+    attr[8..12].copy_from_slice(&value.to_ne_bytes());
+    attr[12..16].copy_from_slice(&max_entries.to_ne_bytes());
+    // SAFETY: bpf(2) reads `attr` (a zeroed union bpf_attr prefix of the
+    // given size) and returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_CREATE,
+            attr.as_mut_ptr(),
+            attr.len() as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; OwnedFd closes it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    Ok(())
+}
+
+fn errno_check(name: &str, what: &str, r: Result<(), std::io::Error>) -> Check {
+    match r {
+        Ok(()) => check(
+            name,
+            true,
+            Status::Pass,
+            format!("{what}: created and closed"),
+            "",
+        ),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => check(
+                name,
+                true,
+                Status::Fail,
+                format!("{what}: {e}"),
+                "run as root, or grant CAP_BPF and CAP_PERFMON (check kernel.unprivileged_bpf_disabled and LSM policy)",
+            ),
+            Some(libc::ENOSYS) => check(
+                name,
+                true,
+                Status::Fail,
+                format!("{what}: {e}"),
+                "a kernel with CONFIG_BPF_SYSCALL=y",
+            ),
+            Some(libc::EINVAL) => check(
+                name,
+                true,
+                Status::Fail,
+                format!("{what}: {e} (not supported by this kernel)"),
+                "a newer kernel (ring buffers need 5.8)",
+            ),
+            _ => check(
+                name,
+                true,
+                Status::Unknown,
+                format!("{what}: {e}"),
+                "see the error; rerun as root",
+            ),
+        },
+    }
+}
+
+fn probe_maps() -> Vec<Check> {
+    let page = {
+        // SAFETY: sysconf has no preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 { p as u32 } else { 4096 }
+    };
+    let mut out = vec![errno_check(
+        "bpf_syscall",
+        "bpf(BPF_MAP_CREATE, array)",
+        create_map(2, 4, 4, 1),
+    )];
+    for (name, ty, k, v, n) in [
+        ("map_type:ringbuf", 27u32, 0u32, 0u32, page),
+        ("map_type:hash", 1, 8, 8, 1),
+        ("map_type:lru_hash", 9, 8, 8, 16),
+        ("map_type:percpu_array", 6, 4, 8, 1),
+        ("map_type:array", 2, 4, 4, 1),
+    ] {
+        out.push(errno_check(
+            name,
+            name.trim_start_matches("map_type:"),
+            create_map(ty, k, v, n),
+        ));
+    }
+    out
+}
+
+/// Program types. Every Tapio program is `tp_btf` (BPF_PROG_TYPE_TRACING),
+/// and libbpf's generic type probe cannot probe that type without an
+/// attach target, so the proof is the observers themselves: tracing is
+/// supported when an observer's programs loaded and attached. Plain
+/// tracepoint programs are probed with libbpf, as information.
+fn probe_prog_types(observers: &[Check]) -> Vec<Check> {
+    let loaded = observers
+        .iter()
+        .filter(|c| c.status == Status::Pass)
+        .count();
+    let tracing = if loaded > 0 {
+        check(
+            "prog_type:tracing",
+            true,
+            Status::Pass,
+            format!("tp_btf programs: {loaded} observer(s) loaded and attached"),
+            "",
+        )
+    } else {
+        check(
+            "prog_type:tracing",
+            true,
+            Status::Fail,
+            "tp_btf programs: no observer could load (see the observer lines)",
+            "a kernel >= 5.5 with BTF, and CAP_BPF + CAP_PERFMON",
+        )
+    };
+    let tracepoint = match libbpf_rs::ProgramType::Tracepoint.is_supported() {
+        Ok(true) => check(
+            "prog_type:tracepoint",
+            false,
+            Status::Pass,
+            "tracepoint programs: supported (not used)",
+            "",
+        ),
+        Ok(false) => check(
+            "prog_type:tracepoint",
+            false,
+            Status::Fail,
+            "tracepoint programs: the kernel refused a probe program (not used)",
+            "only needed for a tracefs fallback",
+        ),
+        Err(e) => check(
+            "prog_type:tracepoint",
+            false,
+            Status::Unknown,
+            format!("probe failed: {e}"),
+            "rerun as root",
+        ),
+    };
+    vec![tracing, tracepoint]
+}
+
+fn probe_tracepoints(hidden: &[String]) -> Vec<Check> {
+    let btf = libbpf_rs::btf::Btf::from_vmlinux();
+    TRACEPOINTS
+        .iter()
+        .map(|(obs, tp)| {
+            let name = format!("tracepoint:{obs}/{tp}");
+            let Ok(btf) = &btf else {
+                return check(
+                    &name,
+                    true,
+                    Status::Unknown,
+                    "kernel BTF not readable",
+                    "see the btf line",
+                );
+            };
+            let typedef = format!("btf_trace_{tp}");
+            let found = !hidden.iter().any(|h| h == tp)
+                && btf
+                    .type_by_name::<libbpf_rs::btf::types::Typedef<'_>>(&typedef)
+                    .is_some();
+            if found {
+                check(
+                    &name,
+                    true,
+                    Status::Pass,
+                    format!("{typedef} in kernel BTF"),
+                    "",
+                )
+            } else {
+                check(
+                    &name,
+                    true,
+                    Status::Fail,
+                    format!("{typedef} not in kernel BTF"),
+                    "this kernel lacks the tracepoint; the observer will report failed",
+                )
+            }
+        })
+        .collect()
+}
+
+fn mounted(fstype: &str, at: &str) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mnt, ty) = (f.next(), f.next(), f.next());
+            mnt == Some(at) && ty == Some(fstype)
+        })
+}
+
+fn probe_fs() -> Vec<Check> {
+    let bpffs = mounted("bpf", "/sys/fs/bpf");
+    let tracefs = mounted("tracefs", "/sys/kernel/tracing")
+        || mounted("tracefs", "/sys/kernel/debug/tracing");
+    vec![
+        check(
+            "bpffs",
+            false,
+            if bpffs { Status::Pass } else { Status::Fail },
+            if bpffs {
+                "mounted at /sys/fs/bpf"
+            } else {
+                "not mounted at /sys/fs/bpf (the agent pins nothing, so it is not required)"
+            },
+            "mount -t bpf bpf /sys/fs/bpf",
+        ),
+        check(
+            "tracefs",
+            false,
+            if tracefs { Status::Pass } else { Status::Fail },
+            if tracefs {
+                "mounted"
+            } else {
+                "not mounted (not required: every program is tp_btf, which needs no tracefs)"
+            },
+            "mount -t tracefs tracefs /sys/kernel/tracing",
+        ),
+    ]
+}
+
+/// Effective capabilities from /proc/self/status.
+pub fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+    u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+}
+
+pub fn caps_check(eff: Option<u64>) -> Check {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Some(eff) = eff else {
+        return check(
+            "capabilities",
+            true,
+            Status::Unknown,
+            "cannot read CapEff from /proc/self/status",
+            "run as root",
+        );
+    };
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    let names: Vec<&str> = [
+        (CAP_BPF, "CAP_BPF"),
+        (CAP_PERFMON, "CAP_PERFMON"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN"),
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"),
+    ]
+    .into_iter()
+    .filter(|(c, _)| has(*c))
+    .map(|(_, n)| n)
+    .collect();
+    let detail = format!(
+        "effective: {}",
+        if names.is_empty() {
+            "none of the BPF ones".into()
+        } else {
+            names.join(", ")
+        }
+    );
+    let ok = (has(CAP_BPF) && has(CAP_PERFMON) && has(CAP_NET_ADMIN)) || has(CAP_SYS_ADMIN);
+    check(
+        "capabilities",
+        true,
+        if ok { Status::Pass } else { Status::Fail },
+        detail,
+        "run as root, or with CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (AmbientCapabilities= in the unit)",
+    )
+}
+
+fn probe_memlock() -> Check {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
+    let detail = if rc != 0 {
+        "cannot read RLIMIT_MEMLOCK".to_string()
+    } else if lim.rlim_cur == libc::RLIM_INFINITY {
+        "RLIMIT_MEMLOCK unlimited".to_string()
+    } else {
+        format!(
+            "RLIMIT_MEMLOCK {} KiB (kernels >= 5.11 charge BPF memory to the memory cgroup instead)",
+            lim.rlim_cur / 1024
+        )
+    };
+    // A note, never a requirement.
+    check(
+        "memlock",
+        false,
+        if rc == 0 {
+            Status::Pass
+        } else {
+            Status::Unknown
+        },
+        detail,
+        "LimitMEMLOCK=infinity on kernels < 5.11",
+    )
+}
+
+fn probe_observers() -> Vec<Check> {
+    // Load with a zeroed config: the programs see abi_version 0 and emit
+    // nothing while attached; everything is dropped before returning.
+    let k = tapio_common::abi::KernelConfig::default();
+    crate::loader::probe_each(&k)
+        .into_iter()
+        .map(|(idx, r)| {
+            let name = format!("observer:{}", OBSERVER_NAMES[idx]);
+            match r {
+                Ok(()) => check(
+                    &name,
+                    true,
+                    Status::Pass,
+                    "loaded, verified and attached (then detached)",
+                    "",
+                ),
+                Err(e) => check(
+                    &name,
+                    true,
+                    Status::Fail,
+                    e,
+                    "see the kernel's reason; a kernel >= 5.8 with BTF",
+                ),
+            }
+        })
+        .collect()
+}
+
+/// Runs every probe.
+pub fn run_all(hidden_tracepoints: &[String]) -> Vec<Check> {
+    let mut out = vec![probe_kernel(), probe_btf(), caps_check(effective_caps())];
+    out.extend(probe_maps());
+    let observers = probe_observers();
+    out.extend(probe_prog_types(&observers));
+    out.extend(probe_tracepoints(hidden_tracepoints));
+    out.extend(probe_fs());
+    out.push(probe_memlock());
+    out.extend(observers);
+    out
+}
+
+/// 0 when every required check passes, 1 otherwise.
+pub fn exit_code(checks: &[Check]) -> i32 {
+    i32::from(
+        checks
+            .iter()
+            .any(|c| c.required && c.status != Status::Pass),
+    )
+}
+
+pub fn to_json(checks: &[Check]) -> Value {
+    json!({
+        "ok": exit_code(checks) == 0,
+        "checks": checks.iter().map(|c| json!({
+            "name": c.name,
+            "required": c.required,
+            "status": c.status.as_str(),
+            "detail": c.detail,
+            "fix": c.fix,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn to_table(checks: &[Check]) -> String {
+    let w = checks
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut s = format!(
+        "{:<w$}  {:<7}  {:<8}  DETAIL\n",
+        "CHECK", "STATUS", "REQUIRED"
+    );
+    for c in checks {
+        s.push_str(&format!(
+            "{:<w$}  {:<7}  {:<8}  {}\n",
+            c.name,
+            c.status.as_str(),
+            if c.required { "yes" } else { "no" },
+            c.detail
+        ));
+        if !c.fix.is_empty() {
+            s.push_str(&format!(
+                "{:<w$}  {:<7}  {:<8}  fix: {}\n",
+                "", "", "", c.fix
+            ));
+        }
+    }
+    let failing = checks
+        .iter()
+        .filter(|c| c.required && c.status != Status::Pass)
+        .count();
+    s.push_str(&if failing == 0 {
+        "result: all required checks pass\n".to_string()
+    } else {
+        format!("result: {failing} required check(s) did not pass\n")
+    });
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(kernel_version("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(kernel_version("5.8.0"), Some((5, 8)));
+        assert_eq!(kernel_version("garbage"), None);
+    }
+
+    #[test]
+    fn capabilities_need_all_three_or_sys_admin() {
+        let bit = |c: u32| 1u64 << c;
+        assert_eq!(
+            caps_check(Some(bit(39) | bit(38) | bit(12))).status,
+            Status::Pass
+        );
+        assert_eq!(caps_check(Some(bit(21))).status, Status::Pass);
+        let c = caps_check(Some(bit(39) | bit(38)));
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.fix.contains("CAP_NET_ADMIN"));
+        assert_eq!(caps_check(Some(0)).status, Status::Fail);
+        assert_eq!(caps_check(None).status, Status::Unknown);
+    }
+
+    #[test]
+    fn unknown_is_never_a_pass_for_the_exit_code() {
+        let mk = |s, r| check("x", r, s, "", "fix");
+        assert_eq!(
+            exit_code(&[mk(Status::Pass, true), mk(Status::Fail, false)]),
+            0
+        );
+        assert_eq!(
+            exit_code(&[mk(Status::Pass, true), mk(Status::Unknown, true)]),
+            1
+        );
+        assert_eq!(exit_code(&[mk(Status::Fail, true)]), 1);
+        let v = to_json(&[mk(Status::Unknown, true)]);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["checks"][0]["status"], "unknown");
+        assert_eq!(v["checks"][0]["fix"], "fix");
+    }
+}
