@@ -141,6 +141,9 @@ int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int
 	ev->op = v.op;
 	ev->error = error;
 	ev->latency_ns = latency;
+	/* Severity under the config this record is stamped with. */
+	if (!error && latency >= cfg->slow_io_critical_ns)
+		ev->flags |= TAPIO_F_CRITICAL;
 	tapio_submit(cfg, ev);
 	return 0;
 }

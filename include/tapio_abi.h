@@ -62,6 +62,7 @@ struct tapio_event_header {
 /* Flags shared by records that may know their owning task. */
 #define TAPIO_F_OWNER_KNOWN (1u << 0) /* pid/comm are the owning process */
 #define TAPIO_F_CGROUP_KNOWN (1u << 1) /* cgroup_id is meaningful */
+#define TAPIO_F_CRITICAL (1u << 2)     /* past the critical threshold in force */
 
 /* kernel.network.* */
 struct tapio_net_event {
@@ -175,6 +176,10 @@ struct tapio_config {
 	__u32 ringbuf_wakeup_bytes;  /* force a wakeup once this much is pending */
 	__u32 ignore_exit_count;     /* used entries of ignore_exit_codes */
 	__s32 ignore_exit_codes[TAPIO_MAX_IGNORED_EXIT_CODES];
+	__u64 slow_io_critical_ns;   /* slow_io at or above this: TAPIO_F_CRITICAL */
+	__u64 node_window_ns;        /* node observer: sampling window */
+	__u32 node_ipc_warning_milli;   /* node: IPC x1000 below which to report */
+	__u32 node_stall_warning_milli; /* node: stalled/cycles x1000 above which to report */
 };
 
 /* tapio_config.test_flags */
@@ -237,7 +242,7 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, stalled_cycles) 
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, window_ns) == 40);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, cpu) == 48);
 
-TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 104);
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 128);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, abi_version) == 0);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, generation) == 4);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, network_enabled) == 8);
@@ -251,5 +256,9 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_threshold_ns
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ringbuf_wakeup_bytes) == 32);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_count) == 36);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_codes) == 40);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_critical_ns) == 104);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_window_ns) == 112);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_ipc_warning_milli) == 120);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_stall_warning_milli) == 124);
 
 #endif /* TAPIO_ABI_H */

@@ -316,7 +316,11 @@ mod tests {
             slow_io_threshold_ns,
             ringbuf_wakeup_bytes,
             ignore_exit_count,
-            ignore_exit_codes
+            ignore_exit_codes,
+            slow_io_critical_ns,
+            node_window_ns,
+            node_ipc_warning_milli,
+            node_stall_warning_milli
         );
         assert_eq!(
             offset_of!(skel::tapio_event_header, config_generation),

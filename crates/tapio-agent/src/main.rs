@@ -143,14 +143,15 @@ fn run(a: RunArgs) -> i32 {
         log::info!("observer {} attached", OBSERVER_NAMES[o.index]);
         metrics.set_state(o.index, ObserverState::Up);
     }
-    metrics.set_state(
-        OBS_NODE,
-        if cfg.node.enabled {
-            ObserverState::Unsupported
-        } else {
-            ObserverState::Disabled
-        },
-    );
+    if cfg.node.enabled {
+        log::warn!(
+            "observer node: unsupported: {}",
+            observer::node::unsupported_reason()
+        );
+        metrics.set_state(OBS_NODE, ObserverState::Unsupported);
+    } else {
+        metrics.set_state(OBS_NODE, ObserverState::Disabled);
+    }
     if observers.is_empty() {
         log::error!(
             "no observer could be loaded; is this a Linux >= 5.8 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?"

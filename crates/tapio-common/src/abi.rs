@@ -53,6 +53,7 @@ pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
 /// `TAPIO_F_*`
 pub const F_OWNER_KNOWN: u8 = 1 << 0;
 pub const F_CGROUP_KNOWN: u8 = 1 << 1;
+pub const F_CRITICAL: u8 = 1 << 2;
 
 /// `enum tapio_storage_op`
 pub mod storage_op {
@@ -163,6 +164,10 @@ pub struct KernelConfig {
     pub ringbuf_wakeup_bytes: u32,
     pub ignore_exit_count: u32,
     pub ignore_exit_codes: [i32; MAX_IGNORED_EXIT_CODES],
+    pub slow_io_critical_ns: u64,
+    pub node_window_ns: u64,
+    pub node_ipc_warning_milli: u32,
+    pub node_stall_warning_milli: u32,
 }
 
 impl KernelConfig {
@@ -213,6 +218,22 @@ impl KernelConfig {
         for (i, code) in self.ignore_exit_codes.iter().enumerate() {
             put(base + i * 4, &code.to_ne_bytes());
         }
+        put(
+            offset_of!(KernelConfig, slow_io_critical_ns),
+            &self.slow_io_critical_ns.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, node_window_ns),
+            &self.node_window_ns.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, node_ipc_warning_milli),
+            &self.node_ipc_warning_milli.to_ne_bytes(),
+        );
+        put(
+            offset_of!(KernelConfig, node_stall_warning_milli),
+            &self.node_stall_warning_milli.to_ne_bytes(),
+        );
         out
     }
 }
@@ -274,7 +295,7 @@ const _: () = {
     assert!(offset_of!(NodeEvent, window_ns) == 40);
     assert!(offset_of!(NodeEvent, cpu) == 48);
 
-    assert!(size_of::<KernelConfig>() == 104);
+    assert!(size_of::<KernelConfig>() == 128);
     assert!(offset_of!(KernelConfig, abi_version) == 0);
     assert!(offset_of!(KernelConfig, generation) == 4);
     assert!(offset_of!(KernelConfig, network_enabled) == 8);
@@ -288,6 +309,10 @@ const _: () = {
     assert!(offset_of!(KernelConfig, ringbuf_wakeup_bytes) == 32);
     assert!(offset_of!(KernelConfig, ignore_exit_count) == 36);
     assert!(offset_of!(KernelConfig, ignore_exit_codes) == 40);
+    assert!(offset_of!(KernelConfig, slow_io_critical_ns) == 104);
+    assert!(offset_of!(KernelConfig, node_window_ns) == 112);
+    assert!(offset_of!(KernelConfig, node_ipc_warning_milli) == 120);
+    assert!(offset_of!(KernelConfig, node_stall_warning_milli) == 124);
 };
 
 /// A parsed, structurally valid record.

@@ -2,6 +2,7 @@
 //! poller calls them on the hot path, tests call them directly.
 
 pub mod network;
+pub mod node;
 pub mod process;
 pub mod storage;
 

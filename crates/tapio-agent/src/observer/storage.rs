@@ -2,7 +2,9 @@
 
 use super::Context;
 use crate::metrics::Suppress;
-use tapio_common::abi::{F_CGROUP_KNOWN, F_OWNER_KNOWN, StorageEvent, event_type, storage_op};
+use tapio_common::abi::{
+    F_CGROUP_KNOWN, F_CRITICAL, F_OWNER_KNOWN, StorageEvent, event_type, storage_op,
+};
 use tapio_common::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
 use tapio_wire::Severity;
 
@@ -47,9 +49,11 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         return Err(Suppress::ObserverDisabled);
     }
     let (kind, severity) = match e.hdr.kind {
+        // The kernel decided against the thresholds of the generation the
+        // record is stamped with, not whatever is in force now.
         event_type::STORAGE_SLOW_IO => (
             EventKind::SlowIo,
-            if e.latency_ns >= cfg.slow_io_critical_ns {
+            if e.flags & F_CRITICAL != 0 {
                 Severity::Critical
             } else {
                 Severity::Warning
@@ -108,12 +112,15 @@ mod tests {
             config_generation: 1,
             timestamp_ns: 5,
         };
-        e.latency_ns = cfg.storage.slow_io_critical_ns - 1;
+        // Severity follows the kernel's flag (the record's generation), not
+        // the thresholds in force in user space now.
+        e.latency_ns = cfg.storage.slow_io_critical_ns * 10;
         e.op = storage_op::WRITE;
         let ev = build(&e, 1, &ctx).unwrap();
         assert_eq!(ev.severity, Severity::Warning);
-        e.latency_ns = cfg.storage.slow_io_critical_ns;
+        e.flags = F_CRITICAL;
         assert_eq!(build(&e, 1, &ctx).unwrap().severity, Severity::Critical);
+        e.flags = 0;
         let Facts::Storage(s) = ev.facts else {
             panic!()
         };
