@@ -161,6 +161,13 @@ fn a_full_disk_falls_back_counts_and_recovers() {
         "writing resumed on the primary path"
     );
     assert_eq!(second.get(&u64::from(p2)), None);
+    // The reader merges both paths: every event once, nothing corrupt.
+    let (all, st) =
+        tapio_common::store::read_events(&[fs.0.as_path(), fallback.as_path()], None, None)
+            .unwrap();
+    let port_count = |p: u16| all.iter().filter(|v| v["facts"]["dst_port"] == p).count();
+    assert_eq!((port_count(p1), port_count(p2)), (300, 100));
+    assert_eq!((st.corrupt, st.duplicates), (0, 0));
     let _ = std::fs::remove_dir_all(&fallback);
 }
 
