@@ -160,7 +160,7 @@ pub fn read_events(
         }
     }
     files.retain(|f| from_hour.is_none_or(|h| f.hour >= h) && to_hour.is_none_or(|h| f.hour <= h));
-    files.sort_by(|a, b| (a.hour, a.part).cmp(&(b.hour, b.part)));
+    files.sort_by_key(|f| (f.hour, f.part));
     let mut stats = ReadStats::default();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
