@@ -12,7 +12,6 @@ mod config;
 mod host;
 mod kconfig;
 mod loader;
-mod logger;
 mod metrics;
 mod observer;
 mod poller;
@@ -89,13 +88,13 @@ fn run(a: RunArgs) -> i32 {
         .log_level
         .clone()
         .or_else(|| std::env::var("TAPIO_LOG").ok())
-        .map(|s| logger::parse_level(&s))
+        .map(|s| tapio_common::logger::parse_level(&s))
         .unwrap_or(Some(log::LevelFilter::Info));
     let Some(level) = level else {
         eprintln!("tapio-agent: --log-level must be one of error, warn, info, debug, trace");
         return 2;
     };
-    logger::init(level);
+    tapio_common::logger::init(level);
     signals::install_handlers();
 
     if a.queue_capacity == 0 || a.queue_capacity > 1 << 20 {

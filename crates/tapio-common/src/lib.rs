@@ -9,6 +9,7 @@
 
 pub mod abi;
 pub mod event;
+pub mod logger;
 pub mod sink;
 pub mod store;
 pub mod time;

@@ -1,13 +1,19 @@
-//! tapio-controller: one per cluster. This release ships the profile
-//! commands (`compile`, `check`); the tapio-wire/v1 server (`serve`) is
-//! tracked in the controller issue.
+//! tapio-controller: one per cluster. Serves tapio-wire/v1 to the agents,
+//! tracks them, validates and exports their evidence.
 
+mod errors;
+mod export;
 mod profile_store;
+mod registry;
+mod server;
+mod signals;
 
 use argh::FromArgs;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Tapio controller.
+/// Tapio controller: the tapio-wire/v1 server for a cluster's agents.
 #[derive(FromArgs)]
 struct Args {
     #[argh(subcommand)]
@@ -16,9 +22,62 @@ struct Args {
 
 #[derive(FromArgs)]
 #[argh(subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 enum Command {
+    Serve(ServeArgs),
     Compile(CompileArgs),
     Check(CheckArgs),
+}
+
+/// Serve tapio-wire/v1. SIGHUP (or a change of the profile file) reloads
+/// the profile; SIGTERM stops gracefully.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "serve")]
+struct ServeArgs {
+    /// address to listen on (default 127.0.0.1:7070)
+    #[argh(option, default = "String::from(\"127.0.0.1:7070\")")]
+    listen: String,
+    /// the Evidence Profile YAML to serve (default: builtin
+    /// production-default)
+    #[argh(option)]
+    profile: Option<PathBuf>,
+    /// directory for the hourly JSONL export of accepted events (off when
+    /// not given)
+    #[argh(option)]
+    export_dir: Option<PathBuf>,
+    /// file holding a bearer token every request must carry (off when not
+    /// given)
+    #[argh(option)]
+    token_file: Option<PathBuf>,
+    /// worker threads answering requests (default 8)
+    #[argh(option, default = "8")]
+    workers: usize,
+    /// largest accepted request body in bytes (default 1048576)
+    #[argh(option, default = "1024 * 1024")]
+    max_body_bytes: usize,
+    /// socket read/write timeout in seconds for every connection (default 10)
+    #[argh(option, default = "10")]
+    io_timeout_secs: u64,
+    /// heartbeat interval the agents are told, seconds (default 10)
+    #[argh(option, default = "10")]
+    heartbeat_interval_secs: u32,
+    /// config poll interval the agents are told, seconds (default 10)
+    #[argh(option, default = "10")]
+    config_poll_interval_secs: u32,
+    /// heartbeat age reported as the staleness threshold in /v1/status,
+    /// seconds (default 30); a fact for readers, never applied as a verdict
+    #[argh(option, default = "30")]
+    stale_after_secs: u64,
+    /// most agent instances tracked; the least recently seen is forgotten
+    /// beyond it (default 100000)
+    #[argh(option, default = "100_000")]
+    max_instances: usize,
+    /// seconds between checks of the profile file's mtime (default 2)
+    #[argh(option, default = "2")]
+    reload_poll_secs: u64,
+    /// log level: error, warn, info, debug (default info)
+    #[argh(option, default = "String::from(\"info\")")]
+    log_level: String,
 }
 
 /// Validate an Evidence Profile and print its CompiledConfig JSON (for a
@@ -43,6 +102,7 @@ struct CheckArgs {
 fn main() {
     let args: Args = argh::from_env();
     let code = match args.command {
+        Command::Serve(a) => serve(a),
         Command::Compile(a) => match profile_store::load(&a.file) {
             Ok(cfg) => match serde_json::to_string_pretty(&cfg) {
                 Ok(s) => {
@@ -75,4 +135,156 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+fn read_token(path: &PathBuf) -> Result<String, String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() || t.len() > 4096 || t.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(format!(
+            "--token-file {}: the token must be 1..4096 printable ASCII characters",
+            path.display()
+        ));
+    }
+    Ok(t)
+}
+
+/// A listener whose accepted sockets inherit read and write timeouts
+/// (Linux copies SO_RCVTIMEO/SO_SNDTIMEO to accepted sockets), so a slow
+/// or idle client cannot hold a connection forever.
+fn listener(addr: &str, timeout: Duration) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::AsRawFd;
+    let l = std::net::TcpListener::bind(addr)?;
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt reads the timeval we own for its stated size.
+        let rc = unsafe {
+            libc::setsockopt(
+                l.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(l)
+}
+
+fn serve(a: ServeArgs) -> i32 {
+    let Some(level) = tapio_common::logger::parse_level(&a.log_level) else {
+        eprintln!("tapio-controller: --log-level must be one of error, warn, info, debug");
+        return 2;
+    };
+    tapio_common::logger::init(level);
+    signals::install_handlers();
+    let config = match profile_store::ConfigStore::open(a.profile.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("profile: {e}");
+            return 1;
+        }
+    };
+    let token = match a.token_file.as_ref().map(read_token).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("{e}");
+            return 2;
+        }
+    };
+    let exporter = match &a.export_dir {
+        None => None,
+        Some(d) => match export::Exporter::open(d.clone(), Duration::from_secs(1)) {
+            Ok(e) => Some(Mutex::new(e)),
+            Err(e) => {
+                log::error!("--export-dir {}: {e}", d.display());
+                return 1;
+            }
+        },
+    };
+    let l = match listener(&a.listen, Duration::from_secs(a.io_timeout_secs.max(1))) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot listen on {}: {e}", a.listen);
+            return 1;
+        }
+    };
+    let server = match tiny_http::Server::from_listener(l, None) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            log::error!("cannot start the HTTP server: {e}");
+            return 1;
+        }
+    };
+    let now_ns = tapio_common::time::now_unix_ns();
+    let state = Arc::new(server::State {
+        controller_id: format!("{:016x}", now_ns ^ u64::from(std::process::id()) << 32),
+        started: Instant::now(),
+        started_at: tapio_common::time::rfc3339_ns(now_ns),
+        config,
+        registry: Mutex::new(registry::Registry::new(a.max_instances)),
+        exporter,
+        counters: server::Counters::default(),
+        settings: server::Settings {
+            max_body_bytes: a.max_body_bytes.max(1024),
+            heartbeat_interval_secs: a.heartbeat_interval_secs.max(1),
+            config_poll_interval_secs: a.config_poll_interval_secs.max(1),
+            stale_after_secs: a.stale_after_secs,
+            token,
+        },
+    });
+    let active = state.config.current();
+    log::info!(
+        "tapio-controller {} listening on {} (workers {}, profile {}, config_version {} {}, auth {}, export {})",
+        env!("CARGO_PKG_VERSION"),
+        a.listen,
+        a.workers,
+        active.config.profile,
+        active.version,
+        active.hash,
+        if state.settings.token.is_some() {
+            "bearer token"
+        } else {
+            "off"
+        },
+        a.export_dir
+            .as_ref()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "off".into())
+    );
+    let workers = server::serve(
+        Arc::clone(&server),
+        Arc::clone(&state),
+        a.workers,
+        signals::stop_requested,
+    );
+    let mut last_poll = Instant::now();
+    while !signals::stop_requested() {
+        std::thread::sleep(Duration::from_millis(100));
+        if signals::take_reload() {
+            state.config.reload("SIGHUP");
+        }
+        if last_poll.elapsed() >= Duration::from_secs(a.reload_poll_secs.max(1)) {
+            state.config.poll_file();
+            last_poll = Instant::now();
+        }
+    }
+    log::info!("stopping: finishing requests in flight");
+    server.unblock();
+    for w in workers {
+        let _ = w.join();
+    }
+    if let Some(ex) = &state.exporter {
+        if let Ok(mut ex) = ex.lock() {
+            ex.sync();
+        }
+    }
+    0
 }

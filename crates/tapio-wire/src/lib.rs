@@ -63,13 +63,22 @@ pub fn check_version(value: &serde_json::Value) -> Result<(), WireError> {
 /// by serde_json), then the version, then the reasoning boundary, then the
 /// typed fields.
 pub fn decode_request<T: FromWire>(body: &[u8]) -> Result<T, WireError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| WireError::MalformedJson(json_error_summary(&e)))?;
-    check_version(&value)?;
-    if let Some(path) = find_reasoning_key(&value) {
+    decode_value(&parse_body(body)?)
+}
+
+/// The JSON step of [`decode_request`], for callers that keep the raw value
+/// (the controller exports events with their unknown fields intact).
+pub fn parse_body(body: &[u8]) -> Result<serde_json::Value, WireError> {
+    serde_json::from_slice(body).map_err(|e| WireError::MalformedJson(json_error_summary(&e)))
+}
+
+/// The checks of [`decode_request`] after JSON parsing.
+pub fn decode_value<T: FromWire>(value: &serde_json::Value) -> Result<T, WireError> {
+    check_version(value)?;
+    if let Some(path) = find_reasoning_key(value) {
         return Err(WireError::ReasoningField(path));
     }
-    T::from_wire(&value)
+    T::from_wire(value)
 }
 
 /// A short description of a JSON syntax error, without echoing input.

@@ -499,8 +499,10 @@ pub struct InstanceStatus {
     pub instance_id: String,
     pub agent_version: String,
     pub kernel_release: String,
-    pub first_hello_age_secs: u64,
-    pub last_hello_age_secs: u64,
+    /// Absent when the instance sent events before any hello (for example
+    /// after a controller restart).
+    pub first_hello_age_secs: Option<u64>,
+    pub last_hello_age_secs: Option<u64>,
     /// Absent before the first heartbeat.
     pub last_heartbeat_age_secs: Option<u64>,
     pub config_version: String,

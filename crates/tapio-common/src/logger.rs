@@ -1,4 +1,5 @@
-//! A tiny stderr logger for the `log` facade.
+//! A tiny stderr logger for the `log` facade, shared by the agent and the
+//! controller.
 //!
 //! Under systemd (`JOURNAL_STREAM` set) lines carry no timestamp: journald
 //! adds its own. Elsewhere each line starts with an RFC 3339 UTC time.
@@ -24,7 +25,7 @@ impl Log for StderrLogger {
         }
         let mut line = String::with_capacity(128);
         if self.timestamps {
-            tapio_common::time::format_rfc3339_ns(tapio_common::time::now_unix_ns(), &mut line);
+            crate::time::format_rfc3339_ns(crate::time::now_unix_ns(), &mut line);
             line.push(' ');
         }
         let level = match record.level() {

@@ -1,0 +1,461 @@
+//! The tapio-wire/v1 routes on tiny_http.
+//!
+//! A fixed pool of worker threads takes requests from tiny_http's queue and
+//! answers each one completely. Bodies are read through a hard limit while
+//! they arrive (Content-Length and chunked alike). Every error uses the
+//! wire's error shape and status policy.
+
+use crate::errors::ApiError;
+use crate::export::Exporter;
+use crate::profile_store::ConfigStore;
+use crate::registry::{BatchVerdict, Registry};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tapio_wire::{
+    ErrorCode, EventBatch, EventBatchResponse, HeartbeatRequest, HeartbeatResponse, HelloRequest,
+    HelloResponse, StatusConfig, StatusCounters, StatusResponse, WIRE_VERSION,
+};
+use tiny_http::{Header, Method, Request, Response};
+
+pub struct Settings {
+    pub max_body_bytes: usize,
+    pub heartbeat_interval_secs: u32,
+    pub config_poll_interval_secs: u32,
+    pub stale_after_secs: u64,
+    pub token: Option<String>,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub events_accepted: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub events_duplicate: AtomicU64,
+    pub events_exported: AtomicU64,
+    pub export_failures: AtomicU64,
+    pub batches_accepted: AtomicU64,
+    pub batches_rejected: AtomicU64,
+    pub batches_duplicate: AtomicU64,
+    pub requests_total: AtomicU64,
+    pub requests_rejected: AtomicU64,
+}
+
+pub struct State {
+    pub controller_id: String,
+    pub started: Instant,
+    pub started_at: String,
+    pub config: ConfigStore,
+    pub registry: Mutex<Registry>,
+    pub exporter: Option<Mutex<Exporter>>,
+    pub counters: Counters,
+    pub settings: Settings,
+}
+
+enum Body {
+    Json(Vec<u8>),
+    NotModified(String),
+}
+
+struct Reply {
+    status: u16,
+    body: Body,
+    etag: Option<String>,
+}
+
+impl Reply {
+    fn json<T: serde::Serialize>(status: u16, v: &T) -> Reply {
+        Reply {
+            status,
+            body: Body::Json(serde_json::to_vec(v).unwrap_or_default()),
+            etag: None,
+        }
+    }
+}
+
+fn header(name: &str, value: &str) -> Option<Header> {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+fn header_value<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
+    req.headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+/// Constant-time comparison of the bearer token.
+fn token_matches(expected: &str, got: &str) -> bool {
+    let (a, b) = (expected.as_bytes(), got.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff));
+    }
+    diff == 0
+}
+
+/// Reads the body through the limit: at most `limit + 1` bytes are ever
+/// buffered, whatever the client declared or keeps sending.
+fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    if req.body_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut buf = Vec::with_capacity(req.body_length().unwrap_or(0).min(limit));
+    let read = req.as_reader().take(limit as u64 + 1).read_to_end(&mut buf);
+    if buf.len() > limit {
+        return Err(too_large());
+    }
+    read.map_err(|_| {
+        ApiError::new(
+            ErrorCode::MalformedJson,
+            "the request body could not be read completely",
+        )
+    })?;
+    Ok(buf)
+}
+
+fn query_param(url: &str, key: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Answers one request. Never panics on input.
+pub fn handle(state: &State, mut req: Request) {
+    state.counters.requests_total.fetch_add(1, Relaxed);
+    let reply = route(state, &mut req).unwrap_or_else(|e| {
+        state.counters.requests_rejected.fetch_add(1, Relaxed);
+        Reply {
+            status: e.status(),
+            body: Body::Json(e.body()),
+            etag: None,
+        }
+    });
+    let mut resp = match reply.body {
+        Body::Json(bytes) => {
+            let mut r = Response::from_data(bytes).with_status_code(reply.status);
+            if let Some(h) = header("Content-Type", "application/json") {
+                r.add_header(h);
+            }
+            r
+        }
+        Body::NotModified(etag) => {
+            let mut r = Response::from_data(Vec::new()).with_status_code(304);
+            if let Some(h) = header("ETag", &etag) {
+                r.add_header(h);
+            }
+            r
+        }
+    };
+    if let Some(etag) = reply.etag {
+        if let Some(h) = header("ETag", &etag) {
+            resp.add_header(h);
+        }
+    }
+    let _ = req.respond(resp);
+}
+
+fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
+    let url = req.url().to_string();
+    let path = url.split('?').next().unwrap_or("");
+    let method = req.method().clone();
+    let known: &[(&str, Method)] = &[
+        ("/v1/agents/hello", Method::Post),
+        ("/v1/agents/config", Method::Get),
+        ("/v1/agents/heartbeat", Method::Post),
+        ("/v1/events", Method::Post),
+        ("/v1/status", Method::Get),
+    ];
+    let Some((_, want)) = known.iter().find(|(p, _)| *p == path) else {
+        return Err(ApiError::new(
+            ErrorCode::UnknownEndpoint,
+            "no tapio-wire/v1 route matches this path",
+        ));
+    };
+    if method != *want {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{path} accepts {} only", want.as_str()),
+        ));
+    }
+    if let Some(token) = &state.settings.token {
+        let got = header_value(req, "Authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !token_matches(token, got) {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "a valid bearer token is required",
+            ));
+        }
+    }
+    match path {
+        "/v1/agents/hello" => hello(state, req),
+        "/v1/agents/config" => config(state, req, &url),
+        "/v1/agents/heartbeat" => heartbeat(state, req),
+        "/v1/events" => events(state, req),
+        _ => Ok(status(state)),
+    }
+}
+
+fn hello(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
+    let body = read_body(req, state.settings.max_body_bytes)?;
+    let h: HelloRequest = tapio_wire::decode_request(&body)?;
+    if let Ok(mut r) = state.registry.lock() {
+        r.hello(&h, Instant::now());
+    }
+    let active = state.config.current();
+    Ok(Reply::json(
+        200,
+        &HelloResponse {
+            wire_version: WIRE_VERSION.into(),
+            controller_id: state.controller_id.clone(),
+            config_version: active.version.to_string(),
+            config_hash: active.hash.clone(),
+            heartbeat_interval_secs: state.settings.heartbeat_interval_secs,
+            config_poll_interval_secs: state.settings.config_poll_interval_secs,
+        },
+    ))
+}
+
+fn config(state: &State, req: &Request, url: &str) -> Result<Reply, ApiError> {
+    for key in ["agent_id", "node_name"] {
+        if query_param(url, key).is_none_or(|v| v.trim().is_empty()) {
+            return Err(ApiError::new(
+                ErrorCode::MissingField,
+                format!("{key} is required"),
+            ));
+        }
+    }
+    let active = state.config.current();
+    if header_value(req, "If-None-Match").map(str::trim) == Some(active.etag.as_str()) {
+        return Ok(Reply {
+            status: 304,
+            body: Body::NotModified(active.etag.clone()),
+            etag: None,
+        });
+    }
+    Ok(Reply {
+        status: 200,
+        body: Body::Json(active.response.clone()),
+        etag: Some(active.etag.clone()),
+    })
+}
+
+fn heartbeat(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
+    let body = read_body(req, state.settings.max_body_bytes)?;
+    let hb: HeartbeatRequest = tapio_wire::decode_request(&body)?;
+    let known = state
+        .registry
+        .lock()
+        .map(|mut r| r.heartbeat(&hb, Instant::now()))
+        .unwrap_or(false);
+    Ok(Reply::json(
+        200,
+        &HeartbeatResponse {
+            wire_version: WIRE_VERSION.into(),
+            known_agent: known,
+            config_hash: state.config.current().hash.clone(),
+        },
+    ))
+}
+
+fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
+    let c = &state.counters;
+    let body = read_body(req, state.settings.max_body_bytes).inspect_err(|_| {
+        c.batches_rejected.fetch_add(1, Relaxed);
+    })?;
+    let decoded = tapio_wire::parse_body(&body).and_then(|raw| {
+        let b: EventBatch = tapio_wire::decode_value(&raw)?;
+        Ok((raw, b))
+    });
+    let (raw, batch) = match decoded {
+        Ok(x) => x,
+        Err(e) => {
+            // Rejected: counted, and the sequence is not advanced.
+            c.batches_rejected.fetch_add(1, Relaxed);
+            if let Some(n) = tapio_wire::parse_body(&body)
+                .ok()
+                .and_then(|v| v.get("events")?.as_array().map(Vec::len))
+            {
+                c.events_rejected.fetch_add(n as u64, Relaxed);
+            }
+            return Err(e.into());
+        }
+    };
+    let n = batch.events.len() as u64;
+    let (verdict, known) = state
+        .registry
+        .lock()
+        .map(|mut r| {
+            r.batch(
+                &batch.agent_id,
+                &batch.instance_id,
+                &batch.node_name,
+                batch.sequence,
+                Instant::now(),
+            )
+        })
+        .unwrap_or((BatchVerdict::Accept, false));
+    if verdict == BatchVerdict::Duplicate {
+        c.batches_duplicate.fetch_add(1, Relaxed);
+        c.events_duplicate.fetch_add(n, Relaxed);
+        return Ok(Reply::json(
+            200,
+            &EventBatchResponse {
+                wire_version: WIRE_VERSION.into(),
+                sequence: batch.sequence,
+                accepted: 0,
+                duplicate: true,
+                known_agent: known,
+            },
+        ));
+    }
+    c.batches_accepted.fetch_add(1, Relaxed);
+    c.events_accepted.fetch_add(n, Relaxed);
+    if let Some(ex) = &state.exporter {
+        let events = raw
+            .get("events")
+            .and_then(|e| e.as_array())
+            .cloned()
+            .unwrap_or_default();
+        if let Ok(mut ex) = ex.lock() {
+            let r = ex.export(&batch.agent_id, &batch.node_name, &events);
+            c.events_exported.fetch_add(r.exported, Relaxed);
+            c.events_duplicate.fetch_add(r.duplicates, Relaxed);
+            c.export_failures.fetch_add(r.failed, Relaxed);
+        }
+    }
+    Ok(Reply::json(
+        200,
+        &EventBatchResponse {
+            wire_version: WIRE_VERSION.into(),
+            sequence: batch.sequence,
+            accepted: n,
+            duplicate: false,
+            known_agent: known,
+        },
+    ))
+}
+
+fn status(state: &State) -> Reply {
+    let active = state.config.current();
+    let c = &state.counters;
+    let agents = state
+        .registry
+        .lock()
+        .map(|r| r.status(Instant::now()))
+        .unwrap_or_default();
+    Reply::json(
+        200,
+        &StatusResponse {
+            wire_version: WIRE_VERSION.into(),
+            controller_id: state.controller_id.clone(),
+            started_at: state.started_at.clone(),
+            uptime_secs: state.started.elapsed().as_secs(),
+            config: StatusConfig {
+                profile: active.config.profile.clone(),
+                config_version: active.version.to_string(),
+                config_hash: active.hash.clone(),
+                reloads_ok: state.config.reloads_ok.load(Relaxed),
+                reloads_failed: state.config.reloads_failed.load(Relaxed),
+                last_reload_error: state.config.last_error(),
+            },
+            counters: StatusCounters {
+                events_accepted: c.events_accepted.load(Relaxed),
+                events_rejected: c.events_rejected.load(Relaxed),
+                events_duplicate: c.events_duplicate.load(Relaxed),
+                events_exported: c.events_exported.load(Relaxed),
+                export_failures: c.export_failures.load(Relaxed),
+                batches_accepted: c.batches_accepted.load(Relaxed),
+                batches_rejected: c.batches_rejected.load(Relaxed),
+                batches_duplicate: c.batches_duplicate.load(Relaxed),
+                requests_total: c.requests_total.load(Relaxed),
+                requests_rejected: c.requests_rejected.load(Relaxed),
+            },
+            stale_after_secs: state.settings.stale_after_secs,
+            agents,
+        },
+    )
+}
+
+/// Runs `workers` threads answering requests until `stop` returns true.
+pub fn serve(
+    server: Arc<tiny_http::Server>,
+    state: Arc<State>,
+    workers: usize,
+    stop: fn() -> bool,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..workers.max(1))
+        .filter_map(|i| {
+            let server = Arc::clone(&server);
+            let state = Arc::clone(&state);
+            std::thread::Builder::new()
+                .name(format!("tapio-http-{i}"))
+                .spawn(move || {
+                    while !stop() {
+                        match server.recv_timeout(std::time::Duration::from_millis(200)) {
+                            Ok(Some(req)) => handle(&state, req),
+                            Ok(None) => {}
+                            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                        }
+                    }
+                })
+                .ok()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_and_percent_decoding() {
+        assert_eq!(
+            query_param("/v1/agents/config?agent_id=a%201&node_name=n", "agent_id").as_deref(),
+            Some("a 1")
+        );
+        assert_eq!(
+            query_param("/v1/agents/config?agent_id=a", "node_name"),
+            None
+        );
+        assert_eq!(query_param("/x?k=%zz%4", "k").as_deref(), Some("%zz%4"));
+        assert_eq!(query_param("/x", "k"), None);
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches("s3cret", "s3cret"));
+        assert!(!token_matches("s3cret", "s3cre"));
+        assert!(!token_matches("s3cret", "s3cretx"));
+        assert!(!token_matches("s3cret", ""));
+    }
+}
