@@ -69,6 +69,20 @@ pub struct RunArgs {
     #[argh(option)]
     pub agent_id: Option<String>,
 
+    /// the controller, as http://host:port (https is refused: no TLS is
+    /// built in; plaintext is for trusted networks only)
+    #[argh(option)]
+    pub controller: Option<String>,
+
+    /// file holding the bearer token sent to the controller
+    #[argh(option)]
+    pub token_file: Option<PathBuf>,
+
+    /// events queued for the controller before further ones are dropped
+    /// (counted); default 8192
+    #[argh(option, default = "8192")]
+    pub controller_queue: usize,
+
     /// capacity of the poller -> sender queue, in events (default 8192)
     #[argh(option, default = "8192")]
     pub queue_capacity: usize,

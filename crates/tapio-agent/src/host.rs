@@ -14,6 +14,10 @@ pub fn machine_id() -> Option<String> {
     read_trimmed("/etc/machine-id").filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+pub fn kernel_release() -> String {
+    read_trimmed("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into())
+}
+
 /// A fresh random id for this agent process: 16 hex digits from the
 /// kernel's UUID generator.
 pub fn new_instance_id() -> String {

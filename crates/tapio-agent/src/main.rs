@@ -7,6 +7,7 @@
 
 mod args;
 mod check;
+mod client;
 mod clock;
 mod config;
 mod host;
@@ -108,6 +109,36 @@ fn run(a: RunArgs) -> i32 {
             return 2;
         }
     };
+    let endpoint = match a
+        .controller
+        .as_deref()
+        .map(client::http::parse_url)
+        .transpose()
+    {
+        Ok(e) => e,
+        Err(e) => {
+            log::error!("--controller: {e}");
+            return 2;
+        }
+    };
+    let token = match &a.token_file {
+        None => None,
+        Some(p) => match std::fs::read_to_string(p)
+            .map_err(|e| e.to_string())
+            .and_then(client::http::Token::new)
+        {
+            Ok(t) => Some(t),
+            Err(e) => {
+                // The reason never includes the file's content.
+                log::error!("--token-file {}: {e}", p.display());
+                return 2;
+            }
+        },
+    };
+    if a.controller_queue == 0 || a.controller_queue > 1 << 20 {
+        log::error!("--controller-queue must be between 1 and 1048576");
+        return 2;
+    }
     let node_name = a.node_name.clone().unwrap_or_else(host::hostname);
     let agent_id = a
         .agent_id
@@ -191,6 +222,57 @@ fn run(a: RunArgs) -> i32 {
             Box::new(sink::file::FileSink::new(sc).with_metrics(Arc::clone(&metrics))),
         ));
     }
+
+    // The controller client: its own thread behind a bounded queue.
+    let applied = Arc::new(std::sync::Mutex::new(client::Applied::default()));
+    let (update_tx, update_rx) = crossbeam_channel::bounded::<client::ConfigUpdate>(4);
+    let client_handle = match endpoint {
+        None => None,
+        Some(ep) => {
+            let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(a.controller_queue);
+            sinks.push((
+                SinkId::Controller,
+                Box::new(client::ControllerSink::new(ctl_tx)),
+            ));
+            log::info!(
+                "controller {ep}: plaintext HTTP (trusted network only){}",
+                if token.is_some() {
+                    ", bearer token"
+                } else {
+                    ""
+                }
+            );
+            let ct = client::ClientThread {
+                http: client::http::Client::new(ep, token),
+                cfg: client::ClientConfig {
+                    agent_id: agent_id.clone(),
+                    node_name: node_name.clone(),
+                    instance_id: instance_id.clone(),
+                    kernel_release: host::kernel_release(),
+                    max_attempts: 5,
+                    backoff_base: Duration::from_millis(200),
+                    backoff_max: Duration::from_secs(10),
+                    drain_timeout: Duration::from_secs(a.shutdown_timeout_secs.max(1)),
+                },
+                rx: ctl_rx,
+                metrics: Arc::clone(&metrics),
+                shared: shared.clone(),
+                applied: Arc::clone(&applied),
+                updates: update_tx,
+                started: Instant::now(),
+            };
+            match std::thread::Builder::new()
+                .name("tapio-client".into())
+                .spawn(move || ct.run())
+            {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    log::error!("cannot start the controller client thread: {e}");
+                    return 1;
+                }
+            }
+        }
+    };
 
     let sender = sender::SenderThread {
         rx,
@@ -281,6 +363,30 @@ fn run(a: RunArgs) -> i32 {
                 },
             }
         }
+        while let Ok(update) = update_rx.try_recv() {
+            let cr = update.response;
+            generation = generation.wrapping_add(1).max(1);
+            let failures = config_writers.write(&kconfig::to_kernel(&cr.config, generation));
+            if failures > 0 {
+                log::error!(
+                    "controller config {}: {failures} kernel config writes failed",
+                    cr.config_hash
+                );
+            }
+            shared.set(cr.config, generation);
+            metrics.config_generation.store(generation, Relaxed);
+            if let Ok(mut ap) = applied.lock() {
+                *ap = client::Applied {
+                    hash: cr.config_hash.clone(),
+                    version: cr.config_version.clone(),
+                };
+            }
+            log::info!(
+                "applied controller config_version {} {} as kernel generation {generation}",
+                cr.config_version,
+                cr.config_hash
+            );
+        }
         if last_metrics.elapsed() >= metrics_every {
             write_metrics(&metrics);
             last_metrics = Instant::now();
@@ -301,6 +407,16 @@ fn run(a: RunArgs) -> i32 {
             "the sender did not finish within {}s; queued events are lost",
             a.shutdown_timeout_secs
         );
+    }
+    if let Some(h) = client_handle {
+        // The client drains what is queued for at most the same timeout.
+        let deadline = Instant::now() + Duration::from_secs(a.shutdown_timeout_secs.max(1) + 2);
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if h.is_finished() {
+            let _ = h.join();
+        }
     }
     write_metrics(&metrics);
     log_summary(&metrics);

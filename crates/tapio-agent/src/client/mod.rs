@@ -1,0 +1,597 @@
+//! The outbound controller client (tapio-wire/v1), on its own thread.
+//!
+//! The sender thread hands each event's JSON line to a bounded queue
+//! ([`ControllerSink`]); a full queue is a counted drop
+//! (`tapio_sink_dropped_events_total{sink="controller"}`). This thread
+//! turns the queue into batches and talks to the controller: hello, config
+//! polls with If-None-Match, heartbeats, event batches with bounded
+//! exponential backoff and jitter. Local sinks never wait for any of it,
+//! and the poller never sees it at all.
+//!
+//! A config the controller serves is validated here, then handed to the
+//! main thread, which writes it to the kernel maps; only after that is its
+//! hash reported as applied in heartbeats.
+
+pub mod http;
+
+use crate::metrics::{Metrics, OBSERVER_NAMES, SinkId};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use http::{Client, HttpError, Response};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tapio_common::event::Event;
+use tapio_common::sink::{Sink, SinkResult};
+use tapio_wire::{
+    ConfigResponse, DegradedReason, EventBatchResponse, HeartbeatRequest, HeartbeatResponse,
+    HelloRequest, HelloResponse, Observer, ObserverStatus, WIRE_VERSION,
+};
+
+/// `tapio_controller_send_failures_total{kind}` indexes (metrics.rs).
+#[derive(Clone, Copy)]
+enum Failure {
+    Connect = 0,
+    Timeout = 1,
+    HttpStatus = 2,
+    Redirect = 3,
+    Io = 4,
+    GaveUp = 5,
+}
+
+/// The config applied to the kernel, as heartbeats report it.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// Controller-served config applied: its hash and version.
+    pub hash: String,
+    pub version: String,
+}
+
+/// A controller config for the main thread to apply.
+pub struct ConfigUpdate {
+    pub response: ConfigResponse,
+}
+
+/// The sender's side: event lines into a bounded queue.
+pub struct ControllerSink {
+    tx: Sender<String>,
+}
+
+impl ControllerSink {
+    pub fn new(tx: Sender<String>) -> Self {
+        ControllerSink { tx }
+    }
+}
+
+impl Sink for ControllerSink {
+    fn name(&self) -> &'static str {
+        "controller"
+    }
+
+    fn write_batch(
+        &mut self,
+        _events: &[Event],
+        lines: &[std::ops::Range<usize>],
+        buf: &str,
+    ) -> SinkResult {
+        let mut r = SinkResult::default();
+        for range in lines {
+            // Without the trailing newline: the line is one JSON object.
+            let line = buf[range.clone()].trim_end_matches('\n');
+            match self.tx.try_send(line.to_string()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => r.dropped += 1,
+            }
+        }
+        r
+    }
+}
+
+pub struct ClientConfig {
+    pub agent_id: String,
+    pub node_name: String,
+    pub instance_id: String,
+    pub kernel_release: String,
+    /// Most attempts per batch before it is dropped (counted).
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long a clean shutdown may spend delivering what is queued.
+    pub drain_timeout: Duration,
+}
+
+pub struct ClientThread {
+    pub http: Client,
+    pub cfg: ClientConfig,
+    pub rx: Receiver<String>,
+    pub metrics: Arc<Metrics>,
+    pub shared: crate::state::SharedConfig,
+    pub applied: Arc<Mutex<Applied>>,
+    pub updates: Sender<ConfigUpdate>,
+    pub started: Instant,
+}
+
+struct Pending {
+    sequence: u64,
+    lines: Vec<String>,
+    attempts: u32,
+    next_try: Instant,
+}
+
+/// A small xorshift for backoff jitter: no dependency, good enough.
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// `d` scaled by a factor in [0.75, 1.25).
+    fn spread(&mut self, d: Duration) -> Duration {
+        let f = 750 + self.next() % 500;
+        d * f as u32 / 1000
+    }
+}
+
+impl ClientThread {
+    fn fail(&self, e: &HttpError) {
+        let kind = match e {
+            HttpError::Connect(_) => Failure::Connect,
+            HttpError::Timeout => Failure::Timeout,
+            HttpError::Io(_) | HttpError::Malformed(_) | HttpError::TooLarge => Failure::Io,
+        };
+        self.metrics.controller_send_failures[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A non-2xx answer: counted by class.
+    fn fail_status(&self, r: &Response) {
+        let kind = if (300..400).contains(&r.status) {
+            Failure::Redirect
+        } else {
+            Failure::HttpStatus
+        };
+        self.metrics.controller_send_failures[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, ()> {
+        match self.http.request("POST", path, &[], Some(body)) {
+            Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).map_err(|_| {
+                self.metrics.controller_send_failures[Failure::Io as usize].fetch_add(1, Relaxed);
+            }),
+            Ok(r) => {
+                self.fail_status(&r);
+                Err(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(())
+            }
+        }
+    }
+
+    fn hello(&self) -> Result<HelloResponse, ()> {
+        let h = HelloRequest {
+            wire_version: WIRE_VERSION.into(),
+            agent_id: self.cfg.agent_id.clone(),
+            node_name: self.cfg.node_name.clone(),
+            instance_id: self.cfg.instance_id.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            kernel_release: self.cfg.kernel_release.clone(),
+            arch: std::env::consts::ARCH.into(),
+            capabilities: (0..OBSERVER_NAMES.len())
+                .filter(|o| self.metrics.state(*o) == tapio_wire::ObserverState::Up)
+                .map(|o| format!("observer:{}", OBSERVER_NAMES[o]))
+                .collect(),
+        };
+        self.post("/v1/agents/hello", &serde_json::to_vec(&h).map_err(|_| ())?)
+    }
+
+    /// One config poll. Returns false when the fetch failed.
+    fn poll_config(&self, etag: &mut Option<String>) -> bool {
+        let path = format!(
+            "/v1/agents/config?agent_id={}&node_name={}",
+            encode(&self.cfg.agent_id),
+            encode(&self.cfg.node_name)
+        );
+        let inm = etag.clone();
+        let headers: Vec<(&str, &str)> = inm
+            .as_deref()
+            .map(|t| vec![("If-None-Match", t)])
+            .unwrap_or_default();
+        let m = &self.metrics;
+        match self.http.request("GET", &path, &headers, None) {
+            Ok(r) if r.status == 304 => {
+                m.config_fetch[1].fetch_add(1, Relaxed);
+                true
+            }
+            Ok(r) if r.status == 200 => match serde_json::from_slice::<ConfigResponse>(&r.body) {
+                Ok(cr) if cr.validate().is_ok() => {
+                    let tag = format!("\"{}\"", cr.config_hash);
+                    if r.header("ETag").is_some_and(|t| t != tag) {
+                        log::warn!(
+                            "controller ETag disagrees with the config hash; using the hash"
+                        );
+                    }
+                    *etag = Some(tag);
+                    m.config_fetch[0].fetch_add(1, Relaxed);
+                    let _ = self.updates.send(ConfigUpdate { response: cr });
+                    true
+                }
+                _ => {
+                    m.config_fetch[2].fetch_add(1, Relaxed);
+                    log::error!(
+                        "the controller served a config this agent rejects; keeping the current one"
+                    );
+                    false
+                }
+            },
+            Ok(r) => {
+                self.fail_status(&r);
+                m.config_fetch[3].fetch_add(1, Relaxed);
+                false
+            }
+            Err(e) => {
+                self.fail(&e);
+                m.config_fetch[3].fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    fn heartbeat(&self, fetch_failing: bool, send_failing: bool) -> Result<HeartbeatResponse, ()> {
+        let applied = self.applied.lock().map(|a| a.clone()).unwrap_or_default();
+        let mut degraded = Vec::new();
+        if applied.hash.is_empty() {
+            degraded.push(DegradedReason::Unconfigured);
+        }
+        if (0..OBSERVER_NAMES.len())
+            .any(|o| self.metrics.state(o) == tapio_wire::ObserverState::Failed)
+        {
+            degraded.push(DegradedReason::ObserverFailed);
+        }
+        if fetch_failing {
+            degraded.push(DegradedReason::ConfigFetchFailing);
+        }
+        if send_failing {
+            degraded.push(DegradedReason::ControllerSendFailing);
+        }
+        let hb = HeartbeatRequest {
+            wire_version: WIRE_VERSION.into(),
+            agent_id: self.cfg.agent_id.clone(),
+            instance_id: self.cfg.instance_id.clone(),
+            node_name: self.cfg.node_name.clone(),
+            config_version: if applied.hash.is_empty() {
+                tapio_wire::UNCONFIGURED_VERSION.into()
+            } else {
+                applied.version.clone()
+            },
+            config_hash: applied.hash,
+            uptime_secs: self.started.elapsed().as_secs(),
+            counters: self.metrics.samples().into_iter().collect(),
+            observers: Observer::ALL
+                .iter()
+                .enumerate()
+                .map(|(i, o)| ObserverStatus {
+                    observer: *o,
+                    state: self.metrics.state(i),
+                })
+                .collect(),
+            degraded_reasons: degraded,
+        };
+        self.post(
+            "/v1/agents/heartbeat",
+            &serde_json::to_vec(&hb).map_err(|_| ())?,
+        )
+    }
+
+    fn batch_body(&self, p: &Pending) -> Vec<u8> {
+        let mut b = Vec::with_capacity(256 + p.lines.iter().map(|l| l.len() + 1).sum::<usize>());
+        let head = serde_json::json!({
+            "wire_version": WIRE_VERSION,
+            "agent_id": self.cfg.agent_id,
+            "instance_id": self.cfg.instance_id,
+            "node_name": self.cfg.node_name,
+            "sequence": p.sequence,
+        });
+        let head = head.to_string();
+        // `{...,"sequence":N` + `,"events":[` lines `]}`
+        b.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+        b.extend_from_slice(b",\"events\":[");
+        for (i, l) in p.lines.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            b.extend_from_slice(l.as_bytes());
+        }
+        b.extend_from_slice(b"]}");
+        b
+    }
+
+    fn drop_batch(&self, p: &Pending, why: &str) {
+        let n = p.lines.len() as u64;
+        self.metrics.sink_dropped[SinkId::Controller as usize].fetch_add(n, Relaxed);
+        log::warn!(
+            "controller: dropped batch {} ({n} events): {why}",
+            p.sequence
+        );
+    }
+
+    /// One attempt to deliver `p`. Ok(known_agent) when it was delivered
+    /// (or dropped for good), Err(()) to retry.
+    fn send_batch(&self, p: &mut Pending) -> Result<bool, ()> {
+        let body = self.batch_body(p);
+        p.attempts += 1;
+        let res = self.http.request("POST", "/v1/events", &[], Some(&body));
+        let m = &self.metrics;
+        match res {
+            Ok(r) if r.status == 200 => {
+                m.controller_events_sent
+                    .fetch_add(p.lines.len() as u64, Relaxed);
+                let known = serde_json::from_slice::<EventBatchResponse>(&r.body)
+                    .map(|b| b.known_agent)
+                    .unwrap_or(true);
+                Ok(known)
+            }
+            Ok(r) if (400..500).contains(&r.status) && r.status != 408 && r.status != 429 => {
+                // The controller will never take this batch: drop, count.
+                self.fail_status(&r);
+                m.sink_failures[SinkId::Controller as usize].fetch_add(1, Relaxed);
+                self.drop_batch(p, &format!("rejected with HTTP {}", r.status));
+                Ok(true)
+            }
+            Ok(r) => {
+                self.fail_status(&r);
+                Err(())
+            }
+            Err(e) => {
+                self.fail(&e);
+                Err(())
+            }
+        }
+    }
+
+    /// Runs until the queue is closed (the sender stopped) and drained, or
+    /// the drain timeout after closing passes.
+    pub fn run(self) {
+        let mut jitter = Jitter(
+            self.cfg
+                .instance_id
+                .bytes()
+                .fold(0x9e37_79b9_7f4a_7c15u64, |a, b| {
+                    a.rotate_left(5) ^ u64::from(b)
+                })
+                | 1,
+        );
+        let mut hello: Option<HelloResponse> = None;
+        let mut next_hello = Instant::now();
+        let mut hello_backoff = self.cfg.backoff_base;
+        let mut next_poll = Instant::now();
+        let mut next_heartbeat = Instant::now();
+        let mut etag: Option<String> = None;
+        let mut fetch_failing = false;
+        let mut drops_at_last_hb = 0u64;
+        let mut pending: Option<Pending> = None;
+        let mut sequence = 0u64;
+        let mut closed_at: Option<Instant> = None;
+        let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+        let mut first_queued: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if hello.is_none() && now >= next_hello {
+                match self.hello() {
+                    Ok(h) => {
+                        log::info!(
+                            "controller {}: hello accepted (config_version {})",
+                            self.http.endpoint,
+                            h.config_version
+                        );
+                        hello = Some(h);
+                        hello_backoff = self.cfg.backoff_base;
+                        next_poll = now;
+                        next_heartbeat = now;
+                    }
+                    Err(()) => {
+                        next_hello = now + jitter.spread(hello_backoff);
+                        hello_backoff = (hello_backoff * 2).min(self.cfg.backoff_max);
+                    }
+                }
+            }
+            if let Some((poll_every, hb_every)) = hello.as_ref().map(|h| {
+                (
+                    Duration::from_secs(u64::from(h.config_poll_interval_secs.max(1))),
+                    Duration::from_secs(u64::from(h.heartbeat_interval_secs.max(1))),
+                )
+            }) {
+                if now >= next_poll {
+                    fetch_failing = !self.poll_config(&mut etag);
+                    next_poll = now + jitter.spread(poll_every);
+                }
+                if now >= next_heartbeat {
+                    let dropped =
+                        self.metrics.sink_dropped[SinkId::Controller as usize].load(Relaxed);
+                    if let Ok(r) = self.heartbeat(fetch_failing, dropped > drops_at_last_hb) {
+                        if !r.known_agent {
+                            log::info!(
+                                "controller {} does not know this agent; saying hello again",
+                                self.http.endpoint
+                            );
+                            hello = None;
+                            next_hello = now;
+                        }
+                    }
+                    drops_at_last_hb = dropped;
+                    next_heartbeat = now + hb_every;
+                }
+            }
+            // Gather events, bounded: past `cap` lines the channel fills up
+            // and the sink counts the drops.
+            let (_, cfg) = self.shared.snapshot();
+            let max_events = cfg.batching.max_events as usize;
+            let max_bytes = cfg.batching.max_bytes as usize;
+            let flush = Duration::from_millis(u64::from(cfg.batching.flush_interval_ms));
+            let cap = max_events.saturating_mul(4);
+            let now = Instant::now();
+            let mut wait = match &pending {
+                Some(p) => p.next_try.saturating_duration_since(now),
+                None if queue.len() >= max_events => Duration::ZERO,
+                None => first_queued.map_or(flush, |t| (t + flush).saturating_duration_since(now)),
+            };
+            if hello.is_none() {
+                wait = wait.max(next_hello.saturating_duration_since(now));
+            }
+            let wait = wait.min(Duration::from_millis(200));
+            if closed_at.is_none() {
+                if queue.len() < cap {
+                    match self.rx.recv_timeout(wait) {
+                        Ok(l) => queue.push_back(l),
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
+                    }
+                    while queue.len() < cap {
+                        match self.rx.try_recv() {
+                            Ok(l) => queue.push_back(l),
+                            Err(_) => break,
+                        }
+                    }
+                } else {
+                    std::thread::sleep(wait);
+                }
+                if first_queued.is_none() && !queue.is_empty() {
+                    first_queued = Some(Instant::now());
+                }
+            }
+            let now = Instant::now();
+            if let Some(t) = closed_at {
+                if now.duration_since(t) >= self.cfg.drain_timeout {
+                    // Out of time: everything still here is dropped, counted.
+                    let mut n = queue.len() as u64;
+                    if let Some(p) = pending.take() {
+                        n += p.lines.len() as u64;
+                    }
+                    if n > 0 {
+                        self.metrics.sink_dropped[SinkId::Controller as usize]
+                            .fetch_add(n, Relaxed);
+                        self.metrics.controller_send_failures[Failure::GaveUp as usize]
+                            .fetch_add(1, Relaxed);
+                        log::warn!(
+                            "controller: {n} events not delivered before shutdown (counted)"
+                        );
+                    }
+                    return;
+                }
+                if queue.is_empty() && pending.is_none() {
+                    return;
+                }
+                if hello.is_none() && now < next_hello {
+                    std::thread::sleep(Duration::from_millis(20).min(next_hello - now));
+                    continue;
+                }
+            }
+            if hello.is_none() {
+                continue;
+            }
+            let due = queue.len() >= max_events
+                || closed_at.is_some()
+                || first_queued.is_some_and(|t| now.duration_since(t) >= flush);
+            if pending.is_none() && !queue.is_empty() && due {
+                let mut lines = Vec::new();
+                let mut bytes = 256;
+                while let Some(l) = queue.front() {
+                    if lines.len() >= max_events
+                        || (!lines.is_empty() && bytes + l.len() + 1 > max_bytes)
+                    {
+                        break;
+                    }
+                    bytes += l.len() + 1;
+                    if let Some(l) = queue.pop_front() {
+                        lines.push(l);
+                    }
+                }
+                first_queued = (!queue.is_empty()).then_some(now);
+                sequence += 1;
+                pending = Some(Pending {
+                    sequence,
+                    lines,
+                    attempts: 0,
+                    next_try: now,
+                });
+            }
+            let retry = match &mut pending {
+                Some(p) if now >= p.next_try => match self.send_batch(p) {
+                    Ok(known) => {
+                        if !known {
+                            hello = None;
+                            next_hello = now;
+                        }
+                        pending = None;
+                        None
+                    }
+                    Err(()) if p.attempts >= self.cfg.max_attempts => {
+                        self.metrics.controller_send_failures[Failure::GaveUp as usize]
+                            .fetch_add(1, Relaxed);
+                        self.metrics.sink_failures[SinkId::Controller as usize]
+                            .fetch_add(1, Relaxed);
+                        self.drop_batch(p, "retries exhausted");
+                        pending = None;
+                        None
+                    }
+                    Err(()) => {
+                        let exp = self.cfg.backoff_base
+                            * 2u32.saturating_pow(p.attempts.saturating_sub(1)).min(1024);
+                        Some(jitter.spread(exp.min(self.cfg.backoff_max)))
+                    }
+                },
+                _ => None,
+            };
+            if let (Some(d), Some(p)) = (retry, pending.as_mut()) {
+                p.next_try = Instant::now() + d;
+            }
+            // While a batch waits for its retry, the queue keeps filling
+            // (bounded by the channel, drops counted by the sink).
+            if let Some(p) = &pending {
+                let now = Instant::now();
+                if p.next_try > now && closed_at.is_some() {
+                    std::thread::sleep((p.next_try - now).min(Duration::from_millis(50)));
+                }
+            }
+        }
+    }
+}
+
+/// Percent-encoding for query values.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_encoding() {
+        assert_eq!(encode("node-1.a_b~"), "node-1.a_b~");
+        assert_eq!(encode("a b&c=d"), "a%20b%26c%3Dd");
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        let mut j = Jitter(42);
+        for _ in 0..1000 {
+            let d = j.spread(Duration::from_millis(1000));
+            assert!(
+                d >= Duration::from_millis(750) && d < Duration::from_millis(1250),
+                "{d:?}"
+            );
+        }
+    }
+}
