@@ -365,3 +365,160 @@ pub fn netns_tcpext(name: &str, counter: &str) -> u64 {
         .unwrap_or_else(|| panic!("no TcpExt {counter}"));
     values[i].parse().expect("counter value")
 }
+
+/// A built binary of this workspace, next to the agent.
+pub fn bin(name: &str) -> PathBuf {
+    let p = agent_bin().with_file_name(name);
+    assert!(p.exists(), "{} not built", p.display());
+    p
+}
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A raw HTTP exchange: writes `request` as is, reads until close (10 s
+/// deadline). Returns (status, lowercase headers, body).
+pub fn raw_http(port: u16, request: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+                    let cl = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if let Some(cl) = cl {
+                        if buf.len() >= i + 4 + cl {
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let i = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {:?}", String::from_utf8_lossy(&buf)));
+    let head = String::from_utf8_lossy(&buf[..i]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = buf[i + 4..].to_vec();
+    (status, headers, body)
+}
+
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        r.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    r.push_str("\r\n");
+    let mut out = r.into_bytes();
+    if let Some(b) = body {
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// The controller binary as a process; killed on drop.
+pub struct Controller {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Controller {
+    pub fn start(args: &[&str]) -> Controller {
+        Controller::start_on(free_port(), args)
+    }
+
+    pub fn start_on(port: u16, args: &[&str]) -> Controller {
+        let mut child = Command::new(bin("tapio-controller"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn tapio-controller");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let err = child.stderr.take().expect("stderr");
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for l in BufReader::new(err).lines().map_while(Result::ok) {
+                    log.lock().unwrap().push(l);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "controller did not listen: {:?}",
+                log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Controller { child, port, log }
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        raw_http(self.port, &request("GET", path, &[], None))
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let b = serde_json::to_vec(body).unwrap();
+        let (s, _, body) = raw_http(self.port, &request("POST", path, &[], Some(&b)));
+        (s, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    pub fn status(&self) -> Value {
+        let (s, _, body) = self.get("/v1/status");
+        assert_eq!(s, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,413 @@
+//! The controller binary over real loopback HTTP: every route and error
+//! code, 304, 413, 401, reloads, duplicate batches, sequence gaps, status
+//! and the export files.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const V: &str = "tapio-wire/v1";
+
+fn hello(agent: &str, instance: &str) -> Value {
+    json!({"wire_version": V, "agent_id": agent, "node_name": "node-1", "instance_id": instance,
+           "agent_version": "0.1.0", "kernel_release": "6.18", "arch": "x86_64", "capabilities": []})
+}
+
+fn event(id: &str) -> Value {
+    json!({"id": id, "type": "kernel.network.connection_refused", "observer": "network",
+           "severity": "warning", "timestamp": tapio_common::time::rfc3339_ns(tapio_common::time::now_unix_ns()),
+           "config_generation": 1, "facts": {"dst_port": 9}})
+}
+
+fn batch(instance: &str, seq: u64, ids: &[&str]) -> Value {
+    json!({"wire_version": V, "agent_id": "a1", "instance_id": instance, "node_name": "node-1",
+           "sequence": seq, "events": ids.iter().map(|i| event(i)).collect::<Vec<_>>()})
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+#[test]
+fn routes_methods_and_error_codes() {
+    let c = Controller::start(&[]);
+    let (s, b) = c.post("/v1/agents/hello", &hello("a1", "i1"));
+    assert_eq!(s, 200);
+    assert_eq!(b["config_version"], "1");
+    assert!(b["config_hash"].as_str().unwrap().starts_with("sha256:"));
+
+    // 404 and 405, in the error shape
+    let (s, _, body) = c.get("/v2/agents/hello");
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (404, "UNKNOWN_ENDPOINT")
+    );
+    let (s, _, body) = c.get("/v1/agents/hello");
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (405, "METHOD_NOT_ALLOWED")
+    );
+    let (s, b) = c.post("/v1/status", &json!({}));
+    assert_eq!((s, code(&b)), (405, "METHOD_NOT_ALLOWED"));
+
+    // 400s
+    let mut h = hello("a1", "i1");
+    h.as_object_mut().unwrap().remove("agent_id");
+    let (s, b) = c.post("/v1/agents/hello", &h);
+    assert_eq!((s, code(&b)), (400, "MISSING_FIELD"));
+    assert_eq!(b["error"]["message"], "agent_id is required");
+    let mut h = hello("a1", "i1");
+    h["wire_version"] = json!("tapio-wire/v2");
+    for path in ["/v1/agents/hello", "/v1/agents/heartbeat", "/v1/events"] {
+        let (s, b) = c.post(path, &h);
+        assert_eq!((s, code(&b)), (400, "UNSUPPORTED_VERSION"), "{path}");
+    }
+    let mut bad = batch("i1", 1, &["x-1"]);
+    bad["events"][0]["config_generation"] = json!("one");
+    let (s, b) = c.post("/v1/events", &bad);
+    assert_eq!((s, code(&b)), (400, "INVALID_FIELD"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("events[0].config_generation")
+    );
+    let raw = request(
+        "POST",
+        "/v1/agents/hello",
+        &[],
+        Some(b"{\"wire_version\": "),
+    );
+    let (s, _, body) = raw_http(c.port, &raw);
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (400, "MALFORMED_JSON")
+    );
+    let (s, _, body) = c.get("/v1/agents/config?agent_id=a1");
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (400, "MISSING_FIELD")
+    );
+
+    // 422 for reasoning, nested in an array
+    let mut r = batch("i1", 1, &["x-1"]);
+    r["events"][0]["facts"]["notes"] = json!([{"root_cause": "disk"}]);
+    let (s, b) = c.post("/v1/events", &r);
+    assert_eq!((s, code(&b)), (422, "REASONING_FIELD"));
+
+    // messages never leak internals
+    for body in [&b] {
+        let m = body["error"]["message"].as_str().unwrap();
+        assert!(
+            !m.contains("/work") && !m.contains("src/") && !m.contains("panicked"),
+            "{m}"
+        );
+    }
+}
+
+#[test]
+fn config_etag_and_304() {
+    let c = Controller::start(&[]);
+    let (s, h, body) = c.get("/v1/agents/config?agent_id=a1&node_name=n1");
+    assert_eq!(s, 200);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    let hash = v["config_hash"].as_str().unwrap().to_string();
+    let etag = h
+        .iter()
+        .find(|(k, _)| k == "etag")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert_eq!(etag, format!("\"{hash}\""));
+    assert_eq!(v["config_version"], "1");
+    assert_eq!(v["config"]["profile"], "production-default");
+    let raw = request(
+        "GET",
+        "/v1/agents/config?agent_id=a1&node_name=n1",
+        &[("If-None-Match", &etag)],
+        None,
+    );
+    let (s, _, body) = raw_http(c.port, &raw);
+    assert_eq!(s, 304);
+    assert!(body.is_empty());
+    // exact single-tag matching only
+    for other in ["*", &format!("W/{etag}"), &format!("{etag}, \"x\""), &hash] {
+        let raw = request(
+            "GET",
+            "/v1/agents/config?agent_id=a1&node_name=n1",
+            &[("If-None-Match", other)],
+            None,
+        );
+        assert_eq!(raw_http(c.port, &raw).0, 200, "{other}");
+    }
+}
+
+#[test]
+fn bodies_over_the_limit_are_413_by_length_and_chunked() {
+    let c = Controller::start(&["--max-body-bytes", "4096"]);
+    let big = vec![b' '; 5000];
+    let (s, _, body) = raw_http(
+        c.port,
+        &request("POST", "/v1/agents/hello", &[], Some(&big)),
+    );
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (413, "PAYLOAD_TOO_LARGE")
+    );
+    // chunked, no length: the limit applies while reading
+    let mut raw = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..10 {
+        raw.extend_from_slice(b"400\r\n");
+        raw.extend_from_slice(&[b' '; 0x400]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let (s, _, body) = raw_http(c.port, &raw);
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (413, "PAYLOAD_TOO_LARGE")
+    );
+    assert_eq!(c.status()["counters"]["batches_rejected"], 1);
+}
+
+#[test]
+fn bearer_token_is_required_when_configured() {
+    let dir = tmpdir("ctl-token");
+    let tf = dir.join("token");
+    std::fs::write(&tf, "s3cret-token\n").unwrap();
+    let c = Controller::start(&["--token-file", tf.to_str().unwrap()]);
+    let (s, _, body) = c.get("/v1/status");
+    assert_eq!(
+        (s, code(&serde_json::from_slice(&body).unwrap())),
+        (401, "UNAUTHORIZED")
+    );
+    for bad in [
+        "Bearer wrong",
+        "Bearer s3cret-toke",
+        "Basic s3cret-token",
+        "s3cret-token",
+    ] {
+        let (s, _, _) = raw_http(
+            c.port,
+            &request("GET", "/v1/status", &[("Authorization", bad)], None),
+        );
+        assert_eq!(s, 401, "{bad}");
+    }
+    let (s, _, _) = raw_http(
+        c.port,
+        &request(
+            "GET",
+            "/v1/status",
+            &[("Authorization", "Bearer s3cret-token")],
+            None,
+        ),
+    );
+    assert_eq!(s, 200);
+    assert!(c.log.lock().unwrap().iter().all(|l| !l.contains("s3cret")));
+}
+
+#[test]
+fn duplicates_gaps_status_and_export() {
+    let dir = tmpdir("ctl-export");
+    let c = Controller::start(&["--export-dir", dir.to_str().unwrap()]);
+    assert_eq!(c.post("/v1/agents/hello", &hello("a1", "i1")).0, 200);
+    let (s, b) = c.post("/v1/events", &batch("i1", 1, &["i1-1", "i1-2"]));
+    assert_eq!(
+        (s, b["accepted"].as_u64(), b["duplicate"].as_bool()),
+        (200, Some(2), Some(false))
+    );
+    // a resend: acknowledged, not stored or counted again
+    let (s, b) = c.post("/v1/events", &batch("i1", 1, &["i1-1", "i1-2"]));
+    assert_eq!(
+        (s, b["accepted"].as_u64(), b["duplicate"].as_bool()),
+        (200, Some(0), Some(true))
+    );
+    // a rejected batch does not advance the sequence
+    let mut bad = batch("i1", 2, &["i1-3"]);
+    bad["events"][0]["type"] = json!("user.x");
+    assert_eq!(c.post("/v1/events", &bad).0, 400);
+    // a gap: 2 and 3 missing
+    assert_eq!(c.post("/v1/events", &batch("i1", 4, &["i1-4"])).0, 200);
+    let hb = json!({"wire_version": V, "agent_id": "a1", "instance_id": "i1", "node_name": "node-1",
+                    "config_version": "0", "uptime_secs": 3, "counters": {"tapio_queue_drops_total{observer=\"network\"}": 7},
+                    "observers": [{"observer": "network", "state": "up"}], "degraded_reasons": ["unconfigured"]});
+    let (s, b) = c.post("/v1/agents/heartbeat", &hb);
+    assert_eq!((s, b["known_agent"].as_bool()), (200, Some(true)));
+    // an instance the controller never met is told to say hello
+    let mut hb2 = hb.clone();
+    hb2["instance_id"] = json!("i9");
+    assert_eq!(c.post("/v1/agents/heartbeat", &hb2).1["known_agent"], false);
+
+    let st = c.status();
+    let k = &st["counters"];
+    assert_eq!(
+        (
+            k["events_accepted"].as_u64(),
+            k["batches_accepted"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    assert_eq!(
+        (
+            k["batches_duplicate"].as_u64(),
+            k["events_duplicate"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        (
+            k["batches_rejected"].as_u64(),
+            k["events_rejected"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(k["events_exported"], 3);
+    assert_eq!(st["stale_after_secs"], 30);
+    let inst = &st["agents"][0]["instances"][0];
+    assert_eq!(st["agents"][0]["agent_id"], "a1");
+    assert_eq!(inst["instance_id"], "i1");
+    assert_eq!(
+        (
+            inst["last_sequence"].as_u64(),
+            inst["sequence_gaps"].as_u64(),
+            inst["missing_batches"].as_u64()
+        ),
+        (Some(4), Some(1), Some(2))
+    );
+    assert_eq!(inst["duplicate_batches"], 1);
+    assert_eq!(
+        inst["counters"]["tapio_queue_drops_total{observer=\"network\"}"],
+        7
+    );
+    assert_eq!(inst["degraded_reasons"], json!(["unconfigured"]));
+    assert!(inst["last_heartbeat_age_secs"].as_u64().unwrap() <= 1);
+    assert!(
+        st.get("healthy").is_none() && inst.get("stale").is_none(),
+        "facts, not verdicts"
+    );
+
+    let (events, stats) = tapio_common::store::read_events(&[dir.as_path()], None, None).unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.contains(&"i1-1") && ids.contains(&"i1-4"));
+    assert_eq!((stats.duplicates, stats.corrupt), (0, 0));
+    assert!(
+        events
+            .iter()
+            .all(|e| e["agent_id"] == "a1" && e["node_name"] == "node-1")
+    );
+
+    // restart: the export stays idempotent on ids (a new instance resends)
+    drop(c);
+    let c = Controller::start(&["--export-dir", dir.to_str().unwrap()]);
+    let (s, b) = c.post("/v1/events", &batch("i1", 1, &["i1-1", "i1-5"]));
+    assert_eq!((s, b["known_agent"].as_bool()), (200, Some(false)));
+    let (events, _) = tapio_common::store::read_events(&[dir.as_path()], None, None).unwrap();
+    let lines: usize = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .lines()
+                .count()
+        })
+        .sum();
+    assert_eq!((events.len(), lines), (4, 4), "i1-1 was not exported twice");
+}
+
+#[test]
+fn reload_valid_and_invalid_profiles() {
+    let dir = tmpdir("ctl-reload");
+    let p = dir.join("profile.yaml");
+    let head = "apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nbase: production-default\n";
+    std::fs::write(&p, head).unwrap();
+    let c = Controller::start(&["--profile", p.to_str().unwrap(), "--reload-poll-secs", "1"]);
+    let st = c.status();
+    let h1 = st["config"]["config_hash"].as_str().unwrap().to_string();
+    assert_eq!(st["config"]["config_version"], "1");
+    // valid change, via SIGHUP
+    std::fs::write(
+        &p,
+        format!("{head}overrides:\n  network:\n    retransmit_window_ms: 2000\n"),
+    )
+    .unwrap();
+    c.signal("HUP");
+    let st = wait_status(&c, |s| s["config"]["config_version"] == "2");
+    let h2 = st["config"]["config_hash"].as_str().unwrap().to_string();
+    assert_ne!(h1, h2);
+    // invalid change, picked up by the mtime poll: old config kept
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(
+        &p,
+        format!("{head}overrides:\n  storage:\n    slow_io:\n      critical_ms: 1\n"),
+    )
+    .unwrap();
+    let st = wait_status(&c, |s| s["config"]["reloads_failed"] == 1);
+    assert_eq!(st["config"]["config_version"], "2");
+    assert_eq!(st["config"]["config_hash"], h2);
+    assert!(
+        st["config"]["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("overrides.storage.slow_io.critical_ms")
+    );
+    let (_, _, body) = c.get("/v1/agents/config?agent_id=a&node_name=n");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        v["config"]["network"]["retransmit_window_ns"],
+        2_000_000_000u64
+    );
+}
+
+fn wait_status(c: &Controller, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.status();
+        if pred(&st) {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "status never matched: {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_bad_profile_fails_startup_with_file_line_and_path() {
+    let dir = tmpdir("ctl-badprofile");
+    let p = dir.join("bad.yaml");
+    std::fs::write(&p, "apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nbase: production-default\noverrides:\n  network:\n    retransmit_windw_ms: 5\n").unwrap();
+    let out = std::process::Command::new(bin("tapio-controller"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--profile",
+            p.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:6:5: overrides.network: unknown field `retransmit_windw_ms`"),
+        "{err}"
+    );
+    let out = std::process::Command::new(bin("tapio-controller"))
+        .args(["check", p.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = std::process::Command::new(bin("tapio-controller"))
+        .args([
+            "check",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/docs/profiles/web-tier.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}
