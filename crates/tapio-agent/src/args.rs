@@ -78,6 +78,11 @@ pub struct RunArgs {
     #[argh(option)]
     pub token_file: Option<PathBuf>,
 
+    /// read/write timeout for controller requests, in milliseconds
+    /// (default 5000; connects time out after at most 2000)
+    #[argh(option, default = "5000")]
+    pub controller_timeout_ms: u64,
+
     /// events queued for the controller before further ones are dropped
     /// (counted); default 8192
     #[argh(option, default = "8192")]

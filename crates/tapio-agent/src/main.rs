@@ -243,7 +243,13 @@ fn run(a: RunArgs) -> i32 {
                 }
             );
             let ct = client::ClientThread {
-                http: client::http::Client::new(ep, token),
+                http: {
+                    let mut c = client::http::Client::new(ep, token);
+                    let t = Duration::from_millis(a.controller_timeout_ms.clamp(10, 600_000));
+                    c.io_timeout = t;
+                    c.connect_timeout = t.min(Duration::from_secs(2));
+                    c
+                },
                 cfg: client::ClientConfig {
                     agent_id: agent_id.clone(),
                     node_name: node_name.clone(),
