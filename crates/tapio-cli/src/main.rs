@@ -1,15 +1,65 @@
-//! `tapio`: reads the agent's local file store. The subcommands are tracked
-//! in the operations issue; this build only reports its version.
+//! `tapio`: reads the agent's local file store and metrics textfile. It
+//! never talks to the agent, and it builds and runs on any OS.
+
+mod commands;
+mod filter;
+mod table;
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/tapio";
+pub const DEFAULT_METRICS_FILE: &str = "/var/lib/tapio/tapio.prom";
+
+/// Tapio CLI: read the evidence a tapio-agent stored on this host.
+#[derive(FromArgs)]
+struct Args {
+    #[argh(subcommand)]
+    command: Command,
+}
+
+#[derive(FromArgs)]
+#[argh(subcommand)]
+enum Command {
+    Events(commands::events::EventsArgs),
+    Summary(commands::summary::SummaryArgs),
+    Tail(commands::tail::TailArgs),
+    Metrics(commands::metrics::MetricsArgs),
+    Version(VersionArgs),
+}
+
+/// Print the version.
+#[derive(FromArgs)]
+#[argh(subcommand, name = "version")]
+struct VersionArgs {}
+
+/// Where the store is: the data directory and optional fallback ones.
+pub fn store_dirs(data_dir: &Option<PathBuf>, fallback: &[PathBuf]) -> Vec<PathBuf> {
+    let mut v = vec![
+        data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+    ];
+    v.extend(fallback.iter().cloned());
+    v
+}
 
 fn main() {
-    match std::env::args().nth(1).as_deref() {
-        Some("--version") | Some("version") => println!("tapio {}", env!("CARGO_PKG_VERSION")),
-        _ => {
-            eprintln!(
-                "tapio {}: the store reader commands are not in this build yet",
-                env!("CARGO_PKG_VERSION")
-            );
-            std::process::exit(2);
+    let args: Args = argh::from_env();
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let code = match args.command {
+        Command::Events(a) => commands::events::run(&a, &mut out),
+        Command::Summary(a) => commands::summary::run(&a, &mut out),
+        Command::Tail(a) => commands::tail::run(&a, &mut out),
+        Command::Metrics(a) => commands::metrics::run(&a, &mut out),
+        Command::Version(_) => {
+            println!("tapio {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
         }
+    };
+    if let Err(e) = code {
+        eprintln!("tapio: {e}");
+        std::process::exit(1);
     }
 }
