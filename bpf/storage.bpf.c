@@ -11,8 +11,12 @@
  *    and a full map must be counted (inflight_map_full).
  *  - A completion for fewer bytes than remain is partial: the entry stays
  *    and only the final completion reports, once.
- *  - A completion with no recorded issue (in flight at attach, or not
- *    recorded because the map was full) is counted, not reported.
+ *  - block_rq_requeue hands a request back to the queue: its next issue
+ *    is not ambiguous (the issue time of the first one is kept).
+ *  - A completion with no recorded issue is counted, not reported: apart
+ *    when the request never reached the driver (an empty flush on a device
+ *    without a write cache is ended at once) or was in flight at attach;
+ *    as completion_without_issue otherwise.
  *
  * pid/comm are not recorded: at issue time the current task is often a
  * kworker or the block layer's plug flush, not the submitter.
@@ -35,7 +39,8 @@ struct inflight {
 	__u32 dev_minor;
 	__u8 op;
 	__u8 ambiguous;
-	__u8 _pad[6];
+	__u8 requeued;
+	__u8 _pad[5];
 };
 
 struct {
@@ -44,6 +49,17 @@ struct {
 	__type(key, __u64); /* struct request * */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/* bpf_ktime_get_ns() of this object's first invocation. A completion whose
+ * request was allocated before it was in flight when we attached: not a
+ * correlation failure, and counted apart. */
+__u64 first_seen_ns = 0;
+
+static __always_inline void mark_first_seen(void)
+{
+	if (!first_seen_ns)
+		__sync_val_compare_and_swap(&first_seen_ns, 0, bpf_ktime_get_ns());
+}
 
 static __always_inline __u8 op_of(__u32 cmd_flags)
 {
@@ -80,7 +96,9 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 	if (err == -EEXIST) {
 		struct inflight *old = bpf_map_lookup_elem(&inflight, &key);
 
-		if (old)
+		if (old && old->requeued)
+			old->requeued = 0; /* the same request, dispatched again */
+		else if (old)
 			old->ambiguous = 1;
 	} else if (err) {
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
@@ -95,9 +113,25 @@ int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 
 	if (!cfg || !cfg->storage_enabled)
 		return 0;
+	mark_first_seen();
 	record_issue(rq, key);
 	if (cfg->test_flags & TAPIO_TEST_DOUBLE_ISSUE)
 		record_issue(rq, key); /* test hook: a duplicate key */
+	return 0;
+}
+
+SEC("tp_btf/block_rq_requeue")
+int BPF_PROG(tapio_block_rq_requeue, struct request *rq)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u64 key = (__u64)rq;
+	struct inflight *e;
+
+	if (!cfg || !cfg->storage_enabled)
+		return 0;
+	e = bpf_map_lookup_elem(&inflight, &key);
+	if (e)
+		e->requeued = 1;
 	return 0;
 }
 
@@ -112,9 +146,15 @@ int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int
 
 	if (!cfg || !cfg->storage_enabled)
 		return 0;
+	mark_first_seen();
 	e = bpf_map_lookup_elem(&inflight, &key);
 	if (!e) {
-		tapio_count(TAPIO_CNT_CORR_NO_ISSUE);
+		if (BPF_CORE_READ(rq, state) == MQ_RQ_IDLE)
+			tapio_count(TAPIO_CNT_NOT_DISPATCHED);
+		else if (BPF_CORE_READ(rq, start_time_ns) < first_seen_ns)
+			tapio_count(TAPIO_CNT_INFLIGHT_AT_ATTACH);
+		else
+			tapio_count(TAPIO_CNT_CORR_NO_ISSUE);
 		return 0;
 	}
 	if (e->ambiguous) {

@@ -152,6 +152,8 @@ enum tapio_counter {
 	TAPIO_CNT_CORR_AMBIGUOUS_IO = 5,    /* storage: ambiguous_inflight_io */
 	TAPIO_CNT_CORR_NO_ISSUE = 6,        /* storage: completion without issue */
 	TAPIO_CNT_OOM_EXIT_DEDUP = 7,       /* process: exit folded into oom_kill */
+	TAPIO_CNT_INFLIGHT_AT_ATTACH = 8,   /* storage: completion of a request older than the program */
+	TAPIO_CNT_NOT_DISPATCHED = 9,       /* storage: completed without ever reaching the driver */
 	TAPIO_CNT_MAX = 16,
 };
 

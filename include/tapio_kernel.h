@@ -202,8 +202,16 @@ struct request_queue {
 	struct gendisk *disk;
 };
 
+enum mq_rq_state {
+	MQ_RQ_IDLE = 0,
+	MQ_RQ_IN_FLIGHT = 1,
+	MQ_RQ_COMPLETE = 2,
+};
+
 struct request {
 	struct request_queue *q;
+	u64 start_time_ns;
+	enum mq_rq_state state;
 	unsigned int cmd_flags;
 	unsigned int __data_len;
 	__u64 __sector;

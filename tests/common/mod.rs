@@ -38,6 +38,11 @@ pub fn kernel_available(test: &str) -> bool {
     };
     match why {
         None => true,
+        Some(why) if std::env::var_os("TAPIO_LEAN_REQUIRE_NET").is_some() => {
+            panic!(
+                "{test}: {why}, and TAPIO_LEAN_REQUIRE_NET=1 forbids skipping kernel and network tests"
+            )
+        }
         Some(why) => {
             skip(test, why);
             false

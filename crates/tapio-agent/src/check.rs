@@ -65,6 +65,7 @@ pub const TRACEPOINTS: &[(&str, &str)] = &[
     ("network", "tcp_retransmit_skb"),
     ("storage", "block_rq_issue"),
     ("storage", "block_rq_complete"),
+    ("storage", "block_rq_requeue"),
     ("process", "sched_process_exit"),
     ("process", "mark_victim"),
     ("process", "sched_process_exec"),

@@ -358,3 +358,77 @@ mod tests {
         unsafe { libc::geteuid() == 0 }
     }
 }
+
+#[cfg(test)]
+mod budgets {
+    //! eBPF object budgets: size, map count and the largest map. The lean
+    //! gate prints this table (docs/budgets.md records it).
+    use libbpf_rs::ObjectBuilder;
+
+    /// (object, bytes, maps, largest max_entries of a non-ring map) limits.
+    const LIMITS: [(&str, usize, usize, u32); 3] = [
+        ("network", 40 * 1024, 5, 16_384),
+        ("storage", 24 * 1024, 5, 8_192),
+        ("process", 32 * 1024, 5, 1_024),
+    ];
+    /// Each object's ring buffer, in bytes.
+    const RING_BYTES: u32 = 1 << 20;
+
+    #[test]
+    fn bpf_objects_stay_within_budget() {
+        let objects: [(&str, &[u8]); 3] = [
+            ("network", tapio_bpf::objects::NETWORK),
+            ("storage", tapio_bpf::objects::STORAGE),
+            ("process", tapio_bpf::objects::PROCESS),
+        ];
+        println!("BPF-BUDGET object bytes maps largest_max_entries largest_map ring_bytes");
+        for ((name, bytes), (lname, max_bytes, max_maps, max_entries)) in
+            objects.into_iter().zip(LIMITS)
+        {
+            assert_eq!(name, lname);
+            let obj = ObjectBuilder::default()
+                .name(name)
+                .unwrap()
+                .open_memory(bytes)
+                .expect("object opens");
+            let maps: Vec<(String, u32, bool)> = obj
+                .maps()
+                .map(|m| {
+                    let ring = m.map_type() == libbpf_rs::MapType::RingBuf;
+                    (
+                        m.name().to_string_lossy().into_owned(),
+                        m.max_entries(),
+                        ring,
+                    )
+                })
+                .collect();
+            let (big_name, big, _) = maps
+                .iter()
+                .filter(|m| !m.2)
+                .max_by_key(|m| m.1)
+                .cloned()
+                .unwrap_or_default();
+            let ring: u32 = maps.iter().filter(|m| m.2).map(|m| m.1).sum();
+            println!(
+                "BPF-BUDGET {name} {} {} {big} {big_name} {ring}",
+                bytes.len(),
+                maps.len()
+            );
+            assert_eq!(ring, RING_BYTES, "{name}: one 1 MiB ring buffer");
+            assert!(
+                bytes.len() <= max_bytes,
+                "{name}: {} bytes > {max_bytes}",
+                bytes.len()
+            );
+            assert!(
+                maps.len() <= max_maps,
+                "{name}: {} maps > {max_maps}",
+                maps.len()
+            );
+            assert!(
+                big <= max_entries,
+                "{name}: map {big_name} has {big} entries > {max_entries}"
+            );
+        }
+    }
+}

@@ -249,6 +249,16 @@ impl Metrics {
             String::new(),
             k.get(2, counter::OOM_EXIT_DEDUP),
         );
+        push(
+            "tapio_storage_inflight_at_attach_total",
+            String::new(),
+            k.get(1, counter::INFLIGHT_AT_ATTACH),
+        );
+        push(
+            "tapio_storage_completed_without_dispatch_total",
+            String::new(),
+            k.get(1, counter::NOT_DISPATCHED),
+        );
         let abi: u64 = (0..OBS_COUNT)
             .map(|o| k.get(o, counter::ABI_MISMATCH))
             .sum();

@@ -44,6 +44,8 @@ pub mod counter {
     pub const CORR_AMBIGUOUS_IO: u32 = 5;
     pub const CORR_NO_ISSUE: u32 = 6;
     pub const OOM_EXIT_DEDUP: u32 = 7;
+    pub const INFLIGHT_AT_ATTACH: u32 = 8;
+    pub const NOT_DISPATCHED: u32 = 9;
     pub const MAX: u32 = 16;
 }
 

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The lean gate: formatting, lints, every test (kernel ones included),
+# binary and eBPF budgets, dependency boundaries. It never passes silently
+# when it could not verify something: the last line is
+#   LEAN: PASS | LEAN: PARTIAL (<why>) | LEAN: FAIL (<why>)
+#
+# Environment:
+#   AGENT_MAX_BYTES     (1500000)  fail above
+#   AGENT_TARGET_BYTES  (1320000)  warn above
+#   CLI_MAX_BYTES       (900000)   fail above
+#   TAPIO_LEAN_ALLOW_DEGRADED=1    skipped kernel/network tests give PARTIAL instead of FAIL
+#   TAPIO_LEAN_REQUIRE_NET=1       kernel/network tests may not skip at all (they fail instead)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+AGENT_MAX_BYTES=${AGENT_MAX_BYTES:-1500000}
+AGENT_TARGET_BYTES=${AGENT_TARGET_BYTES:-1320000}
+CLI_MAX_BYTES=${CLI_MAX_BYTES:-900000}
+CARGO=${CARGO:-cargo}
+export TAPIO_SKIP_LOG=${TAPIO_SKIP_LOG:-$PWD/target/tapio-skipped-tests.txt}
+
+failures=()
+warnings=()
+step() { printf '\n== %s\n' "$*"; }
+fail() { failures+=("$1"); printf 'FAIL: %s\n' "$1"; }
+
+step "format"
+$CARGO fmt --all --check || fail "cargo fmt"
+
+step "clippy"
+$CARGO clippy --workspace --all-targets -- -D warnings || fail "clippy"
+
+step "build (binaries the tests drive)"
+$CARGO build --workspace --bins || fail "build"
+
+step "tests (unit, real-kernel, end-to-end)"
+mkdir -p target && rm -f "$TAPIO_SKIP_LOG"
+$CARGO test --workspace || fail "tests"
+skipped=0
+if [ -s "$TAPIO_SKIP_LOG" ]; then
+  skipped=$(wc -l < "$TAPIO_SKIP_LOG")
+  echo "SKIPPED (not verified on this host):"
+  sed 's/^/  - /' "$TAPIO_SKIP_LOG"
+fi
+
+step "eBPF object budgets"
+$CARGO test -q -p tapio-agent bpf_objects_stay_within_budget -- --nocapture 2>/dev/null | grep '^BPF-BUDGET' | sed 's/^BPF-BUDGET //' \
+  | awk '{printf "%-8s %7s %5s %20s %-12s %s\n", $1, $2, $3, $4, $5, $6}' || fail "eBPF budgets"
+$CARGO test -q -p tapio-agent bpf_objects_stay_within_budget >/dev/null 2>&1 || fail "eBPF budgets exceeded"
+
+step "dependency boundaries"
+tree_dir=$(mktemp -d -t tapio-tree.XXXXXX)
+TAPIO_TREE_DIR=$tree_dir scripts/check-dependency-boundaries.sh || fail "dependency boundaries"
+for c in tapio-agent tapio-controller tapio-cli tapio-wire; do
+  $CARGO tree -p "$c" -e normal > "$tree_dir/$c.full.txt" 2>/dev/null
+done
+echo "cargo tree snapshots: $tree_dir"
+
+step "release build and binary budgets"
+if $CARGO build --release -p tapio-agent -p tapio-controller -p tapio-cli; then
+  agent=$(stat -c %s target/release/tapio-agent)
+  cli=$(stat -c %s target/release/tapio)
+  ctl=$(stat -c %s target/release/tapio-controller)
+  printf 'tapio-agent       %9d bytes (hard %d, target %d)\n' "$agent" "$AGENT_MAX_BYTES" "$AGENT_TARGET_BYTES"
+  printf 'tapio             %9d bytes (hard %d)\n' "$cli" "$CLI_MAX_BYTES"
+  printf 'tapio-controller  %9d bytes (reported only)\n' "$ctl"
+  [ "$agent" -le "$AGENT_MAX_BYTES" ] || fail "tapio-agent $agent bytes > AGENT_MAX_BYTES $AGENT_MAX_BYTES"
+  [ "$agent" -le "$AGENT_TARGET_BYTES" ] || { warnings+=("agent above target"); echo "WARN: tapio-agent $agent bytes > AGENT_TARGET_BYTES $AGENT_TARGET_BYTES"; }
+  [ "$cli" -le "$CLI_MAX_BYTES" ] || fail "tapio $cli bytes > CLI_MAX_BYTES $CLI_MAX_BYTES"
+else
+  fail "release build"
+fi
+
+step "systemd units"
+if command -v systemd-analyze >/dev/null 2>&1; then
+  scripts/verify-units.sh || fail "systemd-analyze verify"
+else
+  echo "SKIPPED: systemd-analyze not installed; units not verified"
+  echo "systemd-analyze verify: not installed" >> "$TAPIO_SKIP_LOG"
+  skipped=$((skipped + 1))
+fi
+
+echo
+if [ "${#failures[@]}" -gt 0 ]; then
+  echo "LEAN: FAIL ($(IFS=';'; echo "${failures[*]}"))"
+  exit 1
+fi
+if [ "$skipped" -gt 0 ]; then
+  if [ "${TAPIO_LEAN_ALLOW_DEGRADED:-0}" = 1 ]; then
+    echo "LEAN: PARTIAL ($skipped required check(s) skipped; TAPIO_LEAN_ALLOW_DEGRADED=1)"
+    exit 0
+  fi
+  echo "LEAN: FAIL ($skipped required check(s) skipped; set TAPIO_LEAN_ALLOW_DEGRADED=1 to accept a PARTIAL run)"
+  exit 1
+fi
+echo "LEAN: PASS"
