@@ -3,6 +3,8 @@
 
 mod errors;
 mod export;
+#[cfg(test)]
+mod manifests;
 mod profile_store;
 mod registry;
 mod server;

@@ -162,6 +162,15 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let pr = o.process.clone().unwrap_or_default();
     let mut codes: Vec<i32> = Vec::new();
     if let Some(list) = &pr.ignore_exit_codes {
+        if list.len() > MAX_IGNORED_EXIT_CODES {
+            c.fail(
+                "overrides.process.ignore_exit_codes",
+                format!(
+                    "at most {MAX_IGNORED_EXIT_CODES} entries (got {})",
+                    list.len()
+                ),
+            );
+        }
         for (i, code) in list.iter().enumerate() {
             if !(1..=255).contains(code) {
                 c.fail(
@@ -177,15 +186,6 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     }
     codes.sort_unstable();
     codes.dedup();
-    if codes.len() > MAX_IGNORED_EXIT_CODES {
-        c.fail(
-            "overrides.process.ignore_exit_codes",
-            format!(
-                "at most {MAX_IGNORED_EXIT_CODES} distinct codes (got {})",
-                codes.len()
-            ),
-        );
-    }
 
     // node
     let nd = o.node.clone().unwrap_or_default();
@@ -289,3 +289,6 @@ pub fn compile_builtin(name: &str) -> Option<CompiledConfig> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod schema_tests;
