@@ -180,3 +180,96 @@ fn bad_documents_fail_both() {
         assert!(!profile_ok(doc), "tapio-profile accepts {doc}");
     }
 }
+
+/// Arbitrary YAML-shaped documents: parsing and compiling never panic,
+/// every validation error has a field path, and every YAML error a
+/// position.
+#[test]
+fn arbitrary_documents_never_panic_and_errors_are_located() {
+    const KEYS: &[&str] = &[
+        "apiVersion",
+        "kind",
+        "base",
+        "metadata",
+        "name",
+        "overrides",
+        "network",
+        "storage",
+        "process",
+        "node",
+        "batching",
+        "ringbuf",
+        "enabled",
+        "retransmit_window_ms",
+        "slow_io",
+        "warning_ms",
+        "critical_ms",
+        "exec",
+        "ignore_exit_codes",
+        "window_ms",
+        "ipc_warning",
+        "stall_warning",
+        "max_events",
+        "max_bytes",
+        "flush_interval_ms",
+        "wakeup_bytes",
+        "poll_timeout_ms",
+        "typo",
+    ];
+    let mut x: u64 = 0x1234_5678_9abc_def1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    fn arb(next: &mut dyn FnMut() -> u64, depth: u32) -> Value {
+        match if depth > 3 { next() % 4 } else { next() % 6 } {
+            0 => Value::Bool(next() % 2 == 0),
+            1 => serde_json::json!((next() % 5_000_000) as i64 - 10),
+            2 => Value::String(
+                [
+                    "tapio.dev/v1",
+                    "EvidenceProfile",
+                    "production-default",
+                    "x",
+                    "",
+                ][(next() % 5) as usize]
+                    .into(),
+            ),
+            3 => serde_json::json!((next() % 1000) as f64 / 100.0),
+            4 => Value::Array((0..next() % 20).map(|_| arb(next, depth + 1)).collect()),
+            _ => {
+                let mut m = serde_json::Map::new();
+                for _ in 0..next() % 6 {
+                    m.insert(
+                        KEYS[(next() % KEYS.len() as u64) as usize].into(),
+                        arb(next, depth + 1),
+                    );
+                }
+                Value::Object(m)
+            }
+        }
+    }
+    for _ in 0..5_000 {
+        let mut v = arb(&mut next, 0);
+        if let Some(m) = v.as_object_mut() {
+            if next() % 3 != 0 {
+                m.insert("apiVersion".into(), "tapio.dev/v1".into());
+                m.insert("kind".into(), "EvidenceProfile".into());
+                m.insert("base".into(), "production-default".into());
+            }
+        }
+        let yaml = serde_yaml::to_string(&v).unwrap();
+        match serde_yaml::from_str::<crate::EvidenceProfile>(&yaml) {
+            Ok(doc) => {
+                if let Err(errs) = crate::compile(&doc) {
+                    for e in errs.0 {
+                        assert!(!e.path.is_empty(), "validation error without a path: {e}");
+                    }
+                }
+            }
+            Err(e) => assert!(e.location().is_some() || !e.to_string().is_empty(), "{e}"),
+        }
+    }
+}

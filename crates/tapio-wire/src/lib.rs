@@ -99,3 +99,130 @@ fn json_error_summary(e: &serde_json::Error) -> String {
     }
     format!("{what} at line {} column {}", e.line(), e.column())
 }
+
+#[cfg(test)]
+mod property_tests {
+    //! Arbitrary JSON against every request decoder: no panic, and every
+    //! error that concerns a field names its path.
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+
+        fn value(&mut self, depth: u32) -> Value {
+            const KEYS: &[&str] = &[
+                "wire_version",
+                "agent_id",
+                "node_name",
+                "instance_id",
+                "agent_version",
+                "kernel_release",
+                "arch",
+                "capabilities",
+                "sequence",
+                "events",
+                "id",
+                "type",
+                "observer",
+                "severity",
+                "timestamp",
+                "config_generation",
+                "facts",
+                "config_version",
+                "config_hash",
+                "uptime_secs",
+                "counters",
+                "observers",
+                "state",
+                "degraded_reasons",
+                "dst_port",
+                "root_cause",
+                "x",
+            ];
+            let kind = if depth >= 4 {
+                self.next() % 5
+            } else {
+                self.next() % 7
+            };
+            match kind {
+                0 => Value::Null,
+                1 => Value::Bool(self.next() % 2 == 0),
+                2 => json!(self.next() as i64 % 100_000 - 50),
+                3 => Value::String(
+                    self.pick(&[
+                        "tapio-wire/v1",
+                        "",
+                        "kernel.network.x",
+                        "2026-11-22T06:00:00Z",
+                        "network",
+                        "up",
+                        "sha256:zz",
+                        "0",
+                        "\u{0}",
+                        "ü",
+                    ])
+                    .into(),
+                ),
+                4 => json!(f64::from(self.next() as u32) / 7.0),
+                5 => Value::Array(
+                    (0..self.next() % 4)
+                        .map(|_| self.value(depth + 1))
+                        .collect(),
+                ),
+                _ => {
+                    let mut m = Map::new();
+                    for _ in 0..self.next() % 8 {
+                        let k = self.pick(KEYS).to_string();
+                        let v = self.value(depth + 1);
+                        m.insert(k, v);
+                    }
+                    Value::Object(m)
+                }
+            }
+        }
+    }
+
+    fn check<T: FromWire>(v: &Value) {
+        match decode_value::<T>(v) {
+            Ok(_) => {}
+            Err(WireError::MalformedJson(_)) => panic!("a parsed value is never malformed JSON"),
+            Err(e) => {
+                let p = e.path().unwrap_or("");
+                assert!(!p.is_empty(), "error without a path: {e} for {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics_and_errors_have_paths() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let mut v = g.value(0);
+            // most documents get a valid version, so the deeper checks run
+            if let Some(m) = v.as_object_mut() {
+                if g.next() % 4 != 0 {
+                    m.insert("wire_version".into(), json!(WIRE_VERSION));
+                }
+            }
+            check::<HelloRequest>(&v);
+            check::<HeartbeatRequest>(&v);
+            check::<EventBatch>(&v);
+            // and through the byte path, truncated at a random point
+            let bytes = serde_json::to_vec(&v).unwrap_or_default();
+            let cut = (g.next() as usize) % (bytes.len() + 1);
+            let _ = decode_request::<EventBatch>(&bytes[..cut]);
+        }
+    }
+}
