@@ -3,6 +3,7 @@
 
 mod errors;
 mod export;
+mod front;
 #[cfg(test)]
 mod manifests;
 mod profile_store;
@@ -57,9 +58,14 @@ struct ServeArgs {
     /// largest accepted request body in bytes (default 1048576)
     #[argh(option, default = "1024 * 1024")]
     max_body_bytes: usize,
-    /// socket read/write timeout in seconds for every connection (default 10)
+    /// socket read/write timeout in seconds for every connection, and the
+    /// longest a client may take to send its request head (default 10)
     #[argh(option, default = "10")]
     io_timeout_secs: u64,
+    /// most client connections open at once; beyond it new ones are closed
+    /// at once (default 4096)
+    #[argh(option, default = "4096")]
+    max_connections: usize,
     /// heartbeat interval the agents are told, seconds (default 10)
     #[argh(option, default = "10")]
     heartbeat_interval_secs: u32,
@@ -152,34 +158,6 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
     Ok(t)
 }
 
-/// A listener whose accepted sockets inherit read and write timeouts
-/// (Linux copies SO_RCVTIMEO/SO_SNDTIMEO to accepted sockets), so a slow
-/// or idle client cannot hold a connection forever.
-fn listener(addr: &str, timeout: Duration) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::AsRawFd;
-    let l = std::net::TcpListener::bind(addr)?;
-    let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: 0,
-    };
-    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: setsockopt reads the timeval we own for its stated size.
-        let rc = unsafe {
-            libc::setsockopt(
-                l.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(l)
-}
-
 fn serve(a: ServeArgs) -> i32 {
     let Some(level) = tapio_common::logger::parse_level(&a.log_level) else {
         eprintln!("tapio-controller: --log-level must be one of error, warn, info, debug");
@@ -211,17 +189,45 @@ fn serve(a: ServeArgs) -> i32 {
             }
         },
     };
-    let l = match listener(&a.listen, Duration::from_secs(a.io_timeout_secs.max(1))) {
+    let l = match std::net::TcpListener::bind(&a.listen) {
         Ok(l) => l,
         Err(e) => {
             log::error!("cannot listen on {}: {e}", a.listen);
             return 1;
         }
     };
-    let server = match tiny_http::Server::from_listener(l, None) {
+    let local = l.local_addr().ok();
+    // tiny_http listens on a private Unix socket behind the front.
+    let run_dir = std::env::temp_dir().join(format!("tapio-controller-{}", std::process::id()));
+    let backend = run_dir.join("http.sock");
+    let server = match std::fs::create_dir_all(&run_dir)
+        .and_then(|_| {
+            std::fs::set_permissions(
+                &run_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|_| tiny_http::Server::http_unix(&backend).map_err(|e| e.to_string()))
+    {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            log::error!("cannot start the HTTP server: {e}");
+            log::error!("cannot start the HTTP server at {}: {e}", backend.display());
+            return 1;
+        }
+    };
+    let front = Arc::new(front::Front {
+        backend: backend.clone(),
+        io_timeout: Duration::from_secs(a.io_timeout_secs.max(1)),
+        head_deadline: Duration::from_secs(a.io_timeout_secs.max(1)),
+        max_connections: a.max_connections.max(16),
+        active: Default::default(),
+        counters: Default::default(),
+    });
+    let acceptor = match front::run(l, Arc::clone(&front), signals::stop_requested) {
+        Ok(h) => h,
+        Err(e) => {
+            log::error!("cannot start the acceptor: {e}");
             return 1;
         }
     };
@@ -279,10 +285,16 @@ fn serve(a: ServeArgs) -> i32 {
         }
     }
     log::info!("stopping: finishing requests in flight");
+    if let Some(addr) = local {
+        // wake the blocking accept so it sees the stop flag
+        let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+    }
+    let _ = acceptor.join();
     server.unblock();
     for w in workers {
         let _ = w.join();
     }
+    let _ = std::fs::remove_dir_all(&run_dir);
     if let Some(ex) = &state.exporter {
         if let Ok(mut ex) = ex.lock() {
             ex.sync();

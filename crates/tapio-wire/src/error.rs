@@ -13,6 +13,8 @@ pub enum ErrorCode {
     InvalidField,
     MalformedJson,
     PayloadTooLarge,
+    /// The request head exceeded the controller's limit (431).
+    HeadersTooLarge,
     ReasoningField,
     UnknownEndpoint,
     MethodNotAllowed,
@@ -24,7 +26,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a v1 controller sends.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 11] = [
+        ErrorCode::HeadersTooLarge,
         ErrorCode::MissingField,
         ErrorCode::UnsupportedVersion,
         ErrorCode::InvalidField,
@@ -48,6 +51,7 @@ impl ErrorCode {
             ErrorCode::UnknownEndpoint => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::HeadersTooLarge => 431,
             ErrorCode::ReasoningField => 422,
             ErrorCode::InternalError | ErrorCode::Unknown => 500,
         }
@@ -60,6 +64,7 @@ impl ErrorCode {
             ErrorCode::InvalidField => "INVALID_FIELD",
             ErrorCode::MalformedJson => "MALFORMED_JSON",
             ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::HeadersTooLarge => "HEADERS_TOO_LARGE",
             ErrorCode::ReasoningField => "REASONING_FIELD",
             ErrorCode::UnknownEndpoint => "UNKNOWN_ENDPOINT",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -147,6 +152,7 @@ mod tests {
             ("INVALID_FIELD", 400),
             ("MALFORMED_JSON", 400),
             ("PAYLOAD_TOO_LARGE", 413),
+            ("HEADERS_TOO_LARGE", 431),
             ("REASONING_FIELD", 422),
             ("UNKNOWN_ENDPOINT", 404),
             ("INTERNAL_ERROR", 500),
