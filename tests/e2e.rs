@@ -205,10 +205,16 @@ fn a_killed_controller_loses_nothing_uncounted() {
         exported_ours as usize, lines,
         "only this agent's events were exported"
     );
+    let sent = metric(&done.metrics, "tapio_controller_events_sent_total");
+    let unconfirmed = metric(&done.metrics, "tapio_controller_unconfirmed_events_total");
     assert_eq!(
-        exported_ours + dropped,
+        sent + dropped + unconfirmed,
         emitted,
-        "exported + counted controller drops == emitted"
+        "every event is confirmed, dropped or unconfirmed"
+    );
+    assert!(
+        sent <= exported_ours && exported_ours <= sent + unconfirmed,
+        "sent {sent} exported {exported_ours} unconfirmed {unconfirmed}"
     );
     for p in [p1, p3] {
         assert_eq!(ids_for_port(&read_dir_events(&export), p).len(), 30);

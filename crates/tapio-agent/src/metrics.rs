@@ -90,6 +90,8 @@ pub struct Metrics {
     pub config_reloads_failed: AtomicU64,
     pub controller_send_failures: [AtomicU64; 6],
     pub controller_events_sent: AtomicU64,
+    /// Events of batches given up after an attempt whose outcome is unknown.
+    pub controller_unconfirmed: AtomicU64,
     pub store_files_removed: AtomicU64,
     pub config_generation: AtomicU32,
     /// Last kernel counter snapshot (refreshed by the metrics writer).
@@ -115,6 +117,7 @@ impl Default for Metrics {
             config_reloads_failed: AtomicU64::new(0),
             controller_send_failures: zeros(),
             controller_events_sent: AtomicU64::new(0),
+            controller_unconfirmed: AtomicU64::new(0),
             store_files_removed: AtomicU64::new(0),
             config_generation: AtomicU32::new(0),
             kernel: Mutex::new(KernelCounters::default()),
@@ -309,6 +312,11 @@ impl Metrics {
             "tapio_controller_events_sent_total",
             String::new(),
             self.controller_events_sent.load(Relaxed),
+        );
+        push(
+            "tapio_controller_unconfirmed_events_total",
+            String::new(),
+            self.controller_unconfirmed.load(Relaxed),
         );
         push(
             "tapio_store_files_removed_total",

@@ -158,6 +158,22 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
     Ok(t)
 }
 
+/// Every connection is a file descriptor: raise the soft limit to the hard
+/// one, so thousands of agents (or slow clients) do not exhaust it.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 fn serve(a: ServeArgs) -> i32 {
     let Some(level) = tapio_common::logger::parse_level(&a.log_level) else {
         eprintln!("tapio-controller: --log-level must be one of error, warn, info, debug");
@@ -165,6 +181,7 @@ fn serve(a: ServeArgs) -> i32 {
     };
     tapio_common::logger::init(level);
     signals::install_handlers();
+    raise_nofile();
     let config = match profile_store::ConfigStore::open(a.profile.as_deref()) {
         Ok(c) => c,
         Err(e) => {

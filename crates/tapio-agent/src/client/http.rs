@@ -106,6 +106,8 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
     })
 }
 
+/// What went wrong. Only `Connect` proves the request was not delivered;
+/// after a timeout or an I/O error the server may have processed it.
 #[derive(Debug)]
 pub enum HttpError {
     Connect(std::io::Error),
@@ -181,8 +183,8 @@ impl Client {
                 Err(e) => last = Some(e),
             }
         }
+        // A connect timeout is a connect failure: nothing was sent.
         Err(match last {
-            Some(e) if e.kind() == std::io::ErrorKind::TimedOut => HttpError::Timeout,
             Some(e) => HttpError::Connect(e),
             None => HttpError::Connect(std::io::Error::other("no address")),
         })

@@ -115,6 +115,9 @@ struct Pending {
     lines: Vec<String>,
     attempts: u32,
     next_try: Instant,
+    /// An attempt failed after the request was sent (timeout, cut
+    /// response): the controller may have stored the batch.
+    maybe_delivered: bool,
 }
 
 /// A small xorshift for backoff jitter: no dependency, good enough.
@@ -309,13 +312,24 @@ impl ClientThread {
         b
     }
 
+    /// Gives a batch up. Its events are counted as dropped, or, when an
+    /// attempt may have reached the controller, as unconfirmed: they may be
+    /// in the export, and the sequence/id de-duplication keeps them once.
     fn drop_batch(&self, p: &Pending, why: &str) {
         let n = p.lines.len() as u64;
-        self.metrics.sink_dropped[SinkId::Controller as usize].fetch_add(n, Relaxed);
-        log::warn!(
-            "controller: dropped batch {} ({n} events): {why}",
-            p.sequence
-        );
+        if p.maybe_delivered {
+            self.metrics.controller_unconfirmed.fetch_add(n, Relaxed);
+            log::warn!(
+                "controller: gave up on batch {} ({n} events, delivery unconfirmed): {why}",
+                p.sequence
+            );
+        } else {
+            self.metrics.sink_dropped[SinkId::Controller as usize].fetch_add(n, Relaxed);
+            log::warn!(
+                "controller: dropped batch {} ({n} events): {why}",
+                p.sequence
+            );
+        }
     }
 
     /// One attempt to deliver `p`. Ok(known_agent) when it was delivered
@@ -346,6 +360,9 @@ impl ClientThread {
                 Err(())
             }
             Err(e) => {
+                if !matches!(e, HttpError::Connect(_)) {
+                    p.maybe_delivered = true;
+                }
                 self.fail(&e);
                 Err(())
             }
@@ -466,9 +483,9 @@ impl ClientThread {
             if let Some(t) = closed_at {
                 if now.duration_since(t) >= self.cfg.drain_timeout {
                     // Out of time: everything still here is dropped, counted.
-                    let mut n = queue.len() as u64;
+                    let n = queue.len() as u64;
                     if let Some(p) = pending.take() {
-                        n += p.lines.len() as u64;
+                        self.drop_batch(&p, "shutdown");
                     }
                     if n > 0 {
                         self.metrics.sink_dropped[SinkId::Controller as usize]
@@ -516,6 +533,7 @@ impl ClientThread {
                     lines,
                     attempts: 0,
                     next_try: now,
+                    maybe_delivered: false,
                 });
             }
             let retry = match &mut pending {
