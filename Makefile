@@ -8,7 +8,7 @@ ARGS ?=
 export TAPIO_SKIP_LOG ?= $(CURDIR)/target/tapio-skipped-tests.txt
 
 .PHONY: all setup build release run test lean fmt clippy unit boundaries sizes \
-        smoke demo install uninstall units dist clean
+        smoke demo install uninstall units dist reliability bench clean
 
 all: build
 
@@ -50,6 +50,16 @@ sizes: release
 
 units: release
 	scripts/verify-units.sh
+
+## The fault and bad-input suite (also part of `make test`); prints the
+## RELIABILITY lines docs/reliability.md quotes.
+reliability: build
+	bash -o pipefail -c '$(CARGO) test --test reliability --test store --test client --test e2e -- --nocapture --test-threads=1 2>&1 | tee target/reliability.log | grep -E "RELIABILITY|test result|FAILED|panicked"'
+
+## Benchmarks: writes docs/benchmarks.md (as root; about 15 minutes).
+bench: release
+	$(CARGO) build --release -p tapio-bench
+	python3 scripts/bench/run.py
 
 ## Real-kernel smoke test: natively as root on Linux, else in a Lima VM.
 smoke: setup

@@ -138,6 +138,10 @@ impl Agent {
         agent
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The metrics textfile as it is now (empty when not written yet).
     pub fn metrics_now(&self) -> String {
         std::fs::read_to_string(&self.metrics).unwrap_or_default()
