@@ -12,6 +12,9 @@
  *    is then folded into the oom_kill: one death, one event.
  *  - exec: sched_process_exec, only with exec_enabled.
  */
+/* Lower rate than the network observer: a smaller ring (each ring is
+ * mapped twice into the agent, so its size counts double in RSS). */
+#define TAPIO_RINGBUF_BYTES (256 * 1024)
 #include "common.bpf.h"
 
 struct {

@@ -88,8 +88,8 @@ pub struct RunArgs {
     #[argh(option, default = "8192")]
     pub controller_queue: usize,
 
-    /// capacity of the poller -> sender queue, in events (default 8192)
-    #[argh(option, default = "8192")]
+    /// capacity of the poller -> sender queue, in events (default 4096)
+    #[argh(option, default = "4096")]
     pub queue_capacity: usize,
 
     /// log level: error, warn, info, debug, trace (default info, or

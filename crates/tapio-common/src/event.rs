@@ -1,6 +1,6 @@
 //! The event model and its JSON line.
 //!
-//! An [`Event`] is small and `Copy`: the agent's poller builds it from a
+//! An [`Event`] is small (and allocates only for exec's filename): the agent's poller builds it from a
 //! record without allocating, and the sender thread serializes it. The JSON
 //! is written by hand (no serde on the hot path); its shape is exactly the
 //! wire's `WireEvent`, which a test holds together.
@@ -122,7 +122,7 @@ pub struct StorageFacts {
 }
 
 /// The process facts; which are present depends on the kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessFacts {
     pub pid: u32,
     pub comm: Comm,
@@ -134,7 +134,8 @@ pub struct ProcessFacts {
     pub total_vm_kb: Option<u64>,
     pub rss_kb: Option<u64>,
     pub oom_score_adj: Option<i16>,
-    pub filename: Option<[u8; 128]>,
+    /// Boxed: exec only, and it would triple the size of every queued event.
+    pub filename: Option<Box<[u8; 128]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +147,7 @@ pub struct NodeFacts {
     pub window_ns: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facts {
     Network(NetFacts),
     Storage(StorageFacts),
@@ -155,7 +156,7 @@ pub enum Facts {
 }
 
 /// One piece of evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
     /// Sequence number within the agent instance; with the instance id it
     /// forms the event id.
@@ -327,7 +328,7 @@ impl Event {
                     j.num("oom_score_adj", v);
                 }
                 if let Some(f) = &p.filename {
-                    j.str("filename", &crate::abi::c_str(f));
+                    j.str("filename", &crate::abi::c_str(&f[..]));
                 }
             }
             Facts::Node(n) => {
@@ -458,7 +459,7 @@ mod tests {
                     total_vm_kb: None,
                     rss_kb: None,
                     oom_score_adj: Some(-1000),
-                    filename: Some([b'/'; 128]),
+                    filename: Some(Box::new([b'/'; 128])),
                 }),
                 _ => Facts::Node(NodeFacts {
                     cpu: 0,

@@ -42,7 +42,7 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
                 return Err(Suppress::ObserverDisabled);
             }
             f.ppid = Some(e.ppid);
-            f.filename = Some(e.filename);
+            f.filename = Some(Box::new(e.filename));
             (EventKind::Exec, Severity::Info)
         }
         _ => return Err(Suppress::WrongObserver),
