@@ -335,7 +335,7 @@ fn run(a: RunArgs) -> i32 {
     let mut last_metrics = Instant::now();
     write_metrics(&metrics);
     while !signals::stop_requested() {
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(250));
         if poller_handle.is_finished() {
             log::error!("the poller thread stopped unexpectedly");
             break;

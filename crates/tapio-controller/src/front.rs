@@ -31,6 +31,9 @@ pub struct FrontCounters {
 
 pub struct Front {
     pub backend: PathBuf,
+    /// Bodies up to this size with a Content-Length are read here whole
+    /// (one thread per request); larger or chunked ones stream through.
+    pub max_body: usize,
     pub io_timeout: Duration,
     pub head_deadline: Duration,
     pub max_connections: usize,
@@ -41,6 +44,25 @@ pub struct Front {
 /// Where the request head ends (after the blank line), if it has.
 fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// The declared Content-Length, unless the body is chunked.
+fn content_length(head: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(head);
+    let mut cl = None;
+    for line in text.split("\r\n").skip(1) {
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
+        let k = k.trim();
+        if k.eq_ignore_ascii_case("transfer-encoding") {
+            return None;
+        }
+        if k.eq_ignore_ascii_case("content-length") {
+            cl = v.trim().parse().ok();
+        }
+    }
+    Some(cl.unwrap_or(0))
 }
 
 /// The head with any Connection header replaced by `Connection: close`.
@@ -115,6 +137,25 @@ impl Front {
                 }
             }
         };
+        // The common case: a small body with a length. Read it whole here,
+        // so the request needs no second thread.
+        let whole = content_length(&buf[..end])
+            .filter(|&n| n <= self.max_body)
+            .is_some_and(|n| {
+                let want = end + n;
+                while buf.len() < want {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    let _ = client.set_read_timeout(Some(left.min(self.io_timeout)));
+                    match client.read(&mut chunk) {
+                        Ok(0) | Err(_) => return false,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                true
+            });
         let Ok(mut backend) = UnixStream::connect(&self.backend) else {
             reply(
                 &mut client,
@@ -129,6 +170,11 @@ impl Front {
         if backend.write_all(&rewrite_head(&buf[..end])).is_err()
             || backend.write_all(&buf[end..]).is_err()
         {
+            return;
+        }
+        if whole {
+            let _ = std::io::copy(&mut backend, &mut client);
+            let _ = client.shutdown(Shutdown::Both);
             return;
         }
         // Body upstream on a helper thread; the response comes back here.
@@ -203,6 +249,24 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lengths() {
+        assert_eq!(
+            content_length(b"POST / HTTP/1.1\r\ncontent-length: 12\r\n\r\n"),
+            Some(12)
+        );
+        assert_eq!(
+            content_length(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some(0)
+        );
+        assert_eq!(
+            content_length(
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"
+            ),
+            None
+        );
+    }
 
     #[test]
     fn heads_are_found_and_rewritten_to_close() {

@@ -235,6 +235,7 @@ fn serve(a: ServeArgs) -> i32 {
     };
     let front = Arc::new(front::Front {
         backend: backend.clone(),
+        max_body: a.max_body_bytes.max(1024),
         io_timeout: Duration::from_secs(a.io_timeout_secs.max(1)),
         head_deadline: Duration::from_secs(a.io_timeout_secs.max(1)),
         max_connections: a.max_connections.max(16),

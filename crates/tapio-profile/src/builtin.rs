@@ -43,7 +43,7 @@ const PRODUCTION_DEFAULT: Builtin = Builtin {
     max_bytes: 512 * 1024,
     flush_interval_ms: 1000,
     wakeup_bytes: 64 * 1024,
-    poll_timeout_ms: 50,
+    poll_timeout_ms: 100,
 };
 
 /// Every builtin. `production-default` is what a controller serves without

@@ -117,7 +117,7 @@ impl CompiledConfig {
             },
             ringbuf: RingbufConfig {
                 wakeup_bytes: 64 * 1024,
-                poll_timeout_ms: 50,
+                poll_timeout_ms: 100,
             },
         }
     }
