@@ -142,6 +142,13 @@ impl Agent {
         self.child.id()
     }
 
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status();
+    }
+
     /// The metrics textfile as it is now (empty when not written yet).
     pub fn metrics_now(&self) -> String {
         std::fs::read_to_string(&self.metrics).unwrap_or_default()
