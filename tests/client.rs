@@ -129,8 +129,15 @@ fn redirects_are_not_followed() {
     static TARGET: AtomicUsize = AtomicUsize::new(0);
     TARGET.store(usize::from(target.port), Ordering::SeqCst);
     let redirector = Fake::start(|s| {
+        // alternate 301 and 302
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let status = if N.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            "301 Moved Permanently"
+        } else {
+            "302 Found"
+        };
         let loc = format!(
-            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{}/v1/agents/hello\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 {status}\r\nLocation: http://127.0.0.1:{}/v1/agents/hello\r\nContent-Length: 0\r\n\r\n",
             TARGET.load(Ordering::SeqCst)
         );
         let _ = s.write_all(loc.as_bytes());
