@@ -348,6 +348,18 @@ fn hostile(port: u16, raw: &[u8]) -> (u16, Value) {
 #[test]
 fn hostile_http_never_starves_well_behaved_agents() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // 1,100 sockets on this side: lift the soft fd limit to the hard one
+    // (a fresh Debian's soft limit is 1,024).
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
     let c = Controller::start(&["--io-timeout-secs", "4", "--workers", "8"]);
     let pid = c.child.id();
     let port = c.port;
