@@ -6,9 +6,11 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 ARGS ?=
 export TAPIO_SKIP_LOG ?= $(CURDIR)/target/tapio-skipped-tests.txt
+# Named by tapio_build_info in the agent's metrics.
+export TAPIO_GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 .PHONY: all setup build release run test lean fmt clippy unit boundaries sizes \
-        smoke demo install uninstall units dist reliability bench clean
+        smoke demo install uninstall units dist reliability bench clean test-kernels
 
 all: build
 
@@ -31,6 +33,11 @@ test: setup
 	scripts/verify-lean.sh
 
 lean: test
+
+## The real-kernel tests on Debian 11/12/13 kernels in VMs and on this
+## host (part of `make test`); target/kernel-matrix/summary.md.
+test-kernels: setup
+	scripts/kernels/matrix.sh
 
 fmt:
 	$(CARGO) fmt --all --check

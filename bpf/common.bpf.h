@@ -102,6 +102,17 @@ static __always_inline void tapio_submit(const struct tapio_config *cfg, void *r
 	bpf_ringbuf_submit(rec, flags);
 }
 
+/*
+ * bpf_map_update_elem() as a 32-bit error. Before 6.4 the map ops that the
+ * verifier calls directly returned int, so a negative error reached the
+ * program zero-extended (-EEXIST as 0xffffffef): compared as 64 bits it
+ * never equals -EEXIST. Every comparison of its result goes through this.
+ */
+static __always_inline int tapio_map_update(void *map, const void *key, const void *value, __u64 flags)
+{
+	return (int)bpf_map_update_elem(map, key, value, flags);
+}
+
 static __always_inline __u64 tapio_task_cgroup_id(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);

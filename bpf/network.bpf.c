@@ -111,7 +111,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.flags = CONN_F_OWNER;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+		if (tapio_map_update(&conns, &key, &fresh, BPF_ANY))
 			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 		return;
 	}
@@ -159,7 +159,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 			struct conn fresh = { .flags = CONN_F_RESET_SYN };
 
 			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			if (bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY))
+			if (tapio_map_update(&conns, &key, &fresh, BPF_ANY))
 				tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 		}
 		return;
@@ -199,7 +199,7 @@ static __always_inline void on_retransmit(const struct sock *sk)
 		 * (accepted, or older than the agent): track it ownerless. */
 		struct conn fresh = {};
 
-		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) &&
+		if (tapio_map_update(&conns, &key, &fresh, BPF_NOEXIST) &&
 		    !bpf_map_lookup_elem(&conns, &key)) {
 			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 			return;

@@ -3,13 +3,17 @@
  * Process observer: abnormal process exits, OOM kills, and (optionally)
  * exec.
  *
- *  - abnormal_exit: one per process, at the thread group's final exit
- *    (signal->live reached 0), when it was killed by a signal or exited
- *    with a status that is neither 0 nor in the ignore list.
+ *  - abnormal_exit: one per process, at the thread group's death, when it
+ *    was killed by a signal or exited with a status that is neither 0 nor
+ *    in the ignore list. Which thread ended the group comes from the
+ *    kernel where the tracepoint says (group_dead), else from an atomic
+ *    claim per tgid (dead_groups): one death, one event, on every kernel.
  *  - oom_kill: the OOM killer's victim, with the victim's own cgroups read
  *    from its task_struct (never from current, which is the allocating
  *    task). The victim's tgid is remembered in `oom_victims`, and its exit
- *    is then folded into the oom_kill: one death, one event.
+ *    is then folded into the oom_kill: one death, one event. On kernels
+ *    whose mark_victim carries only a pid, the oom_kill is emitted at the
+ *    victim's death instead, without the mm facts (gone by then).
  *  - exec: sched_process_exec, only with exec_enabled.
  */
 /* Lower rate than the network observer: a smaller ring (each ring is
@@ -17,12 +21,43 @@
 #define TAPIO_RINGBUF_BYTES (256 * 1024)
 #include "common.bpf.h"
 
+#define TAPIO_OOM_MAX 1024
+#define TAPIO_DEAD_GROUPS_MAX 8192
+
+/* oom_victims values */
+#define OOM_REPORTED 1 /* oom_kill emitted at mark_victim: fold the exit */
+#define OOM_AT_EXIT 2  /* pid-only mark_victim: emit the oom_kill at the exit */
+
+/* Thread groups whose OOM kill is known, by tgid. A plain hash: a full map
+ * is counted (correlation_state_full), never evicted silently. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TAPIO_OOM_MAX);
+	__type(key, __u32);  /* tgid */
+	__type(value, __u8); /* OOM_* */
+} oom_victims SEC(".maps");
+
+/* Kernels whose mark_victim carries only a pid (before the task_struct
+ * was added): the victim's thread id, until that thread exits. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TAPIO_OOM_MAX);
+	__type(key, __u32);  /* pid (thread id) */
+	__type(value, __u8);
+} oom_pending SEC(".maps");
+
+/* Kernels whose sched_process_exit does not say whether the group died:
+ * every thread that exits after the group's live count reached 0 sees 0,
+ * so the first of them claims the death here (BPF_NOEXIST is atomic) and
+ * the others stand down. The claim is released when the group leader's
+ * task_struct is freed, which happens only after every thread of the
+ * group has passed its exit tracepoint. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TAPIO_DEAD_GROUPS_MAX);
 	__type(key, __u32);  /* tgid */
 	__type(value, __u8);
-} oom_victims SEC(".maps");
+} dead_groups SEC(".maps");
 
 static __always_inline __u64 memcg_id(struct task_struct *task)
 {
@@ -51,81 +86,206 @@ static __always_inline bool ignored(const struct tapio_config *cfg, __s32 status
 	return false;
 }
 
-SEC("tp_btf/mark_victim")
-int BPF_PROG(tapio_mark_victim, struct task_struct *task)
+/* Resident pages (file + anon + shmem). Before 6.2 mm->rss_stat is one
+ * struct of atomic counters; from 6.2 an array of percpu_counters, whose
+ * global count is what the kernel's own OOM report prints. */
+static __always_inline __s64 rss_pages(struct mm_struct *mm)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	__s64 file, anon, shmem;
+
+	if (bpf_core_field_exists(((struct mm_struct___atomic *)mm)->rss_stat.count)) {
+		struct mm_struct___atomic *old = (void *)mm;
+
+		file = BPF_CORE_READ(old, rss_stat.count[MM_FILEPAGES].counter);
+		anon = BPF_CORE_READ(old, rss_stat.count[MM_ANONPAGES].counter);
+		shmem = BPF_CORE_READ(old, rss_stat.count[MM_SHMEMPAGES].counter);
+	} else {
+		file = BPF_CORE_READ(mm, rss_stat[MM_FILEPAGES].count);
+		anon = BPF_CORE_READ(mm, rss_stat[MM_ANONPAGES].count);
+		shmem = BPF_CORE_READ(mm, rss_stat[MM_SHMEMPAGES].count);
+	}
+	return (file > 0 ? file : 0) + (anon > 0 ? anon : 0) + (shmem > 0 ? shmem : 0);
+}
+
+/* The facts every process record takes from the task. */
+static __always_inline void fill_task(struct tapio_process_event *ev, struct task_struct *task)
+{
+	ev->pid = BPF_CORE_READ(task, tgid);
+	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	ev->cgroup_id = tapio_task_cgroup_id(task);
+	ev->flags = TAPIO_F_CGROUP_KNOWN;
+	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
+}
+
+static __always_inline void emit_oom(const struct tapio_config *cfg, struct task_struct *task)
+{
 	struct tapio_process_event *ev;
 	struct mm_struct *mm;
-	__u32 tgid;
-	__u8 one = 1;
 
-	if (!cfg || !cfg->process_enabled)
-		return 0;
 	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_OOM_KILL);
 	if (!ev)
-		return 0; /* lost and counted: the exit will be reported instead */
-	tgid = BPF_CORE_READ(task, tgid);
-	ev->pid = tgid;
-	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
-	ev->cgroup_id = tapio_task_cgroup_id(task);
+		return; /* lost and counted */
+	fill_task(ev, task);
 	ev->memcg_id = memcg_id(task);
 	ev->oom_score_adj = BPF_CORE_READ(task, signal, oom_score_adj);
 	mm = BPF_CORE_READ(task, mm);
 	if (mm) {
-		__s64 file = BPF_CORE_READ(mm, rss_stat[MM_FILEPAGES].count);
-		__s64 anon = BPF_CORE_READ(mm, rss_stat[MM_ANONPAGES].count);
-		__s64 shmem = BPF_CORE_READ(mm, rss_stat[MM_SHMEMPAGES].count);
-		__s64 rss = (file > 0 ? file : 0) + (anon > 0 ? anon : 0) + (shmem > 0 ? shmem : 0);
-
 		ev->total_vm_pages = BPF_CORE_READ(mm, total_vm);
-		ev->rss_pages = rss;
+		ev->rss_pages = rss_pages(mm);
+		ev->flags |= TAPIO_F_MM_KNOWN;
 	}
-	ev->flags = TAPIO_F_CGROUP_KNOWN;
-	bpf_map_update_elem(&oom_victims, &tgid, &one, BPF_ANY);
 	tapio_submit(cfg, ev);
+}
+
+/* mark_victim(task, uid): the victim's task, while its mm is still there. */
+SEC("tp_btf/mark_victim")
+int BPF_PROG(tapio_mark_victim, struct task_struct *task)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u32 tgid;
+	__u8 v = OOM_REPORTED;
+
+	if (!cfg || !cfg->process_enabled)
+		return 0;
+	tgid = BPF_CORE_READ(task, tgid);
+	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_ANY)) {
+		/* Unremembered, the exit would be a second event: report the
+		 * death once, as the exit it also is, and count the loss. */
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+		return 0;
+	}
+	emit_oom(cfg, task);
 	return 0;
 }
 
+/* mark_victim(pid), older kernels: only the victim's thread id. The
+ * oom_kill is emitted at its group's death, from the exiting task. */
+SEC("tp_btf/mark_victim")
+int BPF_PROG(tapio_mark_victim_pid, int pid)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u32 key = pid;
+	__u8 one = 1;
+
+	if (!cfg || !cfg->process_enabled)
+		return 0;
+	if (tapio_map_update(&oom_pending, &key, &one, BPF_ANY))
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+	return 0;
+}
+
+/* A thread of an OOM victim found by pid: remember its group. */
+static __always_inline void pending_oom(struct task_struct *task, __u32 tgid)
+{
+	__u32 pid = BPF_CORE_READ(task, pid);
+	__u8 v = OOM_AT_EXIT;
+
+	if (!bpf_map_lookup_elem(&oom_pending, &pid))
+		return;
+	bpf_map_delete_elem(&oom_pending, &pid);
+	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_NOEXIST) == -E2BIG)
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+}
+
+/* The group of `task` has died; `task` is one of its threads. */
+static __always_inline void group_died(const struct tapio_config *cfg, struct task_struct *task, __u32 tgid)
+{
+	struct tapio_process_event *ev;
+	struct task_struct *leader;
+	__u8 *oom;
+	__u32 flags, sig;
+	__s32 code, status;
+
+	oom = bpf_map_lookup_elem(&oom_victims, &tgid);
+	if (oom) {
+		__u8 how = *oom;
+
+		bpf_map_delete_elem(&oom_victims, &tgid);
+		tapio_count(TAPIO_CNT_OOM_EXIT_DEDUP);
+		if (how == OOM_AT_EXIT)
+			emit_oom(cfg, task);
+		return;
+	}
+	/* The status wait(2) reports: the group's exit code after a group
+	 * exit (exit_group, a fatal signal), else the leader's own. */
+	flags = BPF_CORE_READ(task, signal, flags);
+	if (flags & SIGNAL_GROUP_EXIT) {
+		code = BPF_CORE_READ(task, signal, group_exit_code);
+	} else {
+		leader = BPF_CORE_READ(task, group_leader);
+		code = BPF_CORE_READ(leader, exit_code);
+	}
+	status = (code >> 8) & 0xff;
+	sig = code & 0x7f;
+	if (!sig && (status == 0 || ignored(cfg, status)))
+		return;
+	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_ABNORMAL_EXIT);
+	if (!ev)
+		return;
+	fill_task(ev, task);
+	ev->exit_code = status;
+	ev->signal = sig;
+	tapio_submit(cfg, ev);
+}
+
+/* sched_process_exit(task, group_dead): the kernel says which thread
+ * ended the group (newer kernels). */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tapio_sched_process_exit_gd, struct task_struct *task, bool group_dead)
+{
+	const struct tapio_config *cfg = tapio_cfg();
+	__u32 tgid;
+
+	if (!cfg || !cfg->process_enabled)
+		return 0;
+	tgid = BPF_CORE_READ(task, tgid);
+	pending_oom(task, tgid);
+	if (!group_dead)
+		return 0;
+	group_died(cfg, task, tgid);
+	return 0;
+}
+
+/* sched_process_exit(task): the group is dead once signal->live is 0;
+ * the first thread to see that claims the death in dead_groups. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tapio_sched_process_exit, struct task_struct *task)
 {
 	const struct tapio_config *cfg = tapio_cfg();
-	struct tapio_process_event *ev;
-	__u32 tgid, flags, sig;
-	__s32 code, status;
+	__u32 tgid;
+	__u8 one = 1;
+	int err;
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
-	/* Threads other than the last one of the group: not a process exit. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
-		return 0;
 	tgid = BPF_CORE_READ(task, tgid);
-	if (bpf_map_lookup_elem(&oom_victims, &tgid)) {
-		bpf_map_delete_elem(&oom_victims, &tgid);
-		tapio_count(TAPIO_CNT_OOM_EXIT_DEDUP);
+	pending_oom(task, tgid);
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0; /* not the end of the group */
+	err = tapio_map_update(&dead_groups, &tgid, &one, BPF_NOEXIST);
+	if (err == -EEXIST)
+		return 0; /* another thread of the group reported it */
+	if (err) {
+		/* Without a claim this death could be reported twice: drop it,
+		 * counted, rather than risk a duplicate. */
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 		return 0;
 	}
-	code = BPF_CORE_READ(task, exit_code);
-	flags = BPF_CORE_READ(task, signal, flags);
-	if (flags & SIGNAL_GROUP_EXIT)
-		code = BPF_CORE_READ(task, signal, group_exit_code);
-	status = (code >> 8) & 0xff;
-	sig = code & 0x7f;
-	if (!sig && (status == 0 || ignored(cfg, status)))
-		return 0;
-	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_ABNORMAL_EXIT);
-	if (!ev)
-		return 0;
-	ev->pid = tgid;
-	ev->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	ev->exit_code = status;
-	ev->signal = sig;
-	ev->cgroup_id = tapio_task_cgroup_id(task);
-	ev->flags = TAPIO_F_CGROUP_KNOWN;
-	BPF_CORE_READ_STR_INTO(&ev->comm, task, group_leader, comm);
-	tapio_submit(cfg, ev);
+	group_died(cfg, task, tgid);
+	return 0;
+}
+
+/* The leader's task_struct is freed after every thread of its group has
+ * exited: the group's claim, if any, is released. Loaded together with
+ * tapio_sched_process_exit only. */
+SEC("tp_btf/sched_process_free")
+int BPF_PROG(tapio_sched_process_free, struct task_struct *task)
+{
+	__u32 pid = BPF_CORE_READ(task, pid);
+	__u32 tgid = BPF_CORE_READ(task, tgid);
+
+	if (pid == tgid)
+		bpf_map_delete_elem(&dead_groups, &tgid);
 	return 0;
 }
 

@@ -53,16 +53,13 @@ struct {
 	__type(value, struct inflight);
 } inflight SEC(".maps");
 
-/* bpf_ktime_get_ns() of this object's first invocation. A completion whose
- * request was allocated before it was in flight when we attached: not a
- * correlation failure, and counted apart. */
-__u64 first_seen_ns = 0;
-
-static __always_inline void mark_first_seen(void)
-{
-	if (!first_seen_ns)
-		__sync_val_compare_and_swap(&first_seen_ns, 0, bpf_ktime_get_ns());
-}
+/* CLOCK_MONOTONIC (the clock of request.start_time_ns) just after the
+ * programs were attached, written by the agent; 0 until then. A completion
+ * with no recorded issue whose request started before it was in flight
+ * at attach: not a correlation failure, and counted apart. (A value set
+ * from user space, not a compare-and-swap here: BPF atomics other than
+ * add need 5.12, and 5.10 is supported.) */
+__u64 attached_ns = 0;
 
 static __always_inline __u8 op_of(__u32 cmd_flags)
 {
@@ -83,8 +80,14 @@ static __always_inline __u8 op_of(__u32 cmd_flags)
 static __always_inline void record_issue(struct request *rq, __u64 key)
 {
 	struct inflight v = {};
-	struct gendisk *disk = BPF_CORE_READ(rq, q, disk);
-	long err;
+	struct gendisk *disk;
+	int err;
+
+	/* The disk hangs off the request before 5.15, off its queue after. */
+	if (bpf_core_field_exists(rq->rq_disk))
+		disk = BPF_CORE_READ(rq, rq_disk);
+	else
+		disk = BPF_CORE_READ(rq, q, disk);
 
 	v.issue_ns = bpf_ktime_get_boot_ns();
 	v.sector = BPF_CORE_READ(rq, __sector);
@@ -95,7 +98,7 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 		v.dev_major = BPF_CORE_READ(disk, major);
 		v.dev_minor = BPF_CORE_READ(disk, first_minor);
 	}
-	err = bpf_map_update_elem(&inflight, &key, &v, BPF_NOEXIST);
+	err = tapio_map_update(&inflight, &key, &v, BPF_NOEXIST);
 	if (err == -EEXIST) {
 		struct inflight *old = bpf_map_lookup_elem(&inflight, &key);
 
@@ -116,7 +119,6 @@ int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 
 	if (!cfg || !cfg->storage_enabled)
 		return 0;
-	mark_first_seen();
 	record_issue(rq, key);
 	if (cfg->test_flags & TAPIO_TEST_DOUBLE_ISSUE)
 		record_issue(rq, key); /* test hook: a duplicate key */
@@ -138,23 +140,22 @@ int BPF_PROG(tapio_block_rq_requeue, struct request *rq)
 	return 0;
 }
 
-SEC("tp_btf/block_rq_complete")
-int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int nr_bytes)
+static __always_inline int on_complete(struct request *rq, __u8 error, __u8 eflags, unsigned int nr_bytes)
 {
 	const struct tapio_config *cfg = tapio_cfg();
 	struct tapio_storage_event *ev;
 	struct inflight *e, v;
 	__u64 key = (__u64)rq;
-	__u64 latency;
+	__u64 latency, attached;
 
 	if (!cfg || !cfg->storage_enabled)
 		return 0;
-	mark_first_seen();
 	e = bpf_map_lookup_elem(&inflight, &key);
 	if (!e) {
+		attached = attached_ns;
 		if (BPF_CORE_READ(rq, state) == MQ_RQ_IDLE)
 			tapio_count(TAPIO_CNT_NOT_DISPATCHED);
-		else if (BPF_CORE_READ(rq, start_time_ns) < first_seen_ns)
+		else if (!attached || BPF_CORE_READ(rq, start_time_ns) < attached)
 			tapio_count(TAPIO_CNT_INFLIGHT_AT_ATTACH);
 		else
 			tapio_count(TAPIO_CNT_CORR_NO_ISSUE);
@@ -183,10 +184,29 @@ int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int
 	ev->dev_minor = v.dev_minor;
 	ev->op = v.op;
 	ev->error = error;
+	ev->flags = eflags;
 	ev->latency_ns = latency;
 	/* Severity under the config this record is stamped with. */
 	if (!error && latency >= cfg->slow_io_critical_ns)
 		ev->flags |= TAPIO_F_CRITICAL;
 	tapio_submit(cfg, ev);
 	return 0;
+}
+
+/* block_rq_complete(rq, blk_status_t error, nr_bytes). */
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(tapio_block_rq_complete, struct request *rq, u8 error, unsigned int nr_bytes)
+{
+	return on_complete(rq, error, 0, nr_bytes);
+}
+
+/* block_rq_complete(rq, int error, nr_bytes), older kernels: a negative
+ * errno. The agent loads one of the two, from the tracepoint's prototype
+ * in the kernel's BTF. */
+SEC("tp_btf/block_rq_complete")
+int BPF_PROG(tapio_block_rq_complete_errno, struct request *rq, int error, unsigned int nr_bytes)
+{
+	int e = error < 0 ? -error : error;
+
+	return on_complete(rq, e > 255 ? 255 : e, error ? TAPIO_F_ERRNO : 0, nr_bytes);
 }

@@ -63,6 +63,8 @@ struct tapio_event_header {
 #define TAPIO_F_OWNER_KNOWN (1u << 0) /* pid/comm are the owning process */
 #define TAPIO_F_CGROUP_KNOWN (1u << 1) /* cgroup_id is meaningful */
 #define TAPIO_F_CRITICAL (1u << 2)     /* past the critical threshold in force */
+#define TAPIO_F_MM_KNOWN (1u << 3)     /* oom_kill: total_vm_pages/rss_pages are meaningful */
+#define TAPIO_F_ERRNO (1u << 4)        /* storage error: `error` is a positive errno, not a blk_status_t */
 
 /* kernel.network.* */
 struct tapio_net_event {
@@ -103,7 +105,7 @@ struct tapio_storage_event {
 	__u32 dev_minor;
 	__u32 pid;          /* valid with TAPIO_F_OWNER_KNOWN */
 	__u8 op;            /* enum tapio_storage_op */
-	__u8 error;         /* blk_status_t, 0 = ok */
+	__u8 error;         /* blk_status_t, 0 = ok (an errno with TAPIO_F_ERRNO) */
 	__u8 flags;         /* TAPIO_F_* */
 	__u8 _pad[5];
 	char comm[TAPIO_COMM_LEN];

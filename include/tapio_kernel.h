@@ -172,6 +172,19 @@ struct percpu_counter {
 	s64 count;
 };
 
+typedef struct {
+	long counter;
+} atomic_long_t;
+
+/* Before 6.2, mm->rss_stat was one struct of atomic counters. */
+struct mm_rss_stat___atomic {
+	atomic_long_t count[4];
+};
+
+struct mm_struct___atomic {
+	struct mm_rss_stat___atomic rss_stat;
+};
+
 struct mm_struct {
 	unsigned long total_vm;
 	struct percpu_counter rss_stat[4];
@@ -210,6 +223,7 @@ enum mq_rq_state {
 
 struct request {
 	struct request_queue *q;
+	struct gendisk *rq_disk; /* before 5.15; later q->disk */
 	u64 start_time_ns;
 	enum mq_rq_state state;
 	unsigned int cmd_flags;

@@ -4,7 +4,14 @@
 # when they are absent (the real-kernel tests need them).
 set -euo pipefail
 
-PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps python3)
+PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps python3
+  # the kernel matrix (make test-kernels): VMs, modules, Debian's archive keys
+  qemu-system-x86 kmod busybox-static debian-archive-keyring python3-venv util-linux
+  # promtool, the real Prometheus parser the metrics tests use
+  prometheus)
+# virtme-ng boots the matrix kernels; PyPI only, kept in a venv beside the
+# kernel cache (pinned: the version the matrix was proven with).
+VIRTME_NG_VERSION=1.42
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -34,6 +41,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq >/dev/null
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# virtme-ng, unless one is already on PATH.
+if ! command -v vng >/dev/null 2>&1; then
+  venv=${TAPIO_KERNEL_CACHE:-$HOME/.cache/tapio-kernels}/venv
+  if [ ! -x "$venv/bin/vng" ]; then
+    say "installing virtme-ng $VIRTME_NG_VERSION into $venv"
+    python3 -m venv "$venv" >/dev/null && "$venv/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION" >/dev/null \
+      || { say "could not install virtme-ng (PyPI unreachable?): the kernel matrix will fail"; }
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

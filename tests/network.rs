@@ -353,12 +353,16 @@ fn a_storm_of_refused_connects_closes_the_accounting() {
     let dir_s = dir.to_string_lossy().into_owned();
     let agent = Agent::start("storm", &["--no-stdout", "--data-dir", &dir_s]);
     let port = closed_port();
-    const N: usize = 100_000;
+    // 100,000 by default; the VM matrix runs fewer under emulation.
+    let n: usize = std::env::var("TAPIO_STORM_CONNECTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
     let threads: Vec<_> = (0..2)
         .map(|_| {
             std::thread::spawn(move || {
                 let mut refused = 0usize;
-                for _ in 0..N / 2 {
+                for _ in 0..n / 2 {
                     if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
                         if e.kind() == std::io::ErrorKind::ConnectionRefused {
                             refused += 1;
@@ -370,7 +374,8 @@ fn a_storm_of_refused_connects_closes_the_accounting() {
         })
         .collect();
     let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
-    assert_eq!(refused, N, "every connect was refused");
+    let n = n / 2 * 2;
+    assert_eq!(refused, n, "every connect was refused");
     std::thread::sleep(Duration::from_secs(2));
     let done = agent.stop();
     assert!(done.status.success());
@@ -395,19 +400,19 @@ fn a_storm_of_refused_connects_closes_the_accounting() {
         "tapio_sink_dropped_events_total{sink=\"file\"}",
     );
     eprintln!(
-        "storm: {N} connects, {stored} stored, {losses} counted losses, {file_dropped} file drops"
+        "storm: {n} connects, {stored} stored, {losses} counted losses, {file_dropped} file drops"
     );
-    assert!(stored <= N as u64);
+    assert!(stored <= n as u64);
     if losses == 0 && file_dropped == 0 {
         assert_eq!(
-            stored, N as u64,
+            stored, n as u64,
             "no loss counted, so every connect is stored"
         );
     } else {
         // Losses are counted per observer, not per port: background
         // network events may be among them, so only a bound is exact.
         assert!(
-            stored + losses + file_dropped >= N as u64,
+            stored + losses + file_dropped >= n as u64,
             "every missing event is counted"
         );
     }

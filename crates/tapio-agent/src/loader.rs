@@ -5,6 +5,7 @@
 //! `tapio_config` is written between load and attach, so the first record
 //! already carries a generation.
 
+use crate::prototypes::Prototypes;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use std::mem::MaybeUninit;
@@ -104,16 +105,66 @@ fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()>
     cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
 }
 
-/// Opens, loads, configures and attaches one skeleton type.
+/// Turns autoload off for the program variants this kernel cannot run
+/// (crate::prototypes). A name that is not in the object is a build
+/// mismatch, and fails the load.
+fn choose_variants(obj: &mut OpenObject, choices: &[(&str, bool)]) -> libbpf_rs::Result<()> {
+    for (name, load) in choices {
+        let mut found = false;
+        for mut p in obj.progs_mut() {
+            if p.name() == *name {
+                p.set_autoload(*load);
+                found = true;
+            }
+        }
+        if !found {
+            return Err(libbpf_rs::Error::from(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("program {name} is not in the object"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The variants each observer loads on this kernel.
+fn variants(index: usize, p: &Prototypes) -> Vec<(&'static str, bool)> {
+    match index {
+        OBS_PROCESS => {
+            let mut v = p.process_programs().to_vec();
+            v.push(("tapio_sched_process_free", p.process_free_hook()));
+            v
+        }
+        OBS_STORAGE => p.storage_programs().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `request.start_time_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Opens, loads, configures and attaches one skeleton type; `$after`
+/// runs on the attached skeleton.
 macro_rules! loader {
-    ($fn:ident, $builder:path, $variant:ident, $index:expr) => {
-        fn $fn(k: &KernelConfig) -> libbpf_rs::Result<Observer> {
-            let open = <$builder>::default().open(storage())?;
+    ($fn:ident, $builder:path, $variant:ident, $index:expr, $after:expr) => {
+        fn $fn(k: &KernelConfig, protos: &Prototypes) -> libbpf_rs::Result<Observer> {
+            let mut open = <$builder>::default().open(storage())?;
+            choose_variants(open.open_object_mut(), &variants($index, protos))?;
             let mut skel = open.load()?;
             let (config_map, counters_map) =
                 handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
             write_initial(&config_map, k)?;
             skel.attach()?;
+            #[allow(clippy::redundant_closure_call)]
+            ($after)(&mut skel);
             Ok(Observer {
                 index: $index,
                 skel: Loaded::$variant(Box::new(skel)),
@@ -128,31 +179,41 @@ loader!(
     load_network,
     tapio_bpf::network::NetworkSkelBuilder,
     Network,
-    OBS_NETWORK
+    OBS_NETWORK,
+    |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
 );
 loader!(
     load_storage,
     tapio_bpf::storage::StorageSkelBuilder,
     Storage,
-    OBS_STORAGE
+    OBS_STORAGE,
+    |s: &mut tapio_bpf::storage::StorageSkel<'_>| {
+        // Requests that started before this instant may have been issued
+        // before the programs were attached.
+        if let Some(bss) = s.maps.bss_data.as_deref_mut() {
+            bss.attached_ns = monotonic_ns();
+        }
+    }
 );
 loader!(
     load_process,
     tapio_bpf::process::ProcessSkelBuilder,
     Process,
-    OBS_PROCESS
+    OBS_PROCESS,
+    |_: &mut tapio_bpf::process::ProcessSkel<'_>| {}
 );
 
 /// Loads and attaches each observer, then drops it again: the feasibility
 /// probe. Nothing stays loaded.
 pub fn probe_each(k: &KernelConfig) -> Vec<(usize, Result<(), String>)> {
+    let protos = Prototypes::of_running_kernel();
     loaders()
         .into_iter()
-        .map(|(idx, load)| (idx, load(k).map(drop).map_err(|e| format!("{e}"))))
+        .map(|(idx, load)| (idx, load(k, &protos).map(drop).map_err(|e| format!("{e}"))))
         .collect()
 }
 
-type LoadFn = fn(&KernelConfig) -> libbpf_rs::Result<Observer>;
+type LoadFn = fn(&KernelConfig, &Prototypes) -> libbpf_rs::Result<Observer>;
 
 fn loaders() -> [(usize, LoadFn); 3] {
     [
@@ -167,6 +228,8 @@ pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
     let loaders = loaders();
+    let protos = Prototypes::of_running_kernel();
+    log::info!("tracepoint prototypes: {}", protos.describe());
     let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     for (idx, load) in loaders {
         // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that
@@ -179,7 +242,7 @@ pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
             failed.push((idx, "fault injected by TAPIO_FAULT_INJECT".to_string()));
             continue;
         }
-        match load(k) {
+        match load(k, &protos) {
             Ok(o) => ok.push(o),
             Err(e) => failed.push((idx, format!("{e}"))),
         }
@@ -342,7 +405,8 @@ mod tests {
             return;
         }
         let k = crate::kconfig::to_kernel(&tapio_wire::CompiledConfig::standalone_default(), 1);
-        let o = super::load_network(&k).expect("network object loads and attaches");
+        let o = super::load_network(&k, &crate::prototypes::Prototypes::default())
+            .expect("network object loads and attaches");
         assert_eq!(o.index, abi::OBS_NETWORK);
         let mut kc = crate::metrics::KernelCounters::default();
         super::CounterReaders(vec![(
@@ -370,7 +434,7 @@ mod budgets {
     const LIMITS: [(&str, usize, usize, u32, u32); 3] = [
         ("network", 40 * 1024, 5, 16_384, 1 << 20),
         ("storage", 24 * 1024, 5, 8_192, 256 << 10),
-        ("process", 32 * 1024, 5, 1_024, 256 << 10),
+        ("process", 48 * 1024, 7, 8_192, 256 << 10),
     ];
 
     #[test]

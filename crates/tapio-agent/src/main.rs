@@ -16,6 +16,7 @@ mod loader;
 mod metrics;
 mod observer;
 mod poller;
+mod prototypes;
 mod sender;
 mod signals;
 mod sink;
@@ -184,7 +185,7 @@ fn run(a: RunArgs) -> i32 {
     }
     if observers.is_empty() {
         log::error!(
-            "no observer could be loaded; is this a Linux >= 5.8 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?"
+            "no observer could be loaded; is this a Linux >= 5.10 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?"
         );
         return 1;
     }

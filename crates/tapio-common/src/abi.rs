@@ -56,6 +56,8 @@ pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
 pub const F_OWNER_KNOWN: u8 = 1 << 0;
 pub const F_CGROUP_KNOWN: u8 = 1 << 1;
 pub const F_CRITICAL: u8 = 1 << 2;
+pub const F_MM_KNOWN: u8 = 1 << 3;
+pub const F_ERRNO: u8 = 1 << 4;
 
 /// `enum tapio_storage_op`
 pub mod storage_op {

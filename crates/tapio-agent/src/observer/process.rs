@@ -2,7 +2,7 @@
 
 use super::Context;
 use crate::metrics::Suppress;
-use tapio_common::abi::{ProcessEvent, event_type};
+use tapio_common::abi::{F_MM_KNOWN, ProcessEvent, event_type};
 use tapio_common::event::{Comm, Event, EventKind, Facts, ProcessFacts};
 use tapio_wire::Severity;
 
@@ -32,8 +32,12 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         }
         event_type::PROC_OOM_KILL => {
             f.memcg_id = Some(e.memcg_id);
-            f.total_vm_kb = Some(e.total_vm_pages.saturating_mul(ctx.page_kb));
-            f.rss_kb = Some(e.rss_pages.saturating_mul(ctx.page_kb));
+            // Known only when the kernel handed over the victim's task
+            // while its mm was still there.
+            if e.flags & F_MM_KNOWN != 0 {
+                f.total_vm_kb = Some(e.total_vm_pages.saturating_mul(ctx.page_kb));
+                f.rss_kb = Some(e.rss_pages.saturating_mul(ctx.page_kb));
+            }
             f.oom_score_adj = Some(e.oom_score_adj);
             (EventKind::OomKill, Severity::Critical)
         }

@@ -3,7 +3,7 @@
 use super::Context;
 use crate::metrics::Suppress;
 use tapio_common::abi::{
-    F_CGROUP_KNOWN, F_CRITICAL, F_OWNER_KNOWN, StorageEvent, event_type, storage_op,
+    F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, StorageEvent, event_type, storage_op,
 };
 use tapio_common::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
 use tapio_wire::Severity;
@@ -43,6 +43,31 @@ pub fn blk_status_name(s: u8) -> Option<&'static str> {
     })
 }
 
+/// The errno names `blk_status_to_errno` can produce, for kernels whose
+/// `block_rq_complete` passes an errno (flag `F_ERRNO`).
+pub fn errno_name(e: u8) -> Option<&'static str> {
+    Some(match i32::from(e) {
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ENOSPC => "ENOSPC",
+        libc::ENOLINK => "ENOLINK",
+        libc::EREMOTEIO => "EREMOTEIO",
+        libc::EBADE => "EBADE",
+        libc::ENODATA => "ENODATA",
+        libc::EILSEQ => "EILSEQ",
+        libc::ENOMEM => "ENOMEM",
+        libc::EBUSY => "EBUSY",
+        libc::EAGAIN => "EAGAIN",
+        libc::EREMCHG => "EREMCHG",
+        libc::ETOOMANYREFS => "ETOOMANYREFS",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EIO => "EIO",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        _ => return None,
+    })
+}
+
 pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppress> {
     let cfg = &ctx.config.storage;
     if !cfg.enabled {
@@ -63,6 +88,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         _ => return Err(Suppress::WrongObserver),
     };
     let is_err = kind == EventKind::IoError;
+    let errno = e.flags & F_ERRNO != 0;
     Ok(Event {
         seq,
         kind,
@@ -76,12 +102,13 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
             bytes: e.bytes,
             op: op_name(e.op),
             latency_ns: e.latency_ns,
-            error: if is_err {
-                Some(blk_status_name(e.error).unwrap_or("unknown"))
-            } else {
-                None
+            error: match (is_err, errno) {
+                (false, _) => None,
+                (true, false) => Some(blk_status_name(e.error).unwrap_or("unknown")),
+                (true, true) => Some(errno_name(e.error).unwrap_or("unknown")),
             },
-            error_code: is_err.then_some(e.error),
+            // The blk_status_t number; an errno is not one.
+            error_code: (is_err && !errno).then_some(e.error),
             owner: (e.flags & F_OWNER_KNOWN != 0).then_some(Owner {
                 pid: e.pid,
                 comm: Comm(e.comm),
@@ -133,5 +160,14 @@ mod tests {
         };
         assert_eq!(s.error, Some("BLK_STS_IOERR"));
         assert_eq!(s.error_code, Some(10));
+        // The same failure from a kernel that passes an errno.
+        e.error = 5;
+        e.flags |= F_ERRNO;
+        let ev = build(&e, 2, &ctx).unwrap();
+        let Facts::Storage(s) = &ev.facts else {
+            panic!()
+        };
+        assert_eq!(s.error, Some("EIO"));
+        assert_eq!(s.error_code, None);
     }
 }

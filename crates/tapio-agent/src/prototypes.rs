@@ -1,0 +1,200 @@
+//! The running kernel's tracepoint prototypes, read from its BTF, and the
+//! program variants they select.
+//!
+//! A few tracepoints changed their arguments across the kernels Tapio
+//! supports. Each observer object carries one program per prototype, and
+//! the loader turns autoload off for the ones this kernel cannot run. The
+//! choice comes from the kernel's own BTF (`btf_trace_<name>` is a pointer
+//! to the probe's function prototype), never from the release string.
+
+use libbpf_rs::btf::types::{FuncProto, Int, IntEncoding, Ptr, Typedef};
+use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
+
+/// What this kernel's tracepoints look like, where it matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prototypes {
+    /// `sched_process_exit(task, bool group_dead)` (newer kernels): the
+    /// kernel says which thread ended the group.
+    pub exit_has_group_dead: bool,
+    /// `mark_victim(task, uid)`; older kernels pass only the pid.
+    pub mark_victim_has_task: bool,
+    /// `block_rq_complete(rq, int error, ...)` with a negative errno
+    /// (older kernels) rather than a `blk_status_t`.
+    pub complete_error_is_errno: bool,
+}
+
+impl Default for Prototypes {
+    /// The newest shapes: what the objects assume when BTF is unreadable
+    /// (the load then fails with the kernel's own reason).
+    fn default() -> Self {
+        Prototypes {
+            exit_has_group_dead: false,
+            mark_victim_has_task: true,
+            complete_error_is_errno: false,
+        }
+    }
+}
+
+/// The argument kinds of a tracepoint, after the probe's `void *` context:
+/// `None` when the kernel has no such tracepoint in its BTF.
+fn args(btf: &Btf<'_>, tracepoint: &str) -> Option<Vec<Arg>> {
+    let td = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{tracepoint}"))?;
+    let ptr = Ptr::try_from(td.referenced_type().skip_mods_and_typedefs()).ok()?;
+    let proto = FuncProto::try_from(ptr.referenced_type().skip_mods_and_typedefs()).ok()?;
+    Some(
+        proto
+            .iter()
+            .skip(1)
+            .map(|p| {
+                btf.type_by_id::<BtfType<'_>>(p.ty)
+                    .map_or(Arg::Other, |t| Arg::of(t))
+            })
+            .collect(),
+    )
+}
+
+/// What one argument is, as far as variant selection cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    Pointer,
+    /// An integer of this many bytes, signed or not.
+    Int {
+        bytes: usize,
+        signed: bool,
+    },
+    Other,
+}
+
+impl Arg {
+    fn of(t: BtfType<'_>) -> Arg {
+        let t = t.skip_mods_and_typedefs();
+        match t.kind() {
+            BtfKind::Ptr => Arg::Pointer,
+            BtfKind::Int => Int::try_from(t).map_or(Arg::Other, |i| Arg::Int {
+                bytes: usize::from(i.bits / 8),
+                signed: matches!(i.encoding, IntEncoding::Signed),
+            }),
+            _ => Arg::Other,
+        }
+    }
+}
+
+impl Prototypes {
+    /// Reads the prototypes from `/sys/kernel/btf/vmlinux`; the defaults
+    /// when it cannot be read.
+    pub fn of_running_kernel() -> Prototypes {
+        match Btf::from_vmlinux() {
+            Ok(btf) => Prototypes::from_btf(&btf),
+            Err(e) => {
+                log::warn!(
+                    "kernel BTF not readable ({e}): assuming the newest tracepoint prototypes"
+                );
+                Prototypes::default()
+            }
+        }
+    }
+
+    fn from_btf(btf: &Btf<'_>) -> Prototypes {
+        let d = Prototypes::default();
+        let exit = args(btf, "sched_process_exit");
+        let victim = args(btf, "mark_victim");
+        let complete = args(btf, "block_rq_complete");
+        Prototypes {
+            exit_has_group_dead: exit.is_some_and(|a| a.len() >= 2),
+            mark_victim_has_task: victim
+                .map_or(d.mark_victim_has_task, |a| a.first() == Some(&Arg::Pointer)),
+            complete_error_is_errno: complete.map_or(d.complete_error_is_errno, |a| {
+                a.get(1)
+                    == Some(&Arg::Int {
+                        bytes: 4,
+                        signed: true,
+                    })
+            }),
+        }
+    }
+
+    /// `(program, load it?)` for every program that has variants, in the
+    /// object that holds it.
+    pub fn process_programs(&self) -> [(&'static str, bool); 4] {
+        [
+            ("tapio_mark_victim", self.mark_victim_has_task),
+            ("tapio_mark_victim_pid", !self.mark_victim_has_task),
+            ("tapio_sched_process_exit_gd", self.exit_has_group_dead),
+            // The claim-based exit needs the free hook that releases claims.
+            ("tapio_sched_process_exit", !self.exit_has_group_dead),
+        ]
+    }
+
+    /// See [`Prototypes::process_programs`].
+    pub fn process_free_hook(&self) -> bool {
+        !self.exit_has_group_dead
+    }
+
+    /// See [`Prototypes::process_programs`].
+    pub fn storage_programs(&self) -> [(&'static str, bool); 2] {
+        [
+            ("tapio_block_rq_complete", !self.complete_error_is_errno),
+            (
+                "tapio_block_rq_complete_errno",
+                self.complete_error_is_errno,
+            ),
+        ]
+    }
+
+    /// One line for the log and `check`.
+    pub fn describe(&self) -> String {
+        format!(
+            "sched_process_exit {}, mark_victim {}, block_rq_complete {}",
+            if self.exit_has_group_dead {
+                "(task, group_dead)"
+            } else {
+                "(task): group death claimed per tgid"
+            },
+            if self.mark_victim_has_task {
+                "(task)"
+            } else {
+                "(pid): oom_kill emitted at the victim's exit"
+            },
+            if self.complete_error_is_errno {
+                "(rq, errno)"
+            } else {
+                "(rq, blk_status_t)"
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On the running kernel, every tracepoint Tapio uses has a prototype
+    /// in BTF, and each variant group selects exactly one program.
+    #[test]
+    fn each_variant_group_selects_exactly_one_program() {
+        let Ok(btf) = Btf::from_vmlinux() else {
+            eprintln!("SKIPPED: prototypes test needs /sys/kernel/btf/vmlinux");
+            crate::test_skip::record("each_variant_group_selects_exactly_one_program");
+            return;
+        };
+        for tp in [
+            "sched_process_exit",
+            "mark_victim",
+            "block_rq_complete",
+            "sched_process_free",
+        ] {
+            assert!(args(&btf, tp).is_some(), "{tp} not in BTF");
+        }
+        let p = Prototypes::from_btf(&btf);
+        let procs = p.process_programs();
+        assert_eq!(procs[..2].iter().filter(|(_, on)| *on).count(), 1);
+        assert_eq!(procs[2..].iter().filter(|(_, on)| *on).count(), 1);
+        assert_eq!(p.storage_programs().iter().filter(|(_, on)| *on).count(), 1);
+        // The task argument of sched_process_exit is a pointer everywhere.
+        assert_eq!(
+            args(&btf, "sched_process_exit").and_then(|a| a.first().copied()),
+            Some(Arg::Pointer)
+        );
+        println!("PROTOTYPES {}", p.describe());
+    }
+}

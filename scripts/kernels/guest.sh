@@ -1,0 +1,34 @@
+#!/bin/sh
+# Runs inside a matrix VM (as root, over the host's root filesystem, made
+# read-only with writable overlays): prepares the guest, runs `tapio-agent
+# check` and each real-kernel test binary, and writes every result into
+# the host directory $1 (shared read-write). Also runs natively, for the
+# host row of the matrix.
+#
+#   guest.sh RESULTS_DIR AGENT_BIN TEST_BIN...
+out=$1; agent=$2; shift 2
+mkdir -p "$out"
+exec > "$out/guest.log" 2>&1
+set -x
+uname -r > "$out/release"
+grep -qs ' /sys/fs/bpf bpf ' /proc/mounts || mount -t bpf bpf /sys/fs/bpf
+grep -qs ' /sys/kernel/tracing ' /proc/mounts || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+for m in veth nf_tables loop; do modprobe "$m" 2>/dev/null || echo "modprobe $m failed (built in?)"; done
+ip link set lo up 2>/dev/null
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo v2-only > "$out/cgroups"; else echo hybrid > "$out/cgroups"; fi
+ulimit -n 65536 2>/dev/null || ulimit -n 4096
+# Kernel tests may not skip here: a skip is recorded and fails the row.
+export TAPIO_SKIP_LOG="$out/skipped.txt" TAPIO_LEAN_REQUIRE_NET=1
+export TAPIO_STORM_CONNECTS=${TAPIO_STORM_CONNECTS:-20000} RUST_BACKTRACE=1
+: > "$out/skipped.txt"
+: > "$out/results"
+"$agent" check > "$out/check.json" 2> "$out/check.err"
+echo "tapio-agent-check $?" >> "$out/results"
+for bin in "$@"; do
+  name=$(basename "$bin" | sed 's/-[0-9a-f]*$//')
+  start=$(date +%s)
+  "$bin" --test-threads=1 > "$out/test-$name.log" 2>&1
+  rc=$?
+  echo "$name $rc $(( $(date +%s) - start ))" >> "$out/results"
+done
+echo done > "$out/finished"

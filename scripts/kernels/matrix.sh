@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# make test-kernels: the real-kernel tests on every kernel users run.
+#
+# Boots each pinned Debian kernel (kernels.conf, fetched by fetch.sh) with
+# virtme-ng over this machine's root filesystem (cgroup v2 only in the
+# guest), runs guest.sh there, and runs the same selection natively for
+# the host row. Writes target/kernel-matrix/summary.md and prints it.
+#
+# Exit: 0 every kernel passed; 1 a kernel failed or could not boot;
+# 3 none failed but a kernel could not be fetched (SKIPPED: not verified).
+# Environment:
+#   TAPIO_KERNELS="5.10 6.1"   only these (default: all of kernels.conf)
+#   TAPIO_VM_TIMEOUT=1200      seconds per guest, boot included
+#   TAPIO_MATRIX_HOST=0        leave the host row out
+#   TAPIO_SKIP_LOG             where skipped kernels are recorded (lean gate)
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+out=$repo/target/kernel-matrix
+rm -rf "$out" && mkdir -p "$out"
+say() { printf 'matrix: %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+tests=(network process storage check)
+say "building the agent and the real-kernel test binaries"
+cargo build --workspace --bins -q || { say "build failed"; exit 1; }
+bins=$(cargo test --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["executable"])
+')
+[ "$(echo "$bins" | grep -c .)" -eq "${#tests[@]}" ] || { say "expected ${#tests[@]} test binaries, got: $bins"; exit 1; }
+agent=$repo/target/debug/tapio-agent
+bins=$(echo $bins)
+
+vng=$(command -v vng || echo "${TAPIO_KERNEL_CACHE:-$HOME/.cache/tapio-kernels}/venv/bin/vng")
+for tool in "$vng" qemu-system-x86_64 depmod; do
+  command -v "$tool" >/dev/null || { say "missing $tool: run make setup"; exit 1; }
+done
+
+fetched=$(scripts/kernels/fetch.sh ${TAPIO_KERNELS:-})
+echo "$fetched" | sed 's/^/  /' >&2
+
+# KVM only when a probe boot succeeds (here `-cpu host` dies on an MSR).
+accel=(--disable-kvm)
+first=$(echo "$fetched" | awk '$3 != "UNAVAILABLE" {print $3; exit}')
+if [ -n "$first" ] && [ -w /dev/kvm ]; then
+  probe=$out/kvm-probe && mkdir -p "$probe"
+  timeout 90 "$vng" -r "$first" --user root --rwdir "$probe" --cwd / --memory 1G --cpus 2 \
+    --exec "echo ok > $probe/ok" > "$probe/console.log" 2>&1 </dev/null
+  if [ -s "$probe/ok" ]; then accel=(); say "KVM probe boot succeeded: using KVM"
+  else say "KVM probe boot failed ($(grep -a -m1 -o 'failed to set MSR[^ ]* [^ ]*' "$probe/console.log" || echo 'see target/kernel-matrix/kvm-probe')): using TCG"; fi
+fi
+
+row() { # name distro version dir seconds boot_status
+  local name=$1 distro=$2 version=$3 dir=$4 secs=$5 booted=$6
+  python3 - "$name" "$distro" "$version" "$dir" "$secs" "$booted" <<'PY'
+import json, os, re, sys
+name, distro, version, d, secs, booted = sys.argv[1:]
+def read(p, default=""):
+    try:
+        return open(os.path.join(d, p)).read()
+    except OSError:
+        return default
+release = read("release").strip() or "?"
+cgroups = read("cgroups").strip() or "?"
+observers = []
+try:
+    for c in json.loads(read("check.json", "{}")).get("checks", []):
+        if c.get("name", "").startswith("observer:") and c.get("status") == "pass":
+            observers.append(c["name"].split(":", 1)[1])
+except ValueError:
+    pass
+passed = failed = 0
+failing = []
+for line in read("results").splitlines():
+    parts = line.split()
+    if len(parts) >= 2 and parts[1] != "0":
+        failing.append(parts[0])
+for f in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+    if f.startswith("test-") and f.endswith(".log"):
+        for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", read(f)):
+            passed += int(m.group(1)); failed += int(m.group(2))
+skipped = [l for l in read("skipped.txt").splitlines() if l.strip()]
+finished = bool(read("finished"))
+if booted != "ok" or not finished:
+    verdict = "FAIL (did not boot or finish: %s)" % booted
+elif failing or failed or skipped:
+    verdict = "FAIL (%s)" % ", ".join(failing + ["skipped: " + s for s in skipped])
+else:
+    verdict = "PASS"
+print("\t".join([name, distro, version, release, cgroups, " ".join(observers) or "none",
+                 "%d/%d" % (passed, passed + failed), secs, verdict]))
+PY
+}
+
+rows=()
+status=0
+while read -r name distro suite pkg version sha; do
+  case "$name" in ''|'#'*) continue ;; esac
+  if [ -n "${TAPIO_KERNELS:-}" ] && ! echo " $TAPIO_KERNELS " | grep -q " $name "; then continue; fi
+  vmlinuz=$(echo "$fetched" | awk -v n="$name" '$2 == n {print $3}')
+  if [ -z "$vmlinuz" ] || [ "$vmlinuz" = UNAVAILABLE ]; then
+    why=$(echo "$fetched" | awk -v n="$name" '$2 == n {$1=$2=$3=""; print}' | sed 's/^ *//')
+    echo "*** SKIPPED: kernel $name ($distro): cannot be fetched: ${why:-not listed} ***" >&2
+    [ -n "${TAPIO_SKIP_LOG:-}" ] && echo "kernel matrix $name: cannot be fetched: ${why:-?}" >> "$TAPIO_SKIP_LOG"
+    rows+=("$name	$distro	$version	-	-	-	-	-	SKIPPED (not verified)")
+    [ "$status" = 0 ] && status=3
+    continue
+  fi
+  dir=$out/$name && mkdir -p "$dir"
+  say "booting $name ($distro, $version)"
+  s=$(date +%s)
+  timeout "${TAPIO_VM_TIMEOUT:-1200}" "$vng" -v "${accel[@]}" -r "$vmlinuz" --user root --cpus 2 --memory 2G \
+    --rwdir "$dir" --cwd "$repo" --exec "$repo/scripts/kernels/guest.sh $dir $agent $bins" \
+    > "$dir/console.log" 2>&1 </dev/null
+  rc=$?
+  booted=ok
+  [ "$rc" = 124 ] && booted="timed out after ${TAPIO_VM_TIMEOUT:-1200} s"
+  [ -s "$dir/release" ] || booted="no guest output (exit $rc; see $dir/console.log)"
+  r=$(row "$name" "$distro" "$version" "$dir" "$(( $(date +%s) - s ))" "$booted")
+  rows+=("$r")
+  say "$r"
+  case "$r" in *PASS) ;; *) status=1 ;; esac
+done < scripts/kernels/kernels.conf
+
+if [ "${TAPIO_MATRIX_HOST:-1}" = 1 ]; then
+  dir=$out/host && mkdir -p "$dir"
+  say "host kernel $(uname -r), natively"
+  s=$(date +%s)
+  scripts/kernels/guest.sh "$dir" "$agent" $bins
+  r=$(row host "this machine" "-" "$dir" "$(( $(date +%s) - s ))" ok)
+  rows+=("$r")
+  say "$r"
+  case "$r" in *PASS) ;; *) status=1 ;; esac
+fi
+
+total=$(( $(date +%s) - t0 ))
+{
+  echo "| kernel | distribution | package | release | cgroups | observers loaded | tests passed | seconds | result |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  for r in "${rows[@]}"; do echo "| ${r//	/ | } |"; done
+  echo
+  echo "Accelerator: $([ ${#accel[@]} = 0 ] && echo KVM || echo TCG). Matrix time: ${total} s. Tests per kernel: ${tests[*]} (storm: ${TAPIO_STORM_CONNECTS:-20000} connects)."
+} > "$out/summary.md"
+echo
+cat "$out/summary.md"
+case "$status" in
+  0) echo "KERNEL MATRIX: PASS" ;;
+  3) echo "KERNEL MATRIX: SKIPPED kernels (not verified)" ;;
+  *) echo "KERNEL MATRIX: FAIL (details under target/kernel-matrix/<kernel>/)" ;;
+esac
+exit "$status"
