@@ -63,12 +63,13 @@ impl KernelCounters {
 
 /// Correlation-drop reasons kept by the BPF programs, with the observer
 /// each applies to.
-pub const CORRELATION_REASONS: [(usize, u32, &str); 5] = [
+pub const CORRELATION_REASONS: [(usize, u32, &str); 6] = [
     (0, counter::CORR_OWNER_MISSING, "owner_state_missing"),
     (0, counter::CORR_STATE_FULL, "state_map_full"),
     (1, counter::CORR_AMBIGUOUS_IO, "ambiguous_inflight_io"),
     (1, counter::CORR_STATE_FULL, "inflight_map_full"),
     (1, counter::CORR_NO_ISSUE, "completion_without_issue"),
+    (2, counter::CORR_STATE_FULL, "state_map_full"),
 ];
 
 fn zeros<const N: usize>() -> [AtomicU64; N] {
@@ -331,23 +332,40 @@ impl Metrics {
         out
     }
 
-    /// The Prometheus text exposition of [`Metrics::samples`].
+    /// The Prometheus text exposition of [`Metrics::samples`]: each family
+    /// contiguous, with one `# HELP` and one `# TYPE` line, then
+    /// `tapio_build_info`. `promtool check metrics` accepts it (tested).
     pub fn render(&self) -> String {
-        let mut s = String::with_capacity(8192);
-        let mut last = String::new();
-        for (key, v) in self.samples() {
-            let name = key.split('{').next().unwrap_or(&key).to_string();
-            if name != last {
-                let kind = if name.ends_with("_total") {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let _ = writeln!(s, "# TYPE {name} {kind}");
-                last = name;
+        let samples = self.samples();
+        // Families in order of first appearance; samples keep their order.
+        let mut families: Vec<&str> = Vec::with_capacity(48);
+        for (key, _) in &samples {
+            let name = family(key);
+            if !families.contains(&name) {
+                families.push(name);
             }
-            let _ = writeln!(s, "{key} {v}");
         }
+        let mut s = String::with_capacity(12 * 1024);
+        for name in families {
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(s, "# HELP {name} {}", help(name));
+            let _ = writeln!(s, "# TYPE {name} {kind}");
+            for (key, v) in samples.iter().filter(|(k, _)| family(k) == name) {
+                let _ = writeln!(s, "{key} {v}");
+            }
+        }
+        let _ = writeln!(s, "# HELP tapio_build_info {}", help("tapio_build_info"));
+        let _ = writeln!(s, "# TYPE tapio_build_info gauge");
+        let _ = writeln!(
+            s,
+            "tapio_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("TAPIO_GIT_COMMIT").unwrap_or("unknown")
+        );
         s
     }
 
@@ -356,6 +374,52 @@ impl Metrics {
         let tmp = path.with_extension("prom.tmp");
         std::fs::write(&tmp, self.render())?;
         std::fs::rename(&tmp, path)
+    }
+}
+
+/// The metric family of a sample key (`name{labels}` or `name`).
+fn family(key: &str) -> &str {
+    key.split('{').next().unwrap_or(key)
+}
+
+/// The `# HELP` text of each family; one place for what each one means.
+fn help(name: &str) -> &'static str {
+    match name {
+        "tapio_kernel_events_total" => "Records the BPF programs tried to emit (attempts).",
+        "tapio_ringbuf_lost_total" => "Records lost because the ring buffer was full.",
+        "tapio_received_events_total" => "Records the agent read from the ring buffer.",
+        "tapio_malformed_events_total" => "Records that failed to parse (counted, not emitted).",
+        "tapio_queue_drops_total" => "Events dropped because the poller-to-sender queue was full.",
+        "tapio_events_suppressed_total" => "Events not emitted on purpose, by reason.",
+        "tapio_observer_up" => "1 when the observer is loaded and attached.",
+        "tapio_events_total" => "Events emitted, by observer and type.",
+        "tapio_correlation_drops_total" => "Facts the kernel side could not correlate, by reason.",
+        "tapio_process_exits_folded_into_oom_total" => {
+            "Process deaths reported as their oom_kill instead of a second event."
+        }
+        "tapio_storage_inflight_at_attach_total" => {
+            "Completions of requests already in flight when the agent attached (informational)."
+        }
+        "tapio_storage_completed_without_dispatch_total" => {
+            "Requests completed without reaching the driver (informational)."
+        }
+        "tapio_config_abi_mismatch_total" => {
+            "Program runs that ignored a config of another ABI version."
+        }
+        "tapio_sink_failures_total" => "Failed writes, by sink.",
+        "tapio_sink_dropped_events_total" => "Events a sink could not store, by sink.",
+        "tapio_sink_fallback_events_total" => "Events written to the fallback path, by sink.",
+        "tapio_config_fetch_total" => "Config polls of the controller, by result.",
+        "tapio_config_reloads_total" => "Config reloads (SIGHUP or controller), by result.",
+        "tapio_controller_send_failures_total" => "Failed event batch sends, by kind.",
+        "tapio_controller_events_sent_total" => "Events the controller confirmed.",
+        "tapio_controller_unconfirmed_events_total" => {
+            "Events given up after an attempt that may have reached the controller."
+        }
+        "tapio_store_files_removed_total" => "Store files removed by retention.",
+        "tapio_config_generation" => "The config generation in force in the kernel.",
+        "tapio_build_info" => "The agent's version and commit; always 1.",
+        _ => "Tapio agent metric.",
     }
 }
 
@@ -388,9 +452,33 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle}\n{text}");
         }
-        // each family's TYPE line appears once
-        assert_eq!(text.matches("# TYPE tapio_events_total ").count(), 1);
+        // each family's HELP and TYPE lines appear once, and each family's
+        // samples follow them without another family in between
+        for fam in samples_families(&text) {
+            assert_eq!(text.matches(&format!("# TYPE {fam} ")).count(), 1, "{fam}");
+            assert_eq!(text.matches(&format!("# HELP {fam} ")).count(), 1, "{fam}");
+            assert_ne!(help(&fam), "Tapio agent metric.", "{fam} has its own HELP");
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let fam = family(line.split(' ').next().unwrap()).to_string();
+            if seen.last() != Some(&fam) {
+                assert!(!seen.contains(&fam), "{fam} is split:\n{text}");
+                seen.push(fam);
+            }
+        }
+        assert!(text.contains("tapio_build_info{version=\""));
         assert_eq!(m.emitted_for(0), 4);
+    }
+
+    fn samples_families(text: &str) -> Vec<String> {
+        let mut v: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| family(l.split(' ').next().unwrap()).to_string())
+            .collect();
+        v.dedup();
+        v
     }
 
     #[test]

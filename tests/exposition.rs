@@ -1,0 +1,67 @@
+//! The agent's metrics textfile against the real Prometheus parser:
+//! `promtool check metrics` (Debian package `prometheus`) on the file a
+//! real agent run wrote, after a real event.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn promtool_accepts_the_textfile_of_a_real_run() {
+    if !kernel_available("exposition::promtool") {
+        return;
+    }
+    if Command::new("promtool").arg("--version").output().is_err() {
+        skip(
+            "exposition::promtool",
+            "promtool not installed (Debian package prometheus; make setup installs it)",
+        );
+        return;
+    }
+    let agent = Agent::start("exposition", &[]);
+    agent.wait_log("observer network attached", Duration::from_secs(30));
+    let port = closed_port();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    agent.wait_events(Duration::from_secs(10), |ev| {
+        !by_type(ev, "kernel.network.connection_refused").is_empty()
+    });
+    // The textfile is rewritten periodically: wait for the event in it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let t = agent.metrics_now();
+        let key =
+            "tapio_events_total{observer=\"network\",type=\"kernel.network.connection_refused\"}";
+        if !t.is_empty() && metric(&t, key) >= 1 {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the event:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let done = agent.stop();
+    for t in [&text, &done.metrics] {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool rejected the textfile:\n{}{}\n---\n{t}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(done.metrics.contains("# HELP tapio_events_total "));
+    assert!(done.metrics.contains("tapio_build_info{version=\""));
+}
