@@ -27,6 +27,13 @@ fn batch(instance: &str, seq: u64, ids: &[&str]) -> Value {
            "sequence": seq, "events": ids.iter().map(|i| event(i)).collect::<Vec<_>>()})
 }
 
+fn header_of<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
@@ -45,10 +52,15 @@ fn routes_methods_and_error_codes() {
         (s, code(&serde_json::from_slice(&body).unwrap())),
         (404, "UNKNOWN_ENDPOINT")
     );
-    let (s, _, body) = c.get("/v1/agents/hello");
+    let (s, headers, body) = c.get("/v1/agents/hello");
     assert_eq!(
         (s, code(&serde_json::from_slice(&body).unwrap())),
         (405, "METHOD_NOT_ALLOWED")
+    );
+    assert_eq!(
+        header_of(&headers, "allow"),
+        Some("POST"),
+        "405 says what is allowed"
     );
     let (s, b) = c.post("/v1/status", &json!({}));
     assert_eq!((s, code(&b)), (405, "METHOD_NOT_ALLOWED"));
@@ -176,11 +188,29 @@ fn bearer_token_is_required_when_configured() {
     let tf = dir.join("token");
     std::fs::write(&tf, "s3cret-token\n").unwrap();
     let c = Controller::start(&["--token-file", tf.to_str().unwrap()]);
-    let (s, _, body) = c.get("/v1/status");
+    let (s, headers, body) = c.get("/v1/status");
     assert_eq!(
         (s, code(&serde_json::from_slice(&body).unwrap())),
         (401, "UNAUTHORIZED")
     );
+    assert!(
+        header_of(&headers, "www-authenticate").is_some_and(|v| v.starts_with("Bearer")),
+        "401 names the scheme: {headers:?}"
+    );
+    // Probes need no token; metrics do.
+    let (s, _, body) = c.get("/healthz");
+    assert_eq!((s, body.as_slice()), (200, b"ok\n".as_slice()));
+    assert_eq!(c.get("/metrics").0, 401);
+    let (s, _, _) = raw_http(
+        c.port,
+        &request(
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer s3cret-token")],
+            None,
+        ),
+    );
+    assert_eq!(s, 200);
     for bad in [
         "Bearer wrong",
         "Bearer s3cret-toke",
@@ -408,4 +438,96 @@ fn a_bad_profile_fails_startup_with_file_line_and_path() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn metrics_count_every_request_exactly_and_pass_promtool() {
+    let c = Controller::start(&[]);
+    assert_eq!(c.post("/v1/agents/hello", &hello("a1", "i1")).0, 200);
+    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["e1", "e2"])).0, 200);
+    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["e1", "e2"])).0, 200);
+    assert_eq!(c.get("/nope").0, 404);
+    assert_eq!(c.get("/v1/events").0, 405);
+    assert_eq!(c.get("/healthz").0, 200);
+    let (s, headers, body) = c.get("/metrics");
+    assert_eq!(s, 200);
+    assert!(header_of(&headers, "content-type").is_some_and(|v| v.starts_with("text/plain")));
+    let text = String::from_utf8(body).unwrap();
+    for (key, want) in [
+        (
+            "tapio_controller_requests_total{route=\"hello\",code=\"200\"}",
+            1,
+        ),
+        (
+            "tapio_controller_requests_total{route=\"events\",code=\"200\"}",
+            2,
+        ),
+        (
+            "tapio_controller_requests_total{route=\"events\",code=\"405\"}",
+            1,
+        ),
+        (
+            "tapio_controller_requests_total{route=\"other\",code=\"404\"}",
+            1,
+        ),
+        (
+            "tapio_controller_requests_total{route=\"healthz\",code=\"200\"}",
+            1,
+        ),
+        (
+            "tapio_controller_rejected_requests_total{code=\"UNKNOWN_ENDPOINT\"}",
+            1,
+        ),
+        (
+            "tapio_controller_rejected_requests_total{code=\"METHOD_NOT_ALLOWED\"}",
+            1,
+        ),
+        (
+            "tapio_controller_request_duration_seconds_count{route=\"events\"}",
+            3,
+        ),
+        ("tapio_controller_events_accepted_total", 2),
+        ("tapio_controller_events_duplicate_total", 2),
+        ("tapio_controller_batches_duplicate_total", 1),
+        ("tapio_controller_agents{state=\"known\"}", 1),
+        ("tapio_controller_agents{state=\"stale\"}", 0),
+        ("tapio_controller_registry_evictions_total", 0),
+        ("tapio_controller_front_refusals_total{reason=\"busy\"}", 0),
+        ("tapio_controller_build_info{version=\"0.1.0\",commit=", 1),
+    ] {
+        let got = text
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<u64>().ok());
+        assert_eq!(got, Some(want), "{key}\n{text}");
+    }
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Err(_) => skip(
+            "controller::metrics_promtool",
+            "promtool not installed (Debian package prometheus)",
+        ),
+        Ok(mut child) => {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(text.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+                "promtool rejected /metrics:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
 }

@@ -6,6 +6,7 @@ mod export;
 mod front;
 #[cfg(test)]
 mod manifests;
+mod metrics;
 mod profile_store;
 mod registry;
 mod server;
@@ -32,20 +33,46 @@ enum Command {
     Check(CheckArgs),
 }
 
+/// The default listen address.
+const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+
+impl ServeArgs {
+    /// Flags win; otherwise TAPIO_LISTEN, TAPIO_PROFILE and TAPIO_EXPORT_DIR
+    /// (the systemd unit sets them and /etc/default/tapio-controller
+    /// overrides them, so no flag is ever given twice). Empty means unset.
+    fn with_env_defaults(mut self, env: impl Fn(&str) -> Option<String>) -> ServeArgs {
+        let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+        if self.listen.is_none() {
+            self.listen = Some(var("TAPIO_LISTEN").unwrap_or_else(|| DEFAULT_LISTEN.into()));
+        }
+        if self.profile.is_none() {
+            self.profile = var("TAPIO_PROFILE").map(PathBuf::from);
+        }
+        if self.export_dir.is_none() {
+            self.export_dir = var("TAPIO_EXPORT_DIR").map(PathBuf::from);
+        }
+        self
+    }
+
+    fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or(DEFAULT_LISTEN)
+    }
+}
+
 /// Serve tapio-wire/v1. SIGHUP (or a change of the profile file) reloads
 /// the profile; SIGTERM stops gracefully.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "serve")]
 struct ServeArgs {
-    /// address to listen on (default 127.0.0.1:7070)
-    #[argh(option, default = "String::from(\"127.0.0.1:7070\")")]
-    listen: String,
-    /// the Evidence Profile YAML to serve (default: builtin
-    /// production-default)
+    /// address to listen on (default $TAPIO_LISTEN, else 127.0.0.1:7070)
+    #[argh(option)]
+    listen: Option<String>,
+    /// the Evidence Profile YAML to serve (default $TAPIO_PROFILE, else
+    /// the builtin production-default)
     #[argh(option)]
     profile: Option<PathBuf>,
-    /// directory for the hourly JSONL export of accepted events (off when
-    /// not given)
+    /// directory for the hourly JSONL export of accepted events (default
+    /// $TAPIO_EXPORT_DIR; off when neither is set)
     #[argh(option)]
     export_dir: Option<PathBuf>,
     /// file holding a bearer token every request must carry (off when not
@@ -175,6 +202,7 @@ fn raise_nofile() {
 }
 
 fn serve(a: ServeArgs) -> i32 {
+    let a = a.with_env_defaults(|k| std::env::var(k).ok());
     let Some(level) = tapio_common::logger::parse_level(&a.log_level) else {
         eprintln!("tapio-controller: --log-level must be one of error, warn, info, debug");
         return 2;
@@ -206,10 +234,10 @@ fn serve(a: ServeArgs) -> i32 {
             }
         },
     };
-    let l = match std::net::TcpListener::bind(&a.listen) {
+    let l = match std::net::TcpListener::bind(a.listen()) {
         Ok(l) => l,
         Err(e) => {
-            log::error!("cannot listen on {}: {e}", a.listen);
+            log::error!("cannot listen on {}: {e}", a.listen());
             return 1;
         }
     };
@@ -251,6 +279,8 @@ fn serve(a: ServeArgs) -> i32 {
     };
     let now_ns = tapio_common::time::now_unix_ns();
     let state = Arc::new(server::State {
+        http: Default::default(),
+        front: Some(Arc::clone(&front)),
         controller_id: format!("{:016x}", now_ns ^ u64::from(std::process::id()) << 32),
         started: Instant::now(),
         started_at: tapio_common::time::rfc3339_ns(now_ns),
@@ -270,7 +300,7 @@ fn serve(a: ServeArgs) -> i32 {
     log::info!(
         "tapio-controller {} listening on {} (workers {}, profile {}, config_version {} {}, auth {}, export {})",
         env!("CARGO_PKG_VERSION"),
-        a.listen,
+        a.listen(),
         a.workers,
         active.config.profile,
         active.version,

@@ -189,6 +189,16 @@ impl Registry {
         (inst.seq.observe(seq), inst.first_hello.is_some())
     }
 
+    /// (instances known, of which stale: not seen for `stale_after_secs`).
+    pub fn counts(&self, now: Instant, stale_after_secs: u64) -> (u64, u64) {
+        let stale = self
+            .map
+            .values()
+            .filter(|i| now.saturating_duration_since(i.last_seen).as_secs() >= stale_after_secs)
+            .count();
+        (self.map.len() as u64, stale as u64)
+    }
+
     /// Per-agent status, sorted by agent id then instance id.
     pub fn status(&self, now: Instant) -> Vec<tapio_wire::AgentStatus> {
         let mut by_agent: BTreeMap<&str, Vec<(&str, &Instance)>> = BTreeMap::new();

@@ -42,6 +42,9 @@ pub struct Counters {
 }
 
 pub struct State {
+    pub http: crate::metrics::HttpMetrics,
+    /// The front end, for its refusal counters (None in unit tests).
+    pub front: Option<Arc<crate::front::Front>>,
     pub controller_id: String,
     pub started: Instant,
     pub started_at: String,
@@ -55,6 +58,8 @@ pub struct State {
 enum Body {
     Json(Vec<u8>),
     NotModified(String),
+    /// Plain text with its content type (/metrics, /healthz).
+    Text(String, &'static str),
 }
 
 struct Reply {
@@ -149,19 +154,43 @@ fn percent_decode(s: &str) -> String {
 
 /// Answers one request. Never panics on input.
 pub fn handle(state: &State, mut req: Request) {
+    let started = Instant::now();
+    let path = req.url().split('?').next().unwrap_or("").to_string();
     state.counters.requests_total.fetch_add(1, Relaxed);
+    let mut extra: Vec<(&str, String)> = Vec::new();
+    let mut reject = None;
     let reply = route(state, &mut req).unwrap_or_else(|e| {
         state.counters.requests_rejected.fetch_add(1, Relaxed);
+        reject = Some(e.code.as_str());
+        match e.code {
+            ErrorCode::MethodNotAllowed => {
+                if let Some(m) = allowed_method(&path) {
+                    extra.push(("Allow", m.to_string()));
+                }
+            }
+            ErrorCode::Unauthorized => {
+                extra.push(("WWW-Authenticate", "Bearer realm=\"tapio\"".to_string()));
+            }
+            _ => {}
+        }
         Reply {
             status: e.status(),
             body: Body::Json(e.body()),
             etag: None,
         }
     });
+    let status = reply.status;
     let mut resp = match reply.body {
         Body::Json(bytes) => {
             let mut r = Response::from_data(bytes).with_status_code(reply.status);
             if let Some(h) = header("Content-Type", "application/json") {
+                r.add_header(h);
+            }
+            r
+        }
+        Body::Text(text, ctype) => {
+            let mut r = Response::from_data(text.into_bytes()).with_status_code(reply.status);
+            if let Some(h) = header("Content-Type", ctype) {
                 r.add_header(h);
             }
             r
@@ -179,21 +208,123 @@ pub fn handle(state: &State, mut req: Request) {
             resp.add_header(h);
         }
     }
+    for (k, v) in extra {
+        if let Some(h) = header(k, &v) {
+            resp.add_header(h);
+        }
+    }
     let _ = req.respond(resp);
+    state.http.observe(
+        crate::metrics::route_index(&path),
+        status,
+        started.elapsed(),
+        reject,
+    );
+}
+
+fn metrics(state: &State) -> Reply {
+    let c = &state.counters;
+    let (known, stale, evicted) = state
+        .registry
+        .lock()
+        .map(|r| {
+            let (k, s) = r.counts(Instant::now(), state.settings.stale_after_secs);
+            (k, s, r.evicted)
+        })
+        .unwrap_or_default();
+    let front = |f: fn(&crate::front::FrontCounters) -> &AtomicU64| {
+        state
+            .front
+            .as_ref()
+            .map_or(0, |fr| f(&fr.counters).load(Relaxed))
+    };
+    let snap = crate::metrics::Snapshot {
+        counters: vec![
+            (
+                "tapio_controller_events_accepted_total",
+                "Events in accepted batches.",
+                c.events_accepted.load(Relaxed),
+            ),
+            (
+                "tapio_controller_events_rejected_total",
+                "Events in rejected batches.",
+                c.events_rejected.load(Relaxed),
+            ),
+            (
+                "tapio_controller_events_duplicate_total",
+                "Events already received (a retried batch, or an id already exported).",
+                c.events_duplicate.load(Relaxed),
+            ),
+            (
+                "tapio_controller_events_exported_total",
+                "Events written to the export.",
+                c.events_exported.load(Relaxed),
+            ),
+            (
+                "tapio_controller_export_failures_total",
+                "Events the export could not write.",
+                c.export_failures.load(Relaxed),
+            ),
+            (
+                "tapio_controller_batches_accepted_total",
+                "Event batches accepted.",
+                c.batches_accepted.load(Relaxed),
+            ),
+            (
+                "tapio_controller_batches_rejected_total",
+                "Event batches rejected.",
+                c.batches_rejected.load(Relaxed),
+            ),
+            (
+                "tapio_controller_batches_duplicate_total",
+                "Event batches whose sequence was already seen.",
+                c.batches_duplicate.load(Relaxed),
+            ),
+        ],
+        front_refusals: [
+            ("busy", front(|f| &f.refused_busy)),
+            ("head_too_large", front(|f| &f.head_too_large)),
+            ("head_timeout", front(|f| &f.head_timeouts)),
+        ],
+        registry_evictions: evicted,
+        agents_known: known,
+        agents_stale: stale,
+        reloads_ok: state.config.reloads_ok.load(Relaxed),
+        reloads_failed: state.config.reloads_failed.load(Relaxed),
+    };
+    Reply {
+        status: 200,
+        body: Body::Text(
+            crate::metrics::render(&state.http, &snap),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        etag: None,
+    }
+}
+
+/// Every route and the one method it accepts.
+const ROUTES: &[(&str, Method)] = &[
+    ("/v1/agents/hello", Method::Post),
+    ("/v1/agents/config", Method::Get),
+    ("/v1/agents/heartbeat", Method::Post),
+    ("/v1/events", Method::Post),
+    ("/v1/status", Method::Get),
+    ("/metrics", Method::Get),
+    ("/healthz", Method::Get),
+];
+
+fn allowed_method(path: &str) -> Option<&'static str> {
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map(|(_, m)| m.as_str())
 }
 
 fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
     let url = req.url().to_string();
     let path = url.split('?').next().unwrap_or("");
     let method = req.method().clone();
-    let known: &[(&str, Method)] = &[
-        ("/v1/agents/hello", Method::Post),
-        ("/v1/agents/config", Method::Get),
-        ("/v1/agents/heartbeat", Method::Post),
-        ("/v1/events", Method::Post),
-        ("/v1/status", Method::Get),
-    ];
-    let Some((_, want)) = known.iter().find(|(p, _)| *p == path) else {
+    let Some((_, want)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return Err(ApiError::new(
             ErrorCode::UnknownEndpoint,
             "no tapio-wire/v1 route matches this path",
@@ -204,6 +335,15 @@ fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
             ErrorCode::MethodNotAllowed,
             format!("{path} accepts {} only", want.as_str()),
         ));
+    }
+    // Liveness for probes and load balancers: never behind the token, and
+    // a few bytes whatever the registry holds.
+    if path == "/healthz" {
+        return Ok(Reply {
+            status: 200,
+            body: Body::Text("ok\n".into(), "text/plain; charset=utf-8"),
+            etag: None,
+        });
     }
     if let Some(token) = &state.settings.token {
         let got = header_value(req, "Authorization")
@@ -221,6 +361,7 @@ fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         "/v1/agents/config" => config(state, req, &url),
         "/v1/agents/heartbeat" => heartbeat(state, req),
         "/v1/events" => events(state, req),
+        "/metrics" => Ok(metrics(state)),
         _ => Ok(status(state)),
     }
 }
