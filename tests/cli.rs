@@ -278,3 +278,114 @@ fn tail_follows_new_lines_across_an_hour_rollover() {
         );
     }
 }
+
+#[test]
+fn metrics_check_fails_on_any_loss_and_passes_when_clean() {
+    let dir = tmpdir("cli-metrics-check");
+    let lossy = dir.join("lossy.prom");
+    std::fs::write(&lossy, "tapio_ringbuf_lost_total{observer=\"network\"} 2\ntapio_observer_up{observer=\"network\"} 1\n").unwrap();
+    let clean = dir.join("clean.prom");
+    std::fs::write(&clean, "# HELP tapio_ringbuf_lost_total x\n# TYPE tapio_ringbuf_lost_total counter\ntapio_ringbuf_lost_total{observer=\"network\"} 0\n").unwrap();
+    let (code, _, err) = tapio(&[
+        "metrics",
+        "--check",
+        "--metrics-file",
+        lossy.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("1 loss counter"), "{err}");
+    let (code, out, _) = tapio(&[
+        "metrics",
+        "--check",
+        "--metrics-file",
+        clean.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no losses"));
+    // Without --check a loss is shown, not an error.
+    assert_eq!(
+        tapio(&["metrics", "--metrics-file", lossy.to_str().unwrap()]).0,
+        0
+    );
+}
+
+#[test]
+fn unknown_filter_values_are_usage_errors_listing_the_valid_ones() {
+    let (dir, _) = store("usage");
+    let d = dir.to_str().unwrap();
+    let (code, out, err) = tapio(&["events", "--data-dir", d, "--observer", "netwrk"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("network, storage, process, node"), "{err}");
+    let (code, _, err) = tapio(&["events", "--data-dir", d, "--type", "bogus"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("kernel.network.connection_refused"), "{err}");
+    let (code, _, _) = tapio(&["events", "--data-dir", d, "--since", "yesterday"]);
+    assert_eq!(code, 2);
+    // A runtime failure stays 1.
+    assert_eq!(tapio(&["events", "--data-dir", "/nonexistent/tapio"]).0, 1);
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly_with_0() {
+    let dir = tmpdir("cli-pipe");
+    let h = hour_of(now_unix_ns());
+    let t0 = h * 3_600_000_000_000 + 1_000_000_000;
+    let mut lines = String::new();
+    for i in 0..20_000u32 {
+        lines += &net(&format!("p-{i}"), t0 + u64::from(i), 80, i);
+    }
+    std::fs::write(path(&dir, h, Part::Primary), lines).unwrap();
+    let mut child = Command::new(bin("tapio"))
+        .args(["events", "--json", "--data-dir", dir.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close our end: `tapio events | head -1`.
+    {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        assert!(first.contains("p-0"));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn control_characters_in_facts_never_reach_the_terminal() {
+    let dir = tmpdir("cli-escape");
+    let h = hour_of(now_unix_ns());
+    let t0 = h * 3_600_000_000_000 + 1_000_000_000;
+    std::fs::write(
+        path(&dir, h, Part::Primary),
+        ev(
+            "x-1",
+            t0,
+            "kernel.process.exec",
+            json!({"pid": 1, "comm": "ev\u{1b}[2Jil", "cgroup_id": 1, "filename": "/tmp/a\rb\u{7}"}),
+        ),
+    )
+    .unwrap();
+    for cmd in ["events", "tail"] {
+        let mut args = vec![cmd, "--data-dir", dir.to_str().unwrap()];
+        if cmd == "tail" {
+            args.extend(["--lines", "1", "--for-secs", "1"]);
+        }
+        let (code, out, _) = tapio(&args);
+        assert_eq!(code, 0);
+        assert!(
+            !out.bytes().any(|b| b == 0x1b || b == b'\r' || b == 0x07),
+            "{cmd}: raw control bytes in {out:?}"
+        );
+        assert!(out.contains("ev\\u{1b}[2Jil"), "{cmd}: {out}");
+        assert!(out.contains("/tmp/a\\rb\\u{7}"), "{cmd}: {out}");
+    }
+}

@@ -1,7 +1,11 @@
 //! Event filters shared by the commands.
 
 use serde_json::Value;
+use tapio_common::event::EventKind;
 use tapio_common::time::{now_unix_ns, parse_duration, parse_rfc3339};
+
+/// The observers an event can come from.
+pub const OBSERVERS: [&str; 4] = ["network", "storage", "process", "node"];
 
 /// `2026-11-22T06:00:00Z` or a duration back from now (`15m`, `2h`).
 pub fn parse_time(s: &str, now: u64) -> Result<u64, String> {
@@ -36,6 +40,27 @@ impl Filter {
         port: Option<u64>,
     ) -> Result<Filter, String> {
         let now = now_unix_ns();
+        if let Some(o) = observer {
+            if !OBSERVERS.contains(&o.as_str()) {
+                return Err(format!(
+                    "unknown --observer {o:?}; valid: {}",
+                    OBSERVERS.join(", ")
+                ));
+            }
+        }
+        if let Some(k) = kind {
+            let known = EventKind::ALL.iter().any(|e| {
+                let t = e.type_name();
+                t == k || t.ends_with(&format!(".{k}"))
+            });
+            if !known {
+                let names: Vec<&str> = EventKind::ALL.iter().map(|e| e.type_name()).collect();
+                return Err(format!(
+                    "unknown --type {k:?}; valid: {} (or the part after the observer, e.g. connection_refused)",
+                    names.join(", ")
+                ));
+            }
+        }
         Ok(Filter {
             observer: observer.clone(),
             kind: kind.clone(),
@@ -101,6 +126,37 @@ mod tests {
         assert_eq!(parse_time("15m", now), Ok(now - 900_000_000_000));
         assert_eq!(parse_time("1970-01-01T00:00:01Z", now), Ok(1_000_000_000));
         assert!(parse_time("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn unknown_observers_and_types_are_refused_with_the_valid_ones() {
+        let none = None;
+        let e = Filter::new(&Some("netwrk".into()), &none, &none, &none, None, None).unwrap_err();
+        assert!(e.contains("network, storage, process, node"), "{e}");
+        let e = Filter::new(&none, &Some("bogus".into()), &none, &none, None, None).unwrap_err();
+        assert!(e.contains("kernel.network.connection_refused"), "{e}");
+        assert!(
+            Filter::new(
+                &Some("storage".into()),
+                &Some("slow_io".into()),
+                &none,
+                &none,
+                None,
+                None
+            )
+            .is_ok()
+        );
+        assert!(
+            Filter::new(
+                &none,
+                &Some("kernel.process.oom_kill".into()),
+                &none,
+                &none,
+                None,
+                None
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -9,7 +9,34 @@ use argh::FromArgs;
 use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/tapio";
-pub const DEFAULT_METRICS_FILE: &str = "/var/lib/tapio/tapio.prom";
+/// The systemd unit's default (`TAPIO_METRICS_FILE`).
+pub const DEFAULT_METRICS_FILE: &str = "/run/tapio-metrics/tapio.prom";
+
+/// Why a command did not succeed, and so its exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// A bad argument value: exit 2, like argh's own usage errors.
+    Usage(String),
+    /// Something failed at run time: exit 1.
+    Runtime(String),
+    /// The reader went away (`tapio events | head`): exit 0, quietly.
+    ClosedPipe,
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Runtime(s)
+    }
+}
+
+/// A failed write to stdout.
+pub fn write_failed(e: std::io::Error) -> Failure {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Failure::ClosedPipe
+    } else {
+        Failure::Runtime(format!("cannot write to stdout: {e}"))
+    }
+}
 
 /// Tapio CLI: read the evidence a tapio-agent stored on this host.
 #[derive(FromArgs)]
@@ -58,8 +85,15 @@ fn main() {
             Ok(())
         }
     };
-    if let Err(e) = code {
-        eprintln!("tapio: {e}");
-        std::process::exit(1);
+    match code {
+        Ok(()) | Err(Failure::ClosedPipe) => {}
+        Err(Failure::Usage(e)) => {
+            eprintln!("tapio: {e}");
+            std::process::exit(2);
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("tapio: {e}");
+            std::process::exit(1);
+        }
     }
 }

@@ -44,8 +44,9 @@ pub struct EventsArgs {
     pub json: bool,
 }
 
-pub fn run(a: &EventsArgs, out: &mut dyn Write) -> Result<(), String> {
-    let filter = Filter::new(&a.observer, &a.kind, &a.since, &a.until, a.pid, a.port)?;
+pub fn run(a: &EventsArgs, out: &mut dyn Write) -> Result<(), crate::Failure> {
+    let filter = Filter::new(&a.observer, &a.kind, &a.since, &a.until, a.pid, a.port)
+        .map_err(crate::Failure::Usage)?;
     let (events, _) = super::load(
         &crate::store_dirs(&a.data_dir, &a.fallback_dir),
         filter.hours(),
@@ -56,7 +57,7 @@ pub fn run(a: &EventsArgs, out: &mut dyn Write) -> Result<(), String> {
         let skip = selected.len().saturating_sub(n);
         selected.drain(..skip);
     }
-    let w = |out: &mut dyn Write, s: &str| out.write_all(s.as_bytes()).map_err(|e| e.to_string());
+    let w = |out: &mut dyn Write, s: &str| out.write_all(s.as_bytes()).map_err(crate::write_failed);
     if a.json {
         for e in selected {
             w(out, &format!("{e}\n"))?;
@@ -67,9 +68,9 @@ pub fn run(a: &EventsArgs, out: &mut dyn Write) -> Result<(), String> {
         .iter()
         .map(|e| {
             vec![
-                e["timestamp"].as_str().unwrap_or("").to_string(),
-                super::short_type(e["type"].as_str().unwrap_or("")).to_string(),
-                e["severity"].as_str().unwrap_or("").to_string(),
+                super::clean(e["timestamp"].as_str().unwrap_or("")),
+                super::clean(super::short_type(e["type"].as_str().unwrap_or(""))),
+                super::clean(e["severity"].as_str().unwrap_or("")),
                 super::describe(e),
             ]
         })

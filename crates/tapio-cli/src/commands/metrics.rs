@@ -11,12 +11,24 @@ use std::path::PathBuf;
 #[derive(FromArgs)]
 #[argh(subcommand, name = "metrics")]
 pub struct MetricsArgs {
-    /// the agent's --metrics-file (default /var/lib/tapio/tapio.prom)
+    /// the agent's --metrics-file (default $TAPIO_METRICS_FILE, else
+    /// /run/tapio-metrics/tapio.prom, the systemd unit's)
     #[argh(option)]
     pub metrics_file: Option<PathBuf>,
     /// show zero-valued samples too
     #[argh(switch)]
     pub all: bool,
+    /// exit 1 when any loss counter is non-zero (for scripts and alerts)
+    #[argh(switch)]
+    pub check: bool,
+}
+
+/// How many loss counters are non-zero in a textfile.
+pub fn non_zero_losses(text: &str) -> usize {
+    parse(text)
+        .iter()
+        .filter(|(name, _, v)| *v > 0.0 && LOSSES.iter().any(|(m, _, _)| m == name))
+        .count()
 }
 
 /// Loss counters: (metric name, what it means, what to do).
@@ -120,10 +132,15 @@ pub fn render(text: &str, all: bool) -> String {
     out
 }
 
-pub fn run(a: &MetricsArgs, out: &mut dyn Write) -> Result<(), String> {
+pub fn run(a: &MetricsArgs, out: &mut dyn Write) -> Result<(), crate::Failure> {
     let path = a
         .metrics_file
         .clone()
+        .or_else(|| {
+            std::env::var_os("TAPIO_METRICS_FILE")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from(crate::DEFAULT_METRICS_FILE));
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!(
@@ -133,7 +150,14 @@ pub fn run(a: &MetricsArgs, out: &mut dyn Write) -> Result<(), String> {
         )
     })?;
     out.write_all(render(&text, a.all).as_bytes())
-        .map_err(|e| e.to_string())
+        .map_err(crate::write_failed)?;
+    let losses = non_zero_losses(&text);
+    if a.check && losses > 0 {
+        return Err(crate::Failure::Runtime(format!(
+            "--check: {losses} loss counter(s) are non-zero"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

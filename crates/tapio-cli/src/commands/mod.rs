@@ -39,6 +39,14 @@ pub fn report(stats: &ReadStats) {
     }
 }
 
+/// `s` with every control character escaped: store contents (a comm, a
+/// file name) are chosen by any local user and must not drive the terminal.
+pub fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    tapio_common::logger::push_escaped(&mut out, s);
+    out
+}
+
 /// The short human description of an event's facts.
 pub fn describe(e: &Value) -> String {
     let f = &e["facts"];
@@ -87,7 +95,7 @@ pub fn describe(e: &Value) -> String {
     if let Some(pid) = s("pid") {
         parts.push(format!("pid={pid} comm={}", s("comm").unwrap_or_default()));
     }
-    parts.join(" ")
+    clean(&parts.join(" "))
 }
 
 pub fn fmt_ns(ns: u64) -> String {

@@ -38,8 +38,9 @@ fn top(map: BTreeMap<String, u64>, n: usize) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub fn run(a: &SummaryArgs, out: &mut dyn Write) -> Result<(), String> {
-    let filter = Filter::new(&None, &None, &Some(a.since.clone()), &a.until, None, None)?;
+pub fn run(a: &SummaryArgs, out: &mut dyn Write) -> Result<(), crate::Failure> {
+    let filter = Filter::new(&None, &None, &Some(a.since.clone()), &a.until, None, None)
+        .map_err(crate::Failure::Usage)?;
     let (events, _) = super::load(
         &crate::store_dirs(&a.data_dir, &a.fallback_dir),
         filter.hours(),
@@ -97,5 +98,5 @@ pub fn run(a: &SummaryArgs, out: &mut dyn Write) -> Result<(), String> {
         &["COUNT", "COMM"],
         top(deaths, a.top),
     );
-    out.write_all(s.as_bytes()).map_err(|e| e.to_string())
+    out.write_all(s.as_bytes()).map_err(crate::write_failed)
 }

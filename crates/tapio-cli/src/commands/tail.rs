@@ -39,18 +39,20 @@ struct Cursor {
     partial: Vec<u8>,
 }
 
-fn print(out: &mut dyn Write, line: &[u8], json: bool) -> Result<(), String> {
+fn print(out: &mut dyn Write, line: &[u8], json: bool) -> Result<(), crate::Failure> {
     let text = if json {
         format!("{}\n", String::from_utf8_lossy(line))
     } else {
         match serde_json::from_slice::<serde_json::Value>(line) {
-            Ok(e) => format!(
-                "{}  {}  {}  {}\n",
-                e["timestamp"].as_str().unwrap_or(""),
-                super::short_type(e["type"].as_str().unwrap_or("")),
-                e["severity"].as_str().unwrap_or(""),
-                super::describe(&e)
-            ),
+            Ok(e) => {
+                super::clean(&format!(
+                    "{}  {}  {}  {}",
+                    e["timestamp"].as_str().unwrap_or(""),
+                    super::short_type(e["type"].as_str().unwrap_or("")),
+                    e["severity"].as_str().unwrap_or(""),
+                    super::describe(&e)
+                )) + "\n"
+            }
             Err(_) => {
                 eprintln!("tapio: skipped a corrupt line");
                 return Ok(());
@@ -59,16 +61,16 @@ fn print(out: &mut dyn Write, line: &[u8], json: bool) -> Result<(), String> {
     };
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
-        .map_err(|e| e.to_string())
+        .map_err(crate::write_failed)
 }
 
-pub fn run(a: &TailArgs, out: &mut dyn Write) -> Result<(), String> {
+pub fn run(a: &TailArgs, out: &mut dyn Write) -> Result<(), crate::Failure> {
     let dirs = crate::store_dirs(&a.data_dir, &a.fallback_dir);
     if let Err(e) = std::fs::read_dir(&dirs[0]) {
-        return Err(format!(
+        return Err(crate::Failure::Runtime(format!(
             "cannot read the data directory {}: {e}",
             dirs[0].display()
-        ));
+        )));
     }
     if a.lines > 0 {
         let (events, _) = super::load(&dirs, (None, None))?;
