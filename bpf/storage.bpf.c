@@ -140,6 +140,22 @@ int BPF_PROG(tapio_block_rq_requeue, struct request *rq)
 	return 0;
 }
 
+/*
+ * A write with PREFLUSH or FUA runs through the block layer's flush
+ * sequence. Its data completion is traced (and reported) like any other;
+ * on kernels before the flush rework the sequence then ends the same
+ * request a second time, with 0 bytes left (seen on 6.1 with ext4 on
+ * virtio-blk). The sequence strips PREFLUSH (and FUA where the device
+ * lacks it) from the request, so the mark is what is left: a dispatched
+ * write ended with 0 bytes. A write that carries data never completes with
+ * 0 bytes, and a data-less flush write is never dispatched itself (its
+ * end is counted as not dispatched).
+ */
+static __always_inline bool flush_sequence_end(struct request *rq, unsigned int nr_bytes)
+{
+	return !nr_bytes && (BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK) == REQ_OP_WRITE;
+}
+
 static __always_inline int on_complete(struct request *rq, __u8 error, __u8 eflags, unsigned int nr_bytes)
 {
 	const struct tapio_config *cfg = tapio_cfg();
@@ -155,6 +171,8 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 		attached = attached_ns;
 		if (BPF_CORE_READ(rq, state) == MQ_RQ_IDLE)
 			tapio_count(TAPIO_CNT_NOT_DISPATCHED);
+		else if (flush_sequence_end(rq, nr_bytes))
+			tapio_count(TAPIO_CNT_FLUSH_SEQ_END);
 		else if (!attached || BPF_CORE_READ(rq, start_time_ns) < attached)
 			tapio_count(TAPIO_CNT_INFLIGHT_AT_ATTACH);
 		else

@@ -46,6 +46,7 @@ pub mod counter {
     pub const OOM_EXIT_DEDUP: u32 = 7;
     pub const INFLIGHT_AT_ATTACH: u32 = 8;
     pub const NOT_DISPATCHED: u32 = 9;
+    pub const FLUSH_SEQ_END: u32 = 10;
     pub const MAX: u32 = 16;
 }
 
