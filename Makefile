@@ -10,7 +10,7 @@ export TAPIO_SKIP_LOG ?= $(CURDIR)/target/tapio-skipped-tests.txt
 export TAPIO_GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 .PHONY: all setup build release run test lean fmt clippy unit boundaries sizes \
-        smoke demo install uninstall units dist reliability bench clean test-kernels
+        smoke demo install uninstall units dist reliability bench clean test-kernels smoke-vm
 
 all: build
 
@@ -68,11 +68,16 @@ bench: release
 	$(CARGO) build --release -p tapio-bench
 	python3 scripts/bench/run.py
 
-## Real-kernel smoke test: natively as root on Linux, else in a Lima VM.
+## Smoke test of the release on a real systemd host: a Lima VM where
+## limactl exists (macOS), else a Debian 12 VM under qemu (as root).
 smoke: setup
-	@if [ "$$(uname -s)" = Linux ] && [ "$$(id -u)" -eq 0 ]; then \
-		$(CARGO) build --release -p tapio-agent && scripts/smoke-ebpf-network.sh; \
-	else scripts/lima/smoke.sh; fi
+	@if command -v limactl >/dev/null 2>&1; then scripts/lima/smoke.sh; \
+	else scripts/vm/smoke.sh; fi
+
+## The release tarball installed and run by systemd in a Debian 12 VM
+## (qemu, Debian 12's kernel); results in target/smoke-vm/.
+smoke-vm: setup
+	scripts/vm/smoke.sh
 
 ## Ten seconds that show what Tapio does (as root).
 demo: release
@@ -86,6 +91,8 @@ install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/tapio/profiles $(DESTDIR)$(PREFIX)/share/doc/tapio
 	install -m 0755 target/release/tapio-agent target/release/tapio-controller target/release/tapio $(DESTDIR)$(PREFIX)/bin/
+	@if [ -z "$(DESTDIR)" ]; then getent passwd tapio >/dev/null || useradd --system --user-group --no-create-home \
+		--home-dir /var/lib/tapio --shell /usr/sbin/nologin --comment "Tapio agent" tapio; fi
 	for u in tapio-agent tapio-controller; do \
 		sed 's|@BINDIR@|$(PREFIX)/bin|g' scripts/systemd/$$u.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u.service; \
 		chmod 0644 $(DESTDIR)$(PREFIX)/lib/systemd/system/$$u.service; \

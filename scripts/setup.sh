@@ -7,8 +7,10 @@ set -euo pipefail
 PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nftables iproute2 procps python3
   # the kernel matrix (make test-kernels): VMs, modules, Debian's archive keys
   qemu-system-x86 kmod busybox-static debian-archive-keyring python3-venv util-linux
-  # promtool, the real Prometheus parser the metrics tests use
-  prometheus)
+  # promtool and a real Prometheus + node_exporter for the metrics tests
+  prometheus prometheus-node-exporter
+  # make smoke-vm: a Debian 12 image with systemd
+  mmdebstrap e2fsprogs)
 # virtme-ng boots the matrix kernels; PyPI only, kept in a venv beside the
 # kernel cache (pinned: the version the matrix was proven with).
 VIRTME_NG_VERSION=1.42

@@ -16,3 +16,15 @@ if echo "$out" | grep -E "tapio-(agent|controller)\.service" ; then
   exit 1
 fi
 echo "systemd-analyze verify: both units OK"
+
+# Hardening: systemd's own exposure score (0 best, 10 worst). The agent
+# must stay at or below 3.0 (it loads BPF, so it cannot reach the
+# controller's score); the controller at or below 2.0.
+for u in tapio-agent:3.0 tapio-controller:2.0; do
+  name=${u%%:*}; max=${u#*:}
+  score=$(systemd-analyze security --offline=yes "$tmp/$name.service" 2>/dev/null \
+    | sed -n "s/.*Overall exposure level for $name.service: \([0-9.]*\).*/\1/p")
+  [ -n "$score" ] || { echo "systemd-analyze security: no score for $name"; exit 1; }
+  echo "systemd-analyze security: $name.service exposure $score (limit $max)"
+  awk -v s="$score" -v m="$max" 'BEGIN { exit !(s <= m) }' || { echo "$name.service: exposure $score > $max"; exit 1; }
+done

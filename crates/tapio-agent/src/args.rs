@@ -31,8 +31,8 @@ pub struct RunArgs {
     #[argh(option)]
     pub config: Option<PathBuf>,
 
-    /// directory of the local file store (hourly JSONL buckets); off when
-    /// not given
+    /// directory of the local file store (hourly JSONL buckets); default
+    /// $TAPIO_DATA_DIR, off when neither is set
     #[argh(option)]
     pub data_dir: Option<PathBuf>,
 
@@ -48,8 +48,9 @@ pub struct RunArgs {
     #[argh(option, default = "256")]
     pub retention_mib: u64,
 
-    /// the Prometheus textfile, rewritten atomically every few seconds and at
-    /// exit
+    /// the Prometheus textfile (mode 0644), rewritten atomically every few
+    /// seconds and at exit; default $TAPIO_METRICS_FILE, off when neither
+    /// is set
     #[argh(option)]
     pub metrics_file: Option<PathBuf>,
 
@@ -102,6 +103,27 @@ pub struct RunArgs {
     pub shutdown_timeout_secs: u64,
 }
 
+/// Environment keys that give a path its default when the flag is absent
+/// (a flag always wins). The systemd unit sets them, and
+/// /etc/default/tapio-agent overrides them, so no flag is ever repeated.
+pub const ENV_DATA_DIR: &str = "TAPIO_DATA_DIR";
+pub const ENV_METRICS_FILE: &str = "TAPIO_METRICS_FILE";
+
+impl RunArgs {
+    /// Fills the path options from the environment where the flags were
+    /// not given; an empty value means off.
+    pub fn with_env_defaults(mut self, env: impl Fn(&str) -> Option<String>) -> RunArgs {
+        let path = |k: &str| env(k).filter(|v| !v.trim().is_empty()).map(PathBuf::from);
+        if self.data_dir.is_none() {
+            self.data_dir = path(ENV_DATA_DIR);
+        }
+        if self.metrics_file.is_none() {
+            self.metrics_file = path(ENV_METRICS_FILE);
+        }
+        self
+    }
+}
+
 /// Probe this host for everything the agent needs (kernel, BTF, bpf(),
 /// map and program types, tracepoints, capabilities, bpffs, tracefs,
 /// memlock) and load each observer once. Prints JSON (or a table with
@@ -119,3 +141,31 @@ pub struct CheckArgs {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "version")]
 pub struct VersionArgs {}
+
+#[cfg(test)]
+mod env_tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> RunArgs {
+        match Args::from_args(&["tapio-agent"], args).map(|a| a.command) {
+            Ok(Command::Run(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_environment_and_empty_means_off() {
+        let env = |k: &str| match k {
+            ENV_DATA_DIR => Some("/var/lib/tapio".to_string()),
+            ENV_METRICS_FILE => Some(String::new()),
+            _ => None,
+        };
+        let a = parse(&["run"]).with_env_defaults(env);
+        assert_eq!(a.data_dir, Some(PathBuf::from("/var/lib/tapio")));
+        assert_eq!(a.metrics_file, None);
+        let a =
+            parse(&["run", "--data-dir", "/d", "--metrics-file", "/m.prom"]).with_env_defaults(env);
+        assert_eq!(a.data_dir, Some(PathBuf::from("/d")));
+        assert_eq!(a.metrics_file, Some(PathBuf::from("/m.prom")));
+    }
+}

@@ -86,6 +86,7 @@ fn run_check(c: &args::CheckArgs) -> i32 {
 /// Exit codes: 0 clean stop, 1 nothing could be observed, 2 bad
 /// configuration or arguments.
 fn run(a: RunArgs) -> i32 {
+    let a = a.with_env_defaults(|k| std::env::var(k).ok());
     let level = a
         .log_level
         .clone()

@@ -263,6 +263,11 @@ impl Metrics {
             String::new(),
             k.get(1, counter::NOT_DISPATCHED),
         );
+        push(
+            "tapio_storage_flush_sequence_ends_total",
+            String::new(),
+            k.get(1, counter::FLUSH_SEQ_END),
+        );
         let abi: u64 = (0..OBS_COUNT)
             .map(|o| k.get(o, counter::ABI_MISMATCH))
             .sum();
@@ -369,10 +374,23 @@ impl Metrics {
         s
     }
 
-    /// Writes the textfile atomically: `<path>.tmp`, then rename.
+    /// Writes the textfile atomically: `<path>.tmp` in the same directory,
+    /// mode 0644 whatever the umask (node_exporter runs as another user),
+    /// then rename.
     pub fn write_textfile(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let tmp = path.with_extension("prom.tmp");
-        std::fs::write(&tmp, self.render())?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        f.write_all(self.render().as_bytes())?;
+        drop(f);
         std::fs::rename(&tmp, path)
     }
 }
@@ -402,6 +420,9 @@ fn help(name: &str) -> &'static str {
         }
         "tapio_storage_completed_without_dispatch_total" => {
             "Requests completed without reaching the driver (informational)."
+        }
+        "tapio_storage_flush_sequence_ends_total" => {
+            "Second, 0-byte completions that end a flush sequence already reported (informational)."
         }
         "tapio_config_abi_mismatch_total" => {
             "Program runs that ignored a config of another ABI version."
@@ -492,6 +513,12 @@ mod tests {
         m.write_textfile(&p).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("tapio_received_events_total{observer=\"storage\"} 9"));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644,
+            "readable by node_exporter's user whatever the umask"
+        );
         assert!(!dir.join("tapio.prom.tmp").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
