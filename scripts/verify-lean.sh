@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The lean gate: formatting, lints, every test (kernel ones included),
 # the kernel matrix (every real-kernel test on Debian 11/12/13 kernels in
-# VMs), binary and eBPF budgets, dependency boundaries. It never passes silently
+# VMs), the release under systemd in a Debian 12 VM, binary and eBPF
+# budgets, dependency boundaries, unit hardening scores. It never passes silently
 # when it could not verify something: the last line is
 #   LEAN: PASS | LEAN: PARTIAL (<why>) | LEAN: FAIL (<why>)
 #
@@ -82,6 +83,11 @@ case $? in
   *) fail "kernel matrix" ;;
 esac
 echo "kernel matrix took $(( $(date +%s) - matrix_start )) s"
+
+step "the release under systemd in a Debian 12 VM (make smoke-vm)"
+smoke_start=$(date +%s)
+scripts/vm/smoke.sh || fail "smoke-vm"
+echo "smoke-vm took $(( $(date +%s) - smoke_start )) s"
 
 step "systemd units"
 if command -v systemd-analyze >/dev/null 2>&1; then
