@@ -10,7 +10,7 @@ export TAPIO_SKIP_LOG ?= $(CURDIR)/target/tapio-skipped-tests.txt
 export TAPIO_GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 
 .PHONY: all setup build release run test lean fmt clippy unit boundaries sizes \
-        smoke demo install uninstall units dist reliability bench clean test-kernels smoke-vm
+        smoke demo install uninstall units dist reliability bench clean test-kernels smoke-vm image
 
 all: build
 
@@ -82,6 +82,11 @@ smoke-vm: setup
 ## Ten seconds that show what Tapio does (as root).
 demo: release
 	scripts/demo.sh
+
+## The container image (scripts/image/Containerfile) built here with
+## buildah, and its binaries run from the image's filesystem.
+image: setup
+	scripts/image/build.sh
 
 ## Release tarball for this machine's architecture (dist/).
 dist: release

@@ -9,11 +9,12 @@ PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nft
   qemu-system-x86 kmod busybox-static debian-archive-keyring python3-venv util-linux
   # promtool and a real Prometheus + node_exporter for the metrics tests
   prometheus prometheus-node-exporter
-  # make smoke-vm: a Debian 12 image with systemd
-  mmdebstrap e2fsprogs)
+  # make smoke-vm: a Debian 12 image with systemd; make image: buildah
+  mmdebstrap e2fsprogs buildah runc)
 # virtme-ng boots the matrix kernels; PyPI only, kept in a venv beside the
 # kernel cache (pinned: the version the matrix was proven with).
 VIRTME_NG_VERSION=1.42
+KUBERNETES_VALIDATE_VERSION=1.37.0
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -45,14 +46,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# virtme-ng, unless one is already on PATH.
-if ! command -v vng >/dev/null 2>&1; then
-  venv=${TAPIO_KERNEL_CACHE:-$HOME/.cache/tapio-kernels}/venv
-  if [ ! -x "$venv/bin/vng" ]; then
-    say "installing virtme-ng $VIRTME_NG_VERSION into $venv"
-    python3 -m venv "$venv" >/dev/null && "$venv/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION" >/dev/null \
-      || { say "could not install virtme-ng (PyPI unreachable?): the kernel matrix will fail"; }
-  fi
+# PyPI tools, unless already on PATH: virtme-ng (the kernel matrix) and
+# kubernetes-validate (the manifests test), in a venv beside the kernel
+# cache. Tests look there too.
+venv=${TAPIO_KERNEL_CACHE:-$HOME/.cache/tapio-kernels}/venv
+pypi=()
+command -v vng >/dev/null 2>&1 || [ -x "$venv/bin/vng" ] || pypi+=("virtme-ng==$VIRTME_NG_VERSION")
+command -v kubernetes-validate >/dev/null 2>&1 || [ -x "$venv/bin/kubernetes-validate" ] \
+  || pypi+=("kubernetes-validate==$KUBERNETES_VALIDATE_VERSION")
+if [ "${#pypi[@]}" -gt 0 ]; then
+  say "installing from PyPI into $venv: ${pypi[*]}"
+  { [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"; } >/dev/null \
+    && "$venv/bin/pip" install -q "${pypi[@]}" >/dev/null \
+    || say "could not install ${pypi[*]} (PyPI unreachable?): the tests that need them will fail"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -89,6 +89,9 @@ smoke_start=$(date +%s)
 scripts/vm/smoke.sh || fail "smoke-vm"
 echo "smoke-vm took $(( $(date +%s) - smoke_start )) s"
 
+step "container image (make image: buildah, binaries run from the image)"
+scripts/image/build.sh || fail "make image"
+
 step "systemd units"
 if command -v systemd-analyze >/dev/null 2>&1; then
   scripts/verify-units.sh || fail "systemd-analyze verify"

@@ -14,8 +14,24 @@ use std::time::{Duration, Instant};
 
 const NOBODY: &str = "65534";
 
+/// setpriv to uid 65534 with exactly `caps`, under RLIMIT_MEMLOCK
+/// unlimited where this host allows raising it, as the unit's
+/// LimitMEMLOCK=infinity does (kernels before 5.11 charge BPF maps to it;
+/// later ones do not care).
 fn setpriv(caps: &str) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut c = Command::new("setpriv");
+    // SAFETY: setrlimit is async-signal-safe; a refusal changes nothing.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+            Ok(())
+        });
+    }
     c.args([
         &format!("--reuid={NOBODY}"),
         &format!("--regid={NOBODY}"),

@@ -21,7 +21,7 @@ rm -rf "$out" && mkdir -p "$out"
 say() { printf 'matrix: %s\n' "$*" >&2; }
 t0=$(date +%s)
 
-tests=(network process storage check)
+tests=(network process storage check attribution capabilities)
 say "building the agent and the real-kernel test binaries"
 cargo build --workspace --bins -q || { say "build failed"; exit 1; }
 bins=$(cargo test --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null \

@@ -54,6 +54,12 @@ pub struct RunArgs {
     #[argh(option)]
     pub metrics_file: Option<PathBuf>,
 
+    /// the cgroup v2 mount whose paths name each event's workload (pod,
+    /// container, QoS, systemd unit); default $TAPIO_CGROUP_ROOT, else
+    /// the cgroup2 mount found in /proc/self/mountinfo; "off" disables
+    #[argh(option)]
+    pub cgroup_root: Option<PathBuf>,
+
     /// seconds between metrics textfile writes (default 5)
     #[argh(option, default = "5")]
     pub metrics_interval_secs: u64,
@@ -108,6 +114,7 @@ pub struct RunArgs {
 /// /etc/default/tapio-agent overrides them, so no flag is ever repeated.
 pub const ENV_DATA_DIR: &str = "TAPIO_DATA_DIR";
 pub const ENV_METRICS_FILE: &str = "TAPIO_METRICS_FILE";
+pub const ENV_CGROUP_ROOT: &str = "TAPIO_CGROUP_ROOT";
 
 impl RunArgs {
     /// Fills the path options from the environment where the flags were
@@ -120,7 +127,20 @@ impl RunArgs {
         if self.metrics_file.is_none() {
             self.metrics_file = path(ENV_METRICS_FILE);
         }
+        if self.cgroup_root.is_none() {
+            self.cgroup_root = path(ENV_CGROUP_ROOT);
+        }
         self
+    }
+
+    /// The cgroup v2 mount for attribution: the option, else the
+    /// mountinfo's cgroup2 mount; None when "off" or none is mounted.
+    pub fn cgroup_root(&self) -> Option<PathBuf> {
+        match &self.cgroup_root {
+            Some(p) if p.as_os_str() == "off" => None,
+            Some(p) => Some(p.clone()),
+            None => crate::attribution::detect_root(),
+        }
     }
 }
 

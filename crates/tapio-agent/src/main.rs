@@ -6,6 +6,7 @@
 //! - sender: channel -> batches -> JSON -> sinks.
 
 mod args;
+mod attribution;
 mod check;
 mod client;
 mod clock;
@@ -307,8 +308,19 @@ fn run(a: RunArgs) -> i32 {
         let metrics = Arc::clone(&metrics);
         let shared = shared.clone();
         let stop = Arc::clone(&poller_stop);
+        let cgroup_root = a.cgroup_root();
+        match &cgroup_root {
+            Some(r) => log::info!(
+                "workload attribution from the cgroup v2 hierarchy at {}",
+                r.display()
+            ),
+            None => {
+                log::info!("workload attribution off (no cgroup v2 mount, or --cgroup-root off)")
+            }
+        }
         let pc = poller::PollerConfig {
             poll_timeout: Duration::from_millis(u64::from(cfg.ringbuf.poll_timeout_ms)),
+            cgroup_root,
         };
         std::thread::Builder::new()
             .name("tapio-poller".into())

@@ -94,6 +94,9 @@ pub struct Metrics {
     /// Events of batches given up after an attempt whose outcome is unknown.
     pub controller_unconfirmed: AtomicU64,
     pub store_files_removed: AtomicU64,
+    /// Workload attribution: events whose cgroup was resolved / not,
+    /// and walks of the cgroup hierarchy (crate::attribution).
+    pub attribution: [AtomicU64; 4],
     pub config_generation: AtomicU32,
     /// Last kernel counter snapshot (refreshed by the metrics writer).
     pub kernel: Mutex<KernelCounters>,
@@ -120,6 +123,7 @@ impl Default for Metrics {
             controller_events_sent: AtomicU64::new(0),
             controller_unconfirmed: AtomicU64::new(0),
             store_files_removed: AtomicU64::new(0),
+            attribution: zeros(),
             config_generation: AtomicU32::new(0),
             kernel: Mutex::new(KernelCounters::default()),
         }
@@ -183,6 +187,17 @@ impl Metrics {
 
     /// Every counter as `name{labels}` -> value: the textfile's samples and
     /// the heartbeat's counters.
+    /// Publishes the resolver's counters (the poller owns the resolver).
+    pub fn set_attribution(&self, s: crate::attribution::Stats) {
+        for (slot, v) in
+            self.attribution
+                .iter()
+                .zip([s.resolved, s.unresolved, s.walks, s.truncated_walks])
+        {
+            slot.store(v, Relaxed);
+        }
+    }
+
     pub fn samples(&self) -> Vec<(String, u64)> {
         let k = self.kernel.lock().map(|g| *g).unwrap_or_default();
         let mut out = Vec::with_capacity(96);
@@ -329,6 +344,23 @@ impl Metrics {
             String::new(),
             self.store_files_removed.load(Relaxed),
         );
+        for (i, result) in ["resolved", "unresolved"].iter().enumerate() {
+            push(
+                "tapio_cgroup_attribution_total",
+                format!("result=\"{result}\""),
+                self.attribution[i].load(Relaxed),
+            );
+        }
+        push(
+            "tapio_cgroup_walks_total",
+            String::new(),
+            self.attribution[2].load(Relaxed),
+        );
+        push(
+            "tapio_cgroup_walks_truncated_total",
+            String::new(),
+            self.attribution[3].load(Relaxed),
+        );
         push(
             "tapio_config_generation",
             String::new(),
@@ -439,6 +471,13 @@ fn help(name: &str) -> &'static str {
         }
         "tapio_store_files_removed_total" => "Store files removed by retention.",
         "tapio_config_generation" => "The config generation in force in the kernel.",
+        "tapio_cgroup_attribution_total" => {
+            "Events whose owner's cgroup was resolved to a path (workload facts) or not."
+        }
+        "tapio_cgroup_walks_total" => "Walks of the cgroup v2 hierarchy to map cgroup ids.",
+        "tapio_cgroup_walks_truncated_total" => {
+            "Walks stopped at the bound on mapped cgroups (65,536)."
+        }
         "tapio_build_info" => "The agent's version and commit; always 1.",
         _ => "Tapio agent metric.",
     }

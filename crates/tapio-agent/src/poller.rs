@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tapio_common::abi::{observer_of_type, parse_record};
-use tapio_common::event::Event;
+use tapio_common::event::{Event, Facts};
 
 /// Per-thread state the ring-buffer callbacks share.
 struct PollState {
@@ -28,6 +28,8 @@ struct PollState {
     tx: Sender<Event>,
     metrics: Arc<Metrics>,
     page_kb: u64,
+    /// cgroup id -> workload facts (this thread only).
+    resolver: std::cell::RefCell<crate::attribution::Resolver>,
 }
 
 impl PollState {
@@ -49,8 +51,9 @@ impl PollState {
             page_kb: self.page_kb,
         };
         match observer::build_event(&rec, seq, &ctx) {
-            Ok(ev) => {
+            Ok(mut ev) => {
                 self.seq.set(seq);
+                self.attribute(&mut ev);
                 match self.tx.try_send(ev) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -65,6 +68,23 @@ impl PollState {
     }
 }
 
+impl PollState {
+    /// Adds the owner's workload facts (network and process events).
+    fn attribute(&self, ev: &mut Event) {
+        let id = match &ev.facts {
+            Facts::Network(n) => n.cgroup_id,
+            Facts::Process(p) => Some(p.cgroup_id),
+            _ => None,
+        };
+        let Some(id) = id else {
+            return;
+        };
+        let mut r = self.resolver.borrow_mut();
+        ev.workload = r.resolve(id);
+        self.metrics.set_attribution(r.stats);
+    }
+}
+
 fn page_kb() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let sz = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -73,6 +93,8 @@ fn page_kb() -> u64 {
 
 pub struct PollerConfig {
     pub poll_timeout: Duration,
+    /// The cgroup v2 mount used for workload attribution (None: off).
+    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 /// Runs until `stop` is set, then detaches every program, drains what the
@@ -93,6 +115,9 @@ pub fn run(
         tx,
         metrics,
         page_kb: page_kb(),
+        resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
+            pc.cgroup_root.clone(),
+        )),
     });
     let mut builder = RingBufferBuilder::new();
     for o in &observers {
@@ -165,6 +190,7 @@ mod tests {
             tx,
             metrics: Arc::new(Metrics::default()),
             page_kb: 4,
+            resolver: RefCell::new(crate::attribution::Resolver::new(None)),
         };
         (st, rx)
     }

@@ -155,6 +155,23 @@ pub enum Facts {
     Node(NodeFacts),
 }
 
+/// Who a cgroup belongs to, read from its path (no API server): the facts
+/// a kubelet-created or systemd-created path names truthfully. Shared
+/// (`Arc`) by every event of the same cgroup.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Workload {
+    /// The cgroup's path relative to the cgroup v2 mount (`/kubepods.slice/...`).
+    pub cgroup_path: Box<str>,
+    /// Kubernetes pod UID, with dashes as the API shows it.
+    pub pod_uid: Option<Box<str>>,
+    /// Container id: 64 lowercase hex digits.
+    pub container_id: Option<Box<str>>,
+    /// `guaranteed`, `burstable` or `besteffort`.
+    pub qos_class: Option<&'static str>,
+    /// The systemd service outside Kubernetes (`nginx.service`).
+    pub systemd_unit: Option<Box<str>>,
+}
+
 /// One piece of evidence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
@@ -167,6 +184,9 @@ pub struct Event {
     pub timestamp_ns: u64,
     pub config_generation: u32,
     pub facts: Facts,
+    /// The owner's workload, from its cgroup (network and process events),
+    /// when it could be resolved.
+    pub workload: Option<std::sync::Arc<Workload>>,
 }
 
 /// Writes JSON without an allocation per value.
@@ -339,6 +359,21 @@ impl Event {
                 j.num("window_ns", n.window_ns);
             }
         }
+        if let Some(w) = &self.workload {
+            j.str("cgroup_path", &w.cgroup_path);
+            if let Some(v) = &w.pod_uid {
+                j.str("pod_uid", v);
+            }
+            if let Some(v) = &w.container_id {
+                j.str("container_id", v);
+            }
+            if let Some(v) = w.qos_class {
+                j.str("qos_class", v);
+            }
+            if let Some(v) = &w.systemd_unit {
+                j.str("systemd_unit", v);
+            }
+        }
         out.push_str("}}");
     }
 }
@@ -370,6 +405,7 @@ mod tests {
             severity: Severity::Warning,
             timestamp_ns: 1_795_328_784_500_000_000,
             config_generation: 2,
+            workload: None,
             facts: Facts::Network(NetFacts {
                 src: "127.0.0.1".parse().unwrap(),
                 src_port: 40000,

@@ -4,8 +4,6 @@
 mod errors;
 mod export;
 mod front;
-#[cfg(test)]
-mod manifests;
 mod metrics;
 mod profile_store;
 mod registry;
@@ -172,6 +170,31 @@ fn main() {
     std::process::exit(code);
 }
 
+/// A new directory, mode 0700, under $RUNTIME_DIRECTORY (systemd) or the
+/// temp directory, with an unpredictable name. `create` (not
+/// `create_dir_all`) fails when the name exists, so a directory someone
+/// else prepared is never used; a few names are tried.
+fn private_run_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("RUNTIME_DIRECTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let mut seed = [0u8; 8];
+    let mut last = std::io::Error::other("no attempt");
+    for attempt in 0..8u64 {
+        let _ = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+        let n =
+            u64::from_ne_bytes(seed) ^ tapio_common::time::now_unix_ns().rotate_left(17) ^ attempt;
+        let dir = base.join(format!("tapio-controller-{}-{n:016x}", std::process::id()));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 fn read_token(path: &PathBuf) -> Result<String, String> {
     let t = std::fs::read_to_string(path)
         .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
@@ -242,19 +265,17 @@ fn serve(a: ServeArgs) -> i32 {
         }
     };
     let local = l.local_addr().ok();
-    // tiny_http listens on a private Unix socket behind the front.
-    let run_dir = std::env::temp_dir().join(format!("tapio-controller-{}", std::process::id()));
+    // tiny_http listens on a private Unix socket behind the front, in a
+    // directory this process creates itself (never one found in place).
+    let run_dir = match private_run_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("cannot create a private runtime directory: {e}");
+            return 1;
+        }
+    };
     let backend = run_dir.join("http.sock");
-    let server = match std::fs::create_dir_all(&run_dir)
-        .and_then(|_| {
-            std::fs::set_permissions(
-                &run_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )
-        })
-        .map_err(|e| e.to_string())
-        .and_then(|_| tiny_http::Server::http_unix(&backend).map_err(|e| e.to_string()))
-    {
+    let server = match tiny_http::Server::http_unix(&backend).map_err(|e| e.to_string()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             log::error!("cannot start the HTTP server at {}: {e}", backend.display());

@@ -57,6 +57,7 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         severity,
         timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
         config_generation: e.hdr.config_generation,
+        workload: None,
         facts: Facts::Process(f),
     })
 }

@@ -324,6 +324,7 @@ mod tests {
             severity: Severity::Info,
             timestamp_ns: ts,
             config_generation: 1,
+            workload: None,
             facts: Facts::Node(NodeFacts {
                 cpu: 0,
                 cycles: 1,
