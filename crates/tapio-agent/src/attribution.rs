@@ -173,6 +173,23 @@ pub fn detect_root() -> Option<PathBuf> {
     })
 }
 
+/// The cgroup v1 memory controller's mount, on hybrid hosts (where an OOM
+/// victim's memory cgroup is not its v2 cgroup).
+pub fn detect_v1_memory_root() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        let mut r = right.split_whitespace();
+        if r.next()? != "cgroup" {
+            return None;
+        }
+        let opts = r.nth(1)?;
+        opts.split(',')
+            .any(|o| o == "memory")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
+}
+
 /// Resolution counters, read by the metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {

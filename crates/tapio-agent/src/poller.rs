@@ -30,6 +30,8 @@ struct PollState {
     page_kb: u64,
     /// cgroup id -> workload facts (this thread only).
     resolver: std::cell::RefCell<crate::attribution::Resolver>,
+    /// The v1 memory hierarchy's ids (hybrid hosts; OOM victims' memcg).
+    memcg_resolver: std::cell::RefCell<crate::attribution::Resolver>,
 }
 
 impl PollState {
@@ -71,10 +73,10 @@ impl PollState {
 impl PollState {
     /// Adds the owner's workload facts (network and process events).
     fn attribute(&self, ev: &mut Event) {
-        let id = match &ev.facts {
-            Facts::Network(n) => n.cgroup_id,
-            Facts::Process(p) => Some(p.cgroup_id),
-            _ => None,
+        let (id, memcg) = match &ev.facts {
+            Facts::Network(n) => (n.cgroup_id, None),
+            Facts::Process(p) => (Some(p.cgroup_id), p.memcg_id),
+            _ => (None, None),
         };
         let Some(id) = id else {
             return;
@@ -82,6 +84,10 @@ impl PollState {
         let mut r = self.resolver.borrow_mut();
         ev.workload = r.resolve(id);
         self.metrics.set_attribution(r.stats);
+        // On a v2-only host the memory cgroup is the v2 cgroup itself.
+        if let Some(m) = memcg.filter(|m| *m != id) {
+            ev.memcg = self.memcg_resolver.borrow_mut().resolve(m);
+        }
     }
 }
 
@@ -117,6 +123,11 @@ pub fn run(
         page_kb: page_kb(),
         resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
             pc.cgroup_root.clone(),
+        )),
+        memcg_resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
+            pc.cgroup_root
+                .as_ref()
+                .and_then(|_| crate::attribution::detect_v1_memory_root()),
         )),
     });
     let mut builder = RingBufferBuilder::new();
@@ -191,6 +202,7 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             page_kb: 4,
             resolver: RefCell::new(crate::attribution::Resolver::new(None)),
+            memcg_resolver: RefCell::new(crate::attribution::Resolver::new(None)),
         };
         (st, rx)
     }

@@ -187,6 +187,9 @@ pub struct Event {
     /// The owner's workload, from its cgroup (network and process events),
     /// when it could be resolved.
     pub workload: Option<std::sync::Arc<Workload>>,
+    /// oom_kill on a host whose memory controller is on cgroup v1: the
+    /// victim's memory cgroup, resolved in that hierarchy.
+    pub memcg: Option<std::sync::Arc<Workload>>,
 }
 
 /// Writes JSON without an allocation per value.
@@ -374,6 +377,9 @@ impl Event {
                 j.str("systemd_unit", v);
             }
         }
+        if let Some(m) = &self.memcg {
+            j.str("memcg_path", &m.cgroup_path);
+        }
         out.push_str("}}");
     }
 }
@@ -406,6 +412,7 @@ mod tests {
             timestamp_ns: 1_795_328_784_500_000_000,
             config_generation: 2,
             workload: None,
+            memcg: None,
             facts: Facts::Network(NetFacts {
                 src: "127.0.0.1".parse().unwrap(),
                 src_port: 40000,

@@ -46,6 +46,7 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
         timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
         config_generation: e.hdr.config_generation,
         workload: None,
+        memcg: None,
         facts: Facts::Network(NetFacts {
             src: ip_from_bytes(e.family, &e.saddr),
             src_port: e.sport,

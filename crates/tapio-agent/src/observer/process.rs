@@ -58,6 +58,7 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
         config_generation: e.hdr.config_generation,
         workload: None,
+        memcg: None,
         facts: Facts::Process(f),
     })
 }

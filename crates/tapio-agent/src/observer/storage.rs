@@ -96,6 +96,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
         config_generation: e.hdr.config_generation,
         workload: None,
+        memcg: None,
         facts: Facts::Storage(StorageFacts {
             dev_major: e.dev_major,
             dev_minor: e.dev_minor,

@@ -325,6 +325,7 @@ mod tests {
             timestamp_ns: ts,
             config_generation: 1,
             workload: None,
+            memcg: None,
             facts: Facts::Node(NodeFacts {
                 cpu: 0,
                 cycles: 1,
