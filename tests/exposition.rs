@@ -64,4 +64,18 @@ fn promtool_accepts_the_textfile_of_a_real_run() {
     }
     assert!(done.metrics.contains("# HELP tapio_events_total "));
     assert!(done.metrics.contains("tapio_build_info{version=\""));
+    // Every loaded program's recursion misses are exported.
+    for p in [
+        "tapio_inet_sock_set_state",
+        "tapio_tcp_receive_reset",
+        "tapio_tcp_retransmit_skb",
+    ] {
+        assert!(
+            done.metrics.contains(&format!(
+                "tapio_kernel_recursion_misses_total{{observer=\"network\",program=\"{p}\"}} "
+            )),
+            "{p}:\n{}",
+            done.metrics
+        );
+    }
 }

@@ -180,9 +180,16 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
         assert!(n >= 1, "tcp_syn_retries=1 allows at least one retry");
         sum += n;
     }
-    assert_eq!(
-        sum, syn_retrans,
-        "syn_retries agree with the namespace's TCPSynRetrans"
+    // Exact unless the kernel skipped a tcp_retransmit_skb run (the
+    // program was already running on that CPU): then the difference is
+    // within the counted recursion misses.
+    let skipped = metric(
+        &done.metrics,
+        "tapio_kernel_recursion_misses_total{observer=\"network\",program=\"tapio_tcp_retransmit_skb\"}",
+    );
+    assert!(
+        sum <= syn_retrans && syn_retrans <= sum + skipped,
+        "syn_retries {sum} agree with the namespace's TCPSynRetrans {syn_retrans} (recursion misses {skipped})"
     );
     assert_accounting(&done.metrics, "network");
 }

@@ -497,6 +497,35 @@ fn probe_observers() -> Vec<Check> {
         .collect()
 }
 
+/// Recursion misses of the tapio programs loaded now (a running agent's):
+/// runs the kernel skipped, each of which may have been an event.
+fn probe_recursion_misses() -> Check {
+    let (mut programs, mut misses) = (0u64, 0u64);
+    for p in libbpf_rs::query::ProgInfoIter::default() {
+        if p.name.to_string_lossy().starts_with("tapio_") {
+            programs += 1;
+            misses += p.recursion_misses;
+        }
+    }
+    if misses == 0 {
+        check(
+            "recursion_misses",
+            false,
+            Status::Pass,
+            format!("0 across {programs} loaded tapio program(s)"),
+            "",
+        )
+    } else {
+        check(
+            "recursion_misses",
+            false,
+            Status::Fail,
+            format!("{misses} program runs skipped across {programs} loaded tapio program(s)"),
+            "see tapio_kernel_recursion_misses_total per program; docs/reliability.md",
+        )
+    }
+}
+
 /// Runs every probe.
 pub fn run_all(hidden_tracepoints: &[String]) -> Vec<Check> {
     let mut out = vec![probe_kernel(), probe_btf(), caps_check(effective_caps())];
@@ -504,6 +533,7 @@ pub fn run_all(hidden_tracepoints: &[String]) -> Vec<Check> {
     let observers = probe_observers();
     out.extend(probe_prog_types(&observers));
     out.extend(probe_tracepoints(hidden_tracepoints));
+    out.push(probe_recursion_misses());
     out.push(check(
         "tracepoint_prototypes",
         false,

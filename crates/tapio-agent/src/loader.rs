@@ -21,6 +21,9 @@ pub enum Loaded {
 pub struct Observer {
     pub index: usize,
     pub skel: Loaded,
+    /// Each loaded program's name and an owned fd (for its run counters:
+    /// recursion misses).
+    pub programs: Vec<(String, std::os::fd::OwnedFd)>,
     /// Owned handles (dup'ed fds): usable from any thread and after the
     /// skeleton is gone.
     pub config_map: MapHandle,
@@ -140,6 +143,70 @@ fn variants(index: usize, p: &Prototypes) -> Vec<(&'static str, bool)> {
     }
 }
 
+/// The programs that were loaded (autoload on), with dup'ed fds.
+fn loaded_programs(
+    obj: &libbpf_rs::Object,
+) -> libbpf_rs::Result<Vec<(String, std::os::fd::OwnedFd)>> {
+    use std::os::fd::AsFd;
+    let mut out = Vec::new();
+    for p in obj.progs() {
+        if !p.autoload() {
+            continue;
+        }
+        let fd = p
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(libbpf_rs::Error::from)?;
+        out.push((p.name().to_string_lossy().into_owned(), fd));
+    }
+    Ok(out)
+}
+
+/// Per-program run statistics the kernel keeps: (observer, program,
+/// recursion misses). A tracing program that fires while it is already
+/// running on the same CPU (a softirq over process context) is skipped
+/// and counted only here: a run that may have been an event.
+#[derive(Default)]
+pub struct ProgramReaders(pub Vec<(usize, String, std::os::fd::OwnedFd)>);
+
+impl ProgramReaders {
+    pub fn from_observers(observers: &[Observer]) -> ProgramReaders {
+        ProgramReaders(
+            observers
+                .iter()
+                .flat_map(|o| {
+                    o.programs.iter().filter_map(move |(name, fd)| {
+                        fd.try_clone().ok().map(|fd| (o.index, name.clone(), fd))
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// (observer, program, recursion misses) now; a failed read is left
+    /// out (the previous value stays in the metrics).
+    pub fn read(&self) -> Vec<(usize, String, u64)> {
+        self.0
+            .iter()
+            .filter_map(|(obs, name, fd)| {
+                use std::os::fd::AsRawFd;
+                let mut info = libbpf_sys::bpf_prog_info::default();
+                let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+                // SAFETY: the kernel writes at most `len` bytes into `info`,
+                // which we own; every pointer field is zero (not requested).
+                let ret = unsafe {
+                    libbpf_sys::bpf_obj_get_info_by_fd(
+                        fd.as_raw_fd(),
+                        (&mut info as *mut libbpf_sys::bpf_prog_info).cast(),
+                        &mut len,
+                    )
+                };
+                (ret == 0).then(|| (*obs, name.clone(), info.recursion_misses))
+            })
+            .collect()
+    }
+}
+
 /// CLOCK_MONOTONIC in ns: the clock of `request.start_time_ns`.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -165,8 +232,10 @@ macro_rules! loader {
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
+            let programs = loaded_programs(skel.object())?;
             Ok(Observer {
                 index: $index,
+                programs,
                 skel: Loaded::$variant(Box::new(skel)),
                 config_map,
                 counters_map,

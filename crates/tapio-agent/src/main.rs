@@ -197,6 +197,7 @@ fn run(a: RunArgs) -> i32 {
             .filter_map(|o| libbpf_rs::MapHandle::try_from(&o.config_map).ok())
             .collect(),
     );
+    let program_readers = loader::ProgramReaders::from_observers(&observers);
     let counter_readers = loader::CounterReaders(
         observers
             .iter()
@@ -338,6 +339,7 @@ fn run(a: RunArgs) -> i32 {
         if let Ok(mut k) = metrics.kernel.lock() {
             counter_readers.read_into(&mut k);
         }
+        metrics.set_recursion_misses(program_readers.read());
         if let Some(p) = &a.metrics_file {
             if let Err(e) = metrics.write_textfile(p) {
                 log::warn!("metrics file {}: {e}", p.display());

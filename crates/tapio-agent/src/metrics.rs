@@ -100,6 +100,9 @@ pub struct Metrics {
     pub config_generation: AtomicU32,
     /// Last kernel counter snapshot (refreshed by the metrics writer).
     pub kernel: Mutex<KernelCounters>,
+    /// (observer, program, runs the kernel skipped because the program was
+    /// already running on that CPU), read with the kernel counters.
+    pub recursion_misses: Mutex<Vec<(usize, String, u64)>>,
 }
 
 impl Default for Metrics {
@@ -126,6 +129,7 @@ impl Default for Metrics {
             attribution: zeros(),
             config_generation: AtomicU32::new(0),
             kernel: Mutex::new(KernelCounters::default()),
+            recursion_misses: Mutex::new(Vec::new()),
         }
     }
 }
@@ -187,6 +191,19 @@ impl Metrics {
 
     /// Every counter as `name{labels}` -> value: the textfile's samples and
     /// the heartbeat's counters.
+    /// Replaces the per-program recursion misses with a fresh reading
+    /// (programs that could not be read keep their previous value).
+    pub fn set_recursion_misses(&self, fresh: Vec<(usize, String, u64)>) {
+        if let Ok(mut cur) = self.recursion_misses.lock() {
+            for (obs, name, v) in fresh {
+                match cur.iter_mut().find(|(o, n, _)| *o == obs && *n == name) {
+                    Some(slot) => slot.2 = v,
+                    None => cur.push((obs, name, v)),
+                }
+            }
+        }
+    }
+
     /// Publishes the resolver's counters (the poller owns the resolver).
     pub fn set_attribution(&self, s: crate::attribution::Stats) {
         for (slot, v) in
@@ -244,6 +261,18 @@ impl Metrics {
             }
             let up = u64::from(self.state(o) == ObserverState::Up);
             push("tapio_observer_up", l, up);
+        }
+        if let Ok(r) = self.recursion_misses.lock() {
+            for (obs, program, v) in r.iter() {
+                push(
+                    "tapio_kernel_recursion_misses_total",
+                    format!(
+                        "observer=\"{}\",program=\"{program}\"",
+                        OBSERVER_NAMES.get(*obs).copied().unwrap_or("unknown")
+                    ),
+                    *v,
+                );
+            }
         }
         for (i, kind) in EventKind::ALL.iter().enumerate() {
             push(
@@ -437,6 +466,9 @@ fn help(name: &str) -> &'static str {
     match name {
         "tapio_kernel_events_total" => "Records the BPF programs tried to emit (attempts).",
         "tapio_ringbuf_lost_total" => "Records lost because the ring buffer was full.",
+        "tapio_kernel_recursion_misses_total" => {
+            "Program runs the kernel skipped because the program was already running on that CPU."
+        }
         "tapio_received_events_total" => "Records the agent read from the ring buffer.",
         "tapio_malformed_events_total" => "Records that failed to parse (counted, not emitted).",
         "tapio_queue_drops_total" => "Events dropped because the poller-to-sender queue was full.",

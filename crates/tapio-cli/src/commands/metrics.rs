@@ -39,6 +39,11 @@ pub const LOSSES: &[(&str, &str, &str)] = &[
         "lower the event rate (profile thresholds, windows) or raise ringbuf.wakeup_bytes; check the agent's CPU",
     ),
     (
+        "tapio_kernel_recursion_misses_total",
+        "the kernel skipped a program run because the same program was already running on that CPU (a softirq over process context); that run may have been an event",
+        "expected only under heavy softirq load; if it keeps rising, report it with the program name",
+    ),
+    (
         "tapio_malformed_events_total",
         "records that failed the ABI check; a kernel/agent mismatch or a bug",
         "report it with `tapio-agent check` output and the agent version",
