@@ -44,8 +44,13 @@ static __always_inline void tapio_count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&tapio_counters, &idx);
 
+	/* Atomic even in a per-CPU slot: a program on this CPU can interrupt
+	 * another mid-increment (softirq over process context, an NMI-time
+	 * program), and a plain += would lose one of the two. An add whose
+	 * result is unused compiles to BPF_XADD, which every supported kernel
+	 * has (fetch variants need 5.12). */
 	if (v)
-		*v += 1; /* per-CPU slot: no atomics needed */
+		__sync_fetch_and_add(v, 1);
 }
 
 /*

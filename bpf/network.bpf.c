@@ -168,8 +168,12 @@ static __always_inline void on_receive_reset(struct sock *sk)
 	    state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT)
 		return;
 	if (c) {
-		if (c->flags & CONN_F_RESET_DONE)
+		if (c->flags & CONN_F_RESET_DONE) {
+			/* One reset event per connection: a further one is
+			 * folded into it, and counted. */
+			tapio_count(TAPIO_CNT_RESET_DEDUP);
 			return;
+		}
 		c->flags |= CONN_F_RESET_DONE;
 	}
 	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state);

@@ -157,6 +157,7 @@ enum tapio_counter {
 	TAPIO_CNT_INFLIGHT_AT_ATTACH = 8,   /* storage: completion of a request older than the program */
 	TAPIO_CNT_NOT_DISPATCHED = 9,       /* storage: completed without ever reaching the driver */
 	TAPIO_CNT_FLUSH_SEQ_END = 10,       /* storage: a flush sequence's final, 0-byte completion of a write already reported */
+	TAPIO_CNT_RESET_DEDUP = 11,         /* network: a further reset of a connection whose reset was already reported */
 	TAPIO_CNT_MAX = 16,
 };
 

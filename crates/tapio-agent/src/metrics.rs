@@ -308,6 +308,11 @@ impl Metrics {
             k.get(1, counter::NOT_DISPATCHED),
         );
         push(
+            "tapio_network_resets_folded_total",
+            String::new(),
+            k.get(0, counter::RESET_DEDUP),
+        );
+        push(
             "tapio_storage_flush_sequence_ends_total",
             String::new(),
             k.get(1, counter::FLUSH_SEQ_END),
@@ -484,6 +489,9 @@ fn help(name: &str) -> &'static str {
         }
         "tapio_storage_completed_without_dispatch_total" => {
             "Requests completed without reaching the driver (informational)."
+        }
+        "tapio_network_resets_folded_total" => {
+            "Further resets of a connection whose reset was already reported (informational)."
         }
         "tapio_storage_flush_sequence_ends_total" => {
             "Second, 0-byte completions that end a flush sequence already reported (informational)."

@@ -47,6 +47,7 @@ pub mod counter {
     pub const INFLIGHT_AT_ATTACH: u32 = 8;
     pub const NOT_DISPATCHED: u32 = 9;
     pub const FLUSH_SEQ_END: u32 = 10;
+    pub const RESET_DEDUP: u32 = 11;
     pub const MAX: u32 = 16;
 }
 

@@ -3,7 +3,9 @@
 //! Tapio carries what the kernel observed; explaining it belongs
 //! downstream. A payload that carries any of these keys, at any depth and
 //! inside arrays, is rejected as a whole with `REASONING_FIELD` (422).
-//! Keys are compared case-insensitively, with `-` and `_` equal.
+//! Keys are compared after normalising: case folded and every separator
+//! (`_`, `-`, `.`, space) removed, so `root_cause`, `rootCause`,
+//! `Root-Cause` and `probableCause` are all caught.
 
 use serde_json::Value;
 
@@ -33,21 +35,30 @@ pub const REASONING_KEYS: &[&str] = &[
     "insights",
 ];
 
-/// Whether `key` is a reasoning key.
+/// `s` lowercased with every separator removed, into `buf`; None when it
+/// does not fit (no reasoning key is that long).
+fn normalise<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
+    let mut n = 0;
+    for b in s.bytes() {
+        if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            continue;
+        }
+        *buf.get_mut(n)? = b.to_ascii_lowercase();
+        n += 1;
+    }
+    Some(&buf[..n])
+}
+
+/// Whether `key` is a reasoning key, in any spelling.
 pub fn is_reasoning_key(key: &str) -> bool {
-    if key.len() > 64 {
+    let mut a = [0u8; 64];
+    let Some(norm) = normalise(key, &mut a) else {
         return false;
-    }
-    let mut buf = [0u8; 64];
-    let n = key.len();
-    for (dst, b) in buf.iter_mut().zip(key.bytes()) {
-        *dst = match b {
-            b'-' => b'_',
-            b => b.to_ascii_lowercase(),
-        };
-    }
-    let norm = &buf[..n];
-    REASONING_KEYS.iter().any(|k| k.as_bytes() == norm)
+    };
+    REASONING_KEYS.iter().any(|k| {
+        let mut b = [0u8; 64];
+        normalise(k, &mut b) == Some(norm)
+    })
 }
 
 /// The path of the first reasoning key in `v` (depth-first, document order),
@@ -141,5 +152,29 @@ mod tests {
             assert!(is_reasoning_key(&k.replace('_', "-")));
         }
         assert!(!is_reasoning_key(&"x".repeat(100)));
+    }
+
+    #[test]
+    fn camel_case_and_other_spellings_are_caught() {
+        for k in [
+            "probableCause",
+            "suggestedAction",
+            "aiSummary",
+            "rootCause",
+            "Root-Cause",
+            "root.cause",
+            "AI_SUMMARY",
+            "suggested action",
+        ] {
+            assert!(is_reasoning_key(k), "{k}");
+        }
+        for k in ["causeway", "dst_port", "comm", "cgroup_path", "because"] {
+            assert!(!is_reasoning_key(k), "{k}");
+        }
+        let v = json!({"events": [{"facts": {"probableCause": "disk"}}]});
+        assert_eq!(
+            find_reasoning_key(&v).as_deref(),
+            Some("events[0].facts.probableCause")
+        );
     }
 }
