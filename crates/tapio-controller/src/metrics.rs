@@ -126,7 +126,7 @@ pub fn render(http: &HttpMetrics, snap: &Snapshot) -> String {
         &mut s,
         "tapio_controller_request_duration_seconds",
         "histogram",
-        "Time from the request reaching a worker to the answer being written, by route.",
+        "Time from the request reaching a worker to its answer being ready, by route.",
     );
     for (r, h) in http.latency.iter().enumerate() {
         let mut cumulative = 0u64;

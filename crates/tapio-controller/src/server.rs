@@ -213,13 +213,15 @@ pub fn handle(state: &State, mut req: Request) {
             resp.add_header(h);
         }
     }
-    let _ = req.respond(resp);
+    // Counted before the answer leaves: a client that reads /metrics right
+    // after its answer must find its own request there.
     state.http.observe(
         crate::metrics::route_index(&path),
         status,
         started.elapsed(),
         reject,
     );
+    let _ = req.respond(resp);
 }
 
 fn metrics(state: &State) -> Reply {
