@@ -17,8 +17,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Each object defines TAPIO_RINGBUF_BYTES to its tapio_abi.h size before
+ * including this header. */
 #ifndef TAPIO_RINGBUF_BYTES
-#define TAPIO_RINGBUF_BYTES (1024 * 1024)
+#error "define TAPIO_RINGBUF_BYTES (a TAPIO_RINGBUF_*_BYTES of tapio_abi.h) first"
 #endif
 
 struct {

@@ -16,9 +16,8 @@
  *    victim's death instead, without the mm facts (gone by then).
  *  - exec: sched_process_exec, only with exec_enabled.
  */
-/* Lower rate than the network observer: a smaller ring (each ring is
- * mapped twice into the agent, so its size counts double in RSS). */
-#define TAPIO_RINGBUF_BYTES (256 * 1024)
+/* Lower rate than the network observer: a smaller ring (tapio_abi.h). */
+#define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_PROCESS_BYTES
 #include "common.bpf.h"
 
 #define TAPIO_OOM_MAX 1024

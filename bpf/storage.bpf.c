@@ -21,9 +21,8 @@
  * pid/comm are not recorded: at issue time the current task is often a
  * kworker or the block layer's plug flush, not the submitter.
  */
-/* Lower rate than the network observer: a smaller ring (each ring is
- * mapped twice into the agent, so its size counts double in RSS). */
-#define TAPIO_RINGBUF_BYTES (256 * 1024)
+/* Lower rate than the network observer: a smaller ring (tapio_abi.h). */
+#define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_STORAGE_BYTES
 #include "common.bpf.h"
 
 #define TAPIO_INFLIGHT_MAX 8192

@@ -24,6 +24,16 @@
 
 #define TAPIO_ABI_VERSION 1
 
+/* Ring buffer sizes, per observer (each ring is mapped twice into the
+ * agent, so its size counts double in RSS; the low-rate observers get a
+ * smaller one). The Rust mirror is tapio_wire::RING_BYTES_*; the profile
+ * caps ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, half the smallest
+ * ring, so that the wakeup threshold can fire on every ring. */
+#define TAPIO_RINGBUF_NETWORK_BYTES (1024 * 1024)
+#define TAPIO_RINGBUF_STORAGE_BYTES (256 * 1024)
+#define TAPIO_RINGBUF_PROCESS_BYTES (256 * 1024)
+#define TAPIO_WAKEUP_BYTES_MAX (128 * 1024)
+
 #define TAPIO_COMM_LEN 16
 #define TAPIO_FILENAME_LEN 128
 #define TAPIO_MAX_IGNORED_EXIT_CODES 16

@@ -500,10 +500,29 @@ mod budgets {
 
     /// (object, bytes, maps, largest max_entries of a non-ring map, ring
     /// buffer bytes) limits.
+    /// The ring sizes are the ABI's (tapio_wire mirrors tapio_abi.h).
     const LIMITS: [(&str, usize, usize, u32, u32); 3] = [
-        ("network", 40 * 1024, 5, 16_384, 1 << 20),
-        ("storage", 24 * 1024, 5, 8_192, 256 << 10),
-        ("process", 48 * 1024, 7, 8_192, 256 << 10),
+        (
+            "network",
+            40 * 1024,
+            5,
+            16_384,
+            tapio_wire::RING_BYTES_NETWORK,
+        ),
+        (
+            "storage",
+            24 * 1024,
+            5,
+            8_192,
+            tapio_wire::RING_BYTES_STORAGE,
+        ),
+        (
+            "process",
+            48 * 1024,
+            7,
+            8_192,
+            tapio_wire::RING_BYTES_PROCESS,
+        ),
     ];
 
     #[test]

@@ -26,9 +26,10 @@ pub const API_VERSION: &str = "tapio.dev/v1";
 /// The only `kind`.
 pub const KIND: &str = "EvidenceProfile";
 
-/// Size of each observer's ring buffer (`TAPIO_RINGBUF_BYTES` in
-/// `bpf/common.bpf.h`): the wakeup threshold cannot exceed it.
-pub const RINGBUF_BYTES: u64 = 1024 * 1024;
+/// The largest wakeup threshold: half the smallest ring buffer
+/// (`tapio_wire::WAKEUP_BYTES_MAX`, mirroring `include/tapio_abi.h`). A
+/// larger one could never fire on the 256 KiB storage and process rings.
+pub const WAKEUP_BYTES_MAX: u64 = tapio_wire::WAKEUP_BYTES_MAX as u64;
 
 /// One problem in a profile, at an exact field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,7 +234,7 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
         "overrides.ringbuf.wakeup_bytes",
         r.wakeup_bytes.unwrap_or(base.wakeup_bytes),
         1,
-        RINGBUF_BYTES,
+        WAKEUP_BYTES_MAX,
     );
     let poll_ms = c.range(
         "overrides.ringbuf.poll_timeout_ms",

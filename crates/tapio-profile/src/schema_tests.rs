@@ -275,3 +275,13 @@ fn arbitrary_documents_never_panic_and_errors_are_located() {
         }
     }
 }
+
+#[test]
+fn the_schema_caps_wakeup_bytes_where_the_compiler_does() {
+    let max = &schema()["properties"]["overrides"]["properties"]["ringbuf"]["properties"]["wakeup_bytes"]
+        ["maximum"];
+    assert_eq!(max.as_u64(), Some(crate::WAKEUP_BYTES_MAX));
+    assert!(schema_ok(
+        "apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nmetadata:\n  name: x\nbase: production-default\noverrides:\n  ringbuf:\n    wakeup_bytes: 131072\n"
+    ));
+}

@@ -146,6 +146,17 @@ fn every_range_error_has_its_path() {
             "  ringbuf:\n    wakeup_bytes: 2000000\n",
             "overrides.ringbuf.wakeup_bytes",
         ),
+        // The bug this limit fixes: 256 KiB was accepted (the old limit was
+        // the network ring's 1 MiB) and could never fire on the 256 KiB
+        // storage and process rings.
+        (
+            "  ringbuf:\n    wakeup_bytes: 262144\n",
+            "overrides.ringbuf.wakeup_bytes",
+        ),
+        (
+            "  ringbuf:\n    wakeup_bytes: 131073\n",
+            "overrides.ringbuf.wakeup_bytes",
+        ),
         (
             "  ringbuf:\n    poll_timeout_ms: 5000\n",
             "overrides.ringbuf.poll_timeout_ms",

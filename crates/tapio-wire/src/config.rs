@@ -13,6 +13,15 @@ use serde::{Deserialize, Serialize};
 /// (`TAPIO_MAX_IGNORED_EXIT_CODES` in `include/tapio_abi.h`).
 pub const MAX_IGNORED_EXIT_CODES: usize = 16;
 
+/// Ring buffer bytes per observer: the mirror of `TAPIO_RINGBUF_*_BYTES`
+/// in `include/tapio_abi.h` (a test holds the BPF objects to them).
+pub const RING_BYTES_NETWORK: u32 = 1024 * 1024;
+pub const RING_BYTES_STORAGE: u32 = 256 * 1024;
+pub const RING_BYTES_PROCESS: u32 = 256 * 1024;
+/// The largest `ringbuf.wakeup_bytes`: half the smallest ring, so the
+/// threshold can fire on every ring (`TAPIO_WAKEUP_BYTES_MAX`).
+pub const WAKEUP_BYTES_MAX: u32 = 128 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledConfig {
     /// Name of the profile this was compiled from (informational).
@@ -160,8 +169,11 @@ impl CompiledConfig {
         if self.ringbuf.poll_timeout_ms == 0 || self.ringbuf.poll_timeout_ms > 1000 {
             return Err(bad("ringbuf.poll_timeout_ms", "must be 1..=1000"));
         }
-        if self.ringbuf.wakeup_bytes == 0 {
-            return Err(bad("ringbuf.wakeup_bytes", "must be > 0"));
+        if self.ringbuf.wakeup_bytes == 0 || self.ringbuf.wakeup_bytes > WAKEUP_BYTES_MAX {
+            return Err(bad(
+                "ringbuf.wakeup_bytes",
+                "must be 1..=131072 (half the smallest ring buffer)",
+            ));
         }
         if self.node.window_ns == 0 {
             return Err(bad("node.window_ns", "must be > 0"));

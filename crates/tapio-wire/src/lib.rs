@@ -20,7 +20,8 @@ mod reasoning;
 
 pub use config::{
     BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, NodeConfig,
-    ProcessConfig, RingbufConfig, StorageConfig, config_hash_of,
+    ProcessConfig, RING_BYTES_NETWORK, RING_BYTES_PROCESS, RING_BYTES_STORAGE, RingbufConfig,
+    StorageConfig, WAKEUP_BYTES_MAX, config_hash_of,
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
