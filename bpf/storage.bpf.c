@@ -155,6 +155,16 @@ static __always_inline bool flush_sequence_end(struct request *rq, unsigned int 
 	return !nr_bytes && (BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK) == REQ_OP_WRITE;
 }
 
+/* Started before the agent attached. A request without a start time (the
+ * queue keeps no I/O statistics: start_time_ns is 0) cannot be placed, and
+ * is never filed as informational: it stays a completion_without_issue. */
+static __always_inline bool in_flight_at_attach(struct request *rq, __u64 attached)
+{
+	__u64 start = BPF_CORE_READ(rq, start_time_ns);
+
+	return start && start < attached;
+}
+
 static __always_inline int on_complete(struct request *rq, __u8 error, __u8 eflags, unsigned int nr_bytes)
 {
 	const struct tapio_config *cfg = tapio_cfg();
@@ -172,7 +182,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 			tapio_count(TAPIO_CNT_NOT_DISPATCHED);
 		else if (flush_sequence_end(rq, nr_bytes))
 			tapio_count(TAPIO_CNT_FLUSH_SEQ_END);
-		else if (!attached || BPF_CORE_READ(rq, start_time_ns) < attached)
+		else if (!attached || in_flight_at_attach(rq, attached))
 			tapio_count(TAPIO_CNT_INFLIGHT_AT_ATTACH);
 		else
 			tapio_count(TAPIO_CNT_CORR_NO_ISSUE);

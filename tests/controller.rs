@@ -343,6 +343,17 @@ fn duplicates_gaps_status_and_export() {
         })
         .sum();
     assert_eq!((events.len(), lines), (4, 4), "i1-1 was not exported twice");
+    // ... and counted as a duplicate, never as a newly accepted event.
+    let k = c.status()["counters"].clone();
+    assert_eq!(
+        (
+            &k["events_accepted"],
+            &k["events_exported"],
+            &k["events_duplicate"]
+        ),
+        (&json!(1), &json!(1), &json!(1)),
+        "{k}"
+    );
 }
 
 #[test]

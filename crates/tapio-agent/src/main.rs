@@ -360,22 +360,25 @@ fn run(a: RunArgs) -> i32 {
             match &a.config {
                 None => log::info!("SIGHUP: no --config file; the builtin defaults stay"),
                 Some(path) => match config::load_file(path) {
-                    Ok(new) => {
-                        generation = generation.wrapping_add(1).max(1);
-                        let failures = config_writers.write(&kconfig::to_kernel(&new, generation));
-                        if failures > 0 {
-                            log::error!(
-                                "config generation {generation}: {failures} kernel config writes failed"
+                    Ok(new) => match state::apply_generation(&shared, new, |c, g| {
+                        config_writers.write(&kconfig::to_kernel(c, g))
+                    }) {
+                        Ok(g) => {
+                            generation = g;
+                            metrics.config_generation.store(g, Relaxed);
+                            metrics.config_reloads_ok.fetch_add(1, Relaxed);
+                            log::info!(
+                                "SIGHUP: applied {} as config generation {g}",
+                                path.display()
                             );
                         }
-                        shared.set(new, generation);
-                        metrics.config_generation.store(generation, Relaxed);
-                        metrics.config_reloads_ok.fetch_add(1, Relaxed);
-                        log::info!(
-                            "SIGHUP: applied {} as config generation {generation}",
-                            path.display()
-                        );
-                    }
+                        Err(failures) => {
+                            metrics.config_reloads_failed.fetch_add(1, Relaxed);
+                            log::error!(
+                                "SIGHUP: {failures} kernel config writes failed; kept generation {generation}"
+                            );
+                        }
+                    },
                     Err(e) => {
                         metrics.config_reloads_failed.fetch_add(1, Relaxed);
                         log::error!(
@@ -387,27 +390,31 @@ fn run(a: RunArgs) -> i32 {
         }
         while let Ok(update) = update_rx.try_recv() {
             let cr = update.response;
-            generation = generation.wrapping_add(1).max(1);
-            let failures = config_writers.write(&kconfig::to_kernel(&cr.config, generation));
-            if failures > 0 {
-                log::error!(
-                    "controller config {}: {failures} kernel config writes failed",
+            match state::apply_generation(&shared, cr.config, |c, g| {
+                config_writers.write(&kconfig::to_kernel(c, g))
+            }) {
+                Ok(g) => {
+                    generation = g;
+                    metrics.config_generation.store(g, Relaxed);
+                    // What heartbeats report: only a config that reached
+                    // every loaded object.
+                    if let Ok(mut ap) = applied.lock() {
+                        *ap = client::Applied {
+                            hash: cr.config_hash.clone(),
+                            version: cr.config_version.clone(),
+                        };
+                    }
+                    log::info!(
+                        "applied controller config_version {} {} as kernel generation {g}",
+                        cr.config_version,
+                        cr.config_hash
+                    );
+                }
+                Err(failures) => log::error!(
+                    "controller config {}: {failures} kernel config writes failed; kept generation {generation}, not reported as applied",
                     cr.config_hash
-                );
+                ),
             }
-            shared.set(cr.config, generation);
-            metrics.config_generation.store(generation, Relaxed);
-            if let Ok(mut ap) = applied.lock() {
-                *ap = client::Applied {
-                    hash: cr.config_hash.clone(),
-                    version: cr.config_version.clone(),
-                };
-            }
-            log::info!(
-                "applied controller config_version {} {} as kernel generation {generation}",
-                cr.config_version,
-                cr.config_hash
-            );
         }
         if last_metrics.elapsed() >= metrics_every {
             write_metrics(&metrics);

@@ -482,7 +482,9 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         ));
     }
     c.batches_accepted.fetch_add(1, Relaxed);
-    c.events_accepted.fetch_add(n, Relaxed);
+    // events_accepted counts new events only: what the export recognises
+    // as already exported (a resend) is counted as a duplicate instead.
+    let mut new_events = n;
     if let Some(ex) = &state.exporter {
         let events = raw
             .get("events")
@@ -494,8 +496,10 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
             c.events_exported.fetch_add(r.exported, Relaxed);
             c.events_duplicate.fetch_add(r.duplicates, Relaxed);
             c.export_failures.fetch_add(r.failed, Relaxed);
+            new_events = n.saturating_sub(r.duplicates);
         }
     }
+    c.events_accepted.fetch_add(new_events, Relaxed);
     Ok(Reply::json(
         200,
         &EventBatchResponse {
