@@ -60,34 +60,51 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-pub fn parse_url(url: &str) -> Result<Endpoint, String> {
-    if url.len() > 2048 {
+/// `url` fit for a message: any `user:password@` is replaced by
+/// `<redacted>@`, and control characters are escaped by the logger.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}<redacted>@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+pub fn parse_url(url_in: &str) -> Result<Endpoint, String> {
+    if url_in.len() > 2048 {
         return Err("controller URL longer than 2048 bytes".into());
     }
+    // Every message below names the URL without its credentials.
+    let shown = redacted(url_in);
+    let url = url_in;
     let lower = url.to_ascii_lowercase();
     if lower.starts_with("https://") {
         return Err(format!(
-            "{url}: https is not supported by this agent (no TLS is built in) and is never downgraded to plaintext; \
+            "{shown}: https is not supported by this agent (no TLS is built in) and is never downgraded to plaintext; \
              use http:// inside a trusted network, or a local TLS proxy / service mesh"
         ));
     }
     let rest = url
         .get(7..)
         .filter(|_| lower.starts_with("http://"))
-        .ok_or_else(|| format!("{url}: the controller URL must start with http://"))?;
+        .ok_or_else(|| format!("{shown}: the controller URL must start with http://"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
     if authority.contains('@') {
         return Err(format!(
-            "{url}: credentials in the URL are not supported; use --token-file"
+            "{shown}: credentials in the URL are not supported; use --token-file"
         ));
     }
     let (host, port) = if let Some(h) = authority.strip_prefix('[') {
         let (h, p) = h
             .split_once(']')
-            .ok_or_else(|| format!("{url}: bad IPv6 literal"))?;
+            .ok_or_else(|| format!("{shown}: bad IPv6 literal"))?;
         (h.to_string(), p.strip_prefix(':').unwrap_or("80"))
     } else {
         match authority.rsplit_once(':') {
@@ -96,9 +113,9 @@ pub fn parse_url(url: &str) -> Result<Endpoint, String> {
         }
     };
     if host.is_empty() {
-        return Err(format!("{url}: no host"));
+        return Err(format!("{shown}: no host"));
     }
-    let port: u16 = port.parse().map_err(|_| format!("{url}: bad port"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{shown}: bad port"))?;
     Ok(Endpoint {
         host,
         port,
@@ -360,6 +377,22 @@ mod tests {
         assert!(parse_url("http://u:p@h:1").is_err());
         assert!(parse_url("http://h:99999").is_err());
         assert!(parse_url("http://:80").is_err());
+    }
+
+    #[test]
+    fn credentials_in_a_url_never_reach_a_message() {
+        for url in [
+            "http://admin:s3cret@ctl:7070/x",
+            "https://admin:s3cret@ctl:7070",
+            "http://admin:s3cret@:7070",
+            "ftp://admin:s3cret@ctl",
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert!(!e.contains("s3cret") && !e.contains("admin"), "{e}");
+            assert!(e.contains("<redacted>@"), "{e}");
+        }
+        assert_eq!(redacted("http://ctl:7070/a@b"), "http://ctl:7070/a@b");
+        assert_eq!(redacted("http://u@ctl"), "http://<redacted>@ctl");
     }
 
     #[test]
