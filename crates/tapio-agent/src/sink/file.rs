@@ -112,9 +112,25 @@ impl FileSink {
             .dir(fallback)
             .ok_or_else(|| std::io::Error::other("no fallback directory"))?
             .to_path_buf();
-        std::fs::create_dir_all(&dir)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // 0750: the store is evidence about every process on the host.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(&dir)?;
+        }
         let path = store::path(&dir, hour, part);
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // 0640, and never through a symlink someone planted in the store.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)?
+        };
         let len = file.metadata()?.len();
         if self.open.len() >= MAX_OPEN {
             // Close the oldest hour first.
@@ -362,6 +378,31 @@ mod tests {
         std::fs::read_to_string(p)
             .map(|s| s.lines().map(String::from).collect())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn store_files_are_0640_in_0750_directories_and_symlinks_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tapio-store-perm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut st = FileSink::new(StoreConfig::new(dir.join("store")));
+        let hour = 2;
+        st.handle(hour, Part::Primary, false).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join("store")), 0o750);
+        let path = store::path(&dir.join("store"), hour, Part::Primary);
+        assert_eq!(mode(&path), 0o640);
+        // A symlink planted where the next hour's file goes is not followed.
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, "").unwrap();
+        std::os::unix::fs::symlink(
+            &target,
+            store::path(&dir.join("store"), hour + 1, Part::Primary),
+        )
+        .unwrap();
+        assert!(st.handle(hour + 1, Part::Primary, false).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
