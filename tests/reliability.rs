@@ -537,3 +537,70 @@ fn hostile_http_never_starves_well_behaved_agents() {
     // and it still works normally
     assert_eq!(c.get("/v1/status").0, 200);
 }
+
+/// Shutdown with a sink that never returns: the agent's stdout is a pipe
+/// nobody reads, so the sender blocks in its write. SIGTERM must still end
+/// the agent within its shutdown timeout, and every received event must be
+/// counted: emitted (handed to the stuck sink), a queue drop, or abandoned
+/// in the queue at shutdown. The accounting closes exactly.
+#[test]
+fn shutdown_with_a_stuck_sink_counts_every_queued_event() {
+    if !kernel_available("reliability::stuck_sink_shutdown") {
+        return;
+    }
+    let dir = tmpdir("stuck-sink");
+    let metrics = dir.join("tapio.prom");
+    let mut child = std::process::Command::new(agent_bin())
+        .args([
+            "run",
+            "--queue-capacity",
+            "256",
+            "--shutdown-timeout-secs",
+            "1",
+        ])
+        .arg("--metrics-file")
+        .arg(&metrics)
+        .stdout(std::process::Stdio::piped()) // never read
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for the observers (the metrics file says the network one is up).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&metrics)
+        .unwrap_or_default()
+        .contains("tapio_observer_up{observer=\"network\"} 1")
+    {
+        assert!(std::time::Instant::now() < deadline, "agent did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Far more JSON than a pipe holds (64 KiB): the stdout write blocks,
+    // the queue fills, the rest are queue drops.
+    let port = closed_port();
+    for _ in 0..3000 {
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not stop despite its 1 s shutdown timeout"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let a = Accounting::parse(&text, "network");
+    eprintln!("RELIABILITY stuck_sink {a:?}");
+    assert!(a.abandoned > 0, "events were left in the queue: {a:?}");
+    assert!(a.queue > 0, "the full queue dropped some: {a:?}");
+    assert_accounting(&text, "network");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -257,6 +257,7 @@ pub struct Accounting {
     pub queue: u64,
     pub suppressed: u64,
     pub emitted: u64,
+    pub abandoned: u64,
 }
 
 impl Accounting {
@@ -278,13 +279,15 @@ impl Accounting {
                 "tapio_events_suppressed_total{{observer=\"{observer}\""
             )),
             emitted: sum_of(format!("tapio_events_total{{observer=\"{observer}\"")),
+            abandoned: metric(text, &format!("tapio_shutdown_abandoned_events_total{l}")),
         }
     }
 
     /// Both identities hold exactly.
     pub fn closes(&self) -> bool {
         self.kernel == self.lost + self.received
-            && self.received == self.malformed + self.queue + self.suppressed + self.emitted
+            && self.received
+                == self.malformed + self.queue + self.suppressed + self.emitted + self.abandoned
     }
 }
 
@@ -299,10 +302,10 @@ pub fn assert_accounting(text: &str, observer: &str) -> (u64, u64) {
     );
     assert_eq!(
         a.received,
-        a.malformed + a.queue + a.suppressed + a.emitted,
-        "{observer}: received != malformed + queue_drops + suppressed + emitted\n{text}"
+        a.malformed + a.queue + a.suppressed + a.emitted + a.abandoned,
+        "{observer}: received != malformed + queue_drops + suppressed + emitted + abandoned\n{text}"
     );
-    (a.emitted, a.lost + a.malformed + a.queue)
+    (a.emitted, a.lost + a.malformed + a.queue + a.abandoned)
 }
 
 pub fn by_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {

@@ -211,6 +211,8 @@ fn run(a: RunArgs) -> i32 {
 
     let shared = state::SharedConfig::new(cfg.clone(), generation);
     let (tx, rx) = crossbeam_channel::bounded(a.queue_capacity);
+    // Kept to count what a stuck sender leaves in the queue at shutdown.
+    let rx_leftover = rx.clone();
 
     let mut sinks: Vec<(SinkId, Box<dyn Sink + Send>)> = Vec::new();
     if !a.no_stdout {
@@ -432,11 +434,20 @@ fn run(a: RunArgs) -> i32 {
     if sender_handle.is_finished() {
         let _ = sender_handle.join();
     } else {
+        // The sender is stuck (a sink that does not return): take what it
+        // never will, and count it per observer, so the accounting closes.
+        let mut abandoned = 0u64;
+        while let Ok(ev) = rx_leftover.try_recv() {
+            let obs = metrics::observer_index(ev.kind.observer());
+            metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
+            abandoned += 1;
+        }
         log::error!(
-            "the sender did not finish within {}s; queued events are lost",
+            "the sender did not finish within {}s; {abandoned} queued events abandoned (counted)",
             a.shutdown_timeout_secs
         );
     }
+    drop(rx_leftover);
     if let Some(h) = client_handle {
         // The client drains what is queued for at most the same timeout.
         let deadline = Instant::now() + Duration::from_secs(a.shutdown_timeout_secs.max(1) + 2);

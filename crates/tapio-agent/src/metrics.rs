@@ -82,6 +82,9 @@ pub struct Metrics {
     pub queue_drops: [AtomicU64; OBS_COUNT],
     pub suppressed: [[AtomicU64; 2]; OBS_COUNT],
     pub emitted: [AtomicU64; EventKind::ALL.len()],
+    /// Events still queued for the sender when a shutdown gave up waiting
+    /// for it (per observer): received, never emitted.
+    pub shutdown_abandoned: [AtomicU64; OBS_COUNT],
     pub sink_failures: [AtomicU64; 3],
     pub sink_dropped: [AtomicU64; 3],
     pub sink_fallback: [AtomicU64; 3],
@@ -113,6 +116,7 @@ impl Default for Metrics {
             queue_drops: zeros(),
             suppressed: std::array::from_fn(|_| zeros()),
             emitted: zeros(),
+            shutdown_abandoned: zeros(),
             sink_failures: zeros(),
             sink_dropped: zeros(),
             sink_fallback: zeros(),
@@ -259,6 +263,11 @@ impl Metrics {
                     self.suppressed[o][r].load(Relaxed),
                 );
             }
+            push(
+                "tapio_shutdown_abandoned_events_total",
+                l.clone(),
+                self.shutdown_abandoned[o].load(Relaxed),
+            );
             let up = u64::from(self.state(o) == ObserverState::Up);
             push("tapio_observer_up", l, up);
         }
@@ -478,6 +487,9 @@ fn help(name: &str) -> &'static str {
         "tapio_malformed_events_total" => "Records that failed to parse (counted, not emitted).",
         "tapio_queue_drops_total" => "Events dropped because the poller-to-sender queue was full.",
         "tapio_events_suppressed_total" => "Events not emitted on purpose, by reason.",
+        "tapio_shutdown_abandoned_events_total" => {
+            "Events still queued when a shutdown gave up waiting for the sender."
+        }
         "tapio_observer_up" => "1 when the observer is loaded and attached.",
         "tapio_events_total" => "Events emitted, by observer and type.",
         "tapio_correlation_drops_total" => "Facts the kernel side could not correlate, by reason.",

@@ -77,15 +77,18 @@ impl SenderThread {
             buf.push('\n');
             lines.push(start..buf.len());
         }
+        // Emitted means handed to the sinks: counted before the writes, so
+        // that a sink which never returns (shutdown gives up on it) still
+        // leaves every received event counted somewhere.
+        for ev in batch {
+            self.metrics.emitted[kind_index(ev.kind)].fetch_add(1, Relaxed);
+        }
         for (id, sink) in &mut self.sinks {
             let r = sink.write_batch(batch, lines, buf);
             let i = *id as usize;
             self.metrics.sink_failures[i].fetch_add(r.failures, Relaxed);
             self.metrics.sink_dropped[i].fetch_add(r.dropped, Relaxed);
             self.metrics.sink_fallback[i].fetch_add(r.fallback, Relaxed);
-        }
-        for ev in batch {
-            self.metrics.emitted[kind_index(ev.kind)].fetch_add(1, Relaxed);
         }
     }
 
