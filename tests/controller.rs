@@ -455,8 +455,8 @@ fn a_bad_profile_fails_startup_with_file_line_and_path() {
 fn metrics_count_every_request_exactly_and_pass_promtool() {
     let c = Controller::start(&[]);
     assert_eq!(c.post("/v1/agents/hello", &hello("a1", "i1")).0, 200);
-    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["e1", "e2"])).0, 200);
-    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["e1", "e2"])).0, 200);
+    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["i1-1", "i1-2"])).0, 200);
+    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["i1-1", "i1-2"])).0, 200);
     assert_eq!(c.get("/nope").0, 404);
     assert_eq!(c.get("/v1/events").0, 405);
     assert_eq!(c.get("/healthz").0, 200);
@@ -541,4 +541,48 @@ fn metrics_count_every_request_exactly_and_pass_promtool() {
             );
         }
     }
+}
+
+#[test]
+fn no_client_can_claim_another_agents_instance_or_event_ids() {
+    let dir = tmpdir("ctl-claims");
+    let c = Controller::start(&["--export-dir", dir.to_str().unwrap()]);
+    assert_eq!(c.post("/v1/agents/hello", &hello("a1", "i1")).0, 200);
+    assert_eq!(c.post("/v1/events", &batch("i1", 1, &["i1-1"])).0, 200);
+    // Agent a2 claims a1's instance: refused on every route, counted.
+    let (s, b) = c.post("/v1/agents/hello", &hello("a2", "i1"));
+    assert_eq!((s, code(&b)), (409, "INSTANCE_CONFLICT"));
+    let mut foreign = batch("i1", 2, &["i1-2"]);
+    foreign["agent_id"] = json!("a2");
+    let (s, b) = c.post("/v1/events", &foreign);
+    assert_eq!((s, code(&b)), (409, "INSTANCE_CONFLICT"));
+    let hb = json!({"wire_version": V, "agent_id": "a2", "instance_id": "i1", "node_name": "node-1",
+                    "config_version": "0", "uptime_secs": 3, "counters": {}});
+    assert_eq!(c.post("/v1/agents/heartbeat", &hb).0, 409);
+    // a1 itself, under its own instance, cannot carry another instance's ids.
+    let (s, b) = c.post("/v1/events", &batch("i1", 2, &["i1-2", "i7-9"]));
+    assert_eq!((s, code(&b)), (400, "INVALID_FIELD"));
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("events[1].id"),
+        "{b}"
+    );
+    // ... so a1's future ids were never taken: its next batch is exported.
+    assert_eq!(c.post("/v1/events", &batch("i1", 2, &["i1-2"])).0, 200);
+    let (events, _) = tapio_common::store::read_events(&[dir.as_path()], None, None).unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(ids.contains(&"i1-1") && ids.contains(&"i1-2"));
+    let (_, _, m) = c.get("/metrics");
+    let m = String::from_utf8(m).unwrap();
+    assert!(
+        m.contains("tapio_controller_rejected_requests_total{code=\"INSTANCE_CONFLICT\"} 3"),
+        "{m}"
+    );
+    assert!(
+        m.contains("tapio_controller_rejected_requests_total{code=\"INVALID_FIELD\"} 1"),
+        "{m}"
+    );
 }

@@ -103,6 +103,11 @@ impl Instance {
 
 pub struct Registry {
     map: HashMap<(String, String), Instance>,
+    /// instance id -> the agent id that first used it. An instance id is
+    /// bound to its agent for as long as the instance is known, so no
+    /// client can claim another agent's instance (and with it its event
+    /// ids, which the export de-duplicates on).
+    owners: HashMap<String, String>,
     max_instances: usize,
     pub evicted: u64,
 }
@@ -115,6 +120,7 @@ impl Registry {
     pub fn new(max_instances: usize) -> Registry {
         Registry {
             map: HashMap::new(),
+            owners: HashMap::new(),
             max_instances: max_instances.max(1),
             evicted: 0,
         }
@@ -135,9 +141,13 @@ impl Registry {
                 .map(|(k, _)| k.clone())
             {
                 self.map.remove(&oldest);
+                self.owners.remove(&oldest.1);
                 self.evicted += 1;
             }
         }
+        self.owners
+            .entry(instance.to_string())
+            .or_insert_with(|| agent.to_string());
         let inst = self
             .map
             .entry(key)
@@ -145,6 +155,11 @@ impl Registry {
         inst.last_seen = now;
         inst.node_name = node.to_string();
         inst
+    }
+
+    /// Whether `instance` is free for `agent`: unknown, or already its own.
+    pub fn owns(&self, agent: &str, instance: &str) -> bool {
+        self.owners.get(instance).is_none_or(|a| a == agent)
     }
 
     pub fn hello(&mut self, h: &HelloRequest, now: Instant) {

@@ -224,6 +224,14 @@ pub fn handle(state: &State, mut req: Request) {
     let _ = req.respond(resp);
 }
 
+/// 409: the instance id is bound to another agent id.
+fn conflict(instance: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::InstanceConflict,
+        format!("instance_id {instance:?} belongs to another agent_id"),
+    )
+}
+
 fn metrics(state: &State) -> Reply {
     let c = &state.counters;
     let (known, stale, evicted) = state
@@ -372,6 +380,9 @@ fn hello(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
     let body = read_body(req, state.settings.max_body_bytes)?;
     let h: HelloRequest = tapio_wire::decode_request(&body)?;
     if let Ok(mut r) = state.registry.lock() {
+        if !r.owns(&h.agent_id, &h.instance_id) {
+            return Err(conflict(&h.instance_id));
+        }
         r.hello(&h, Instant::now());
     }
     let active = state.config.current();
@@ -415,11 +426,15 @@ fn config(state: &State, req: &Request, url: &str) -> Result<Reply, ApiError> {
 fn heartbeat(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
     let body = read_body(req, state.settings.max_body_bytes)?;
     let hb: HeartbeatRequest = tapio_wire::decode_request(&body)?;
-    let known = state
-        .registry
-        .lock()
-        .map(|mut r| r.heartbeat(&hb, Instant::now()))
-        .unwrap_or(false);
+    let known = match state.registry.lock() {
+        Ok(mut r) => {
+            if !r.owns(&hb.agent_id, &hb.instance_id) {
+                return Err(conflict(&hb.instance_id));
+            }
+            r.heartbeat(&hb, Instant::now())
+        }
+        Err(_) => false,
+    };
     Ok(Reply::json(
         200,
         &HeartbeatResponse {
@@ -454,10 +469,24 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         }
     };
     let n = batch.events.len() as u64;
-    let (verdict, known) = state
-        .registry
-        .lock()
-        .map(|mut r| {
+    // Every event id is `<instance_id>-<n>`: a batch cannot carry another
+    // instance's ids (the export de-duplicates on them).
+    let prefix = format!("{}-", batch.instance_id);
+    if let Some(i) = batch.events.iter().position(|e| !e.id.starts_with(&prefix)) {
+        c.batches_rejected.fetch_add(1, Relaxed);
+        c.events_rejected.fetch_add(n, Relaxed);
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("events[{i}].id: must be {prefix}<sequence> (the batch's own instance)"),
+        ));
+    }
+    let (verdict, known) = match state.registry.lock() {
+        Ok(mut r) => {
+            if !r.owns(&batch.agent_id, &batch.instance_id) {
+                c.batches_rejected.fetch_add(1, Relaxed);
+                c.events_rejected.fetch_add(n, Relaxed);
+                return Err(conflict(&batch.instance_id));
+            }
             r.batch(
                 &batch.agent_id,
                 &batch.instance_id,
@@ -465,8 +494,9 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
                 batch.sequence,
                 Instant::now(),
             )
-        })
-        .unwrap_or((BatchVerdict::Accept, false));
+        }
+        Err(_) => (BatchVerdict::Accept, false),
+    };
     if verdict == BatchVerdict::Duplicate {
         c.batches_duplicate.fetch_add(1, Relaxed);
         c.events_duplicate.fetch_add(n, Relaxed);

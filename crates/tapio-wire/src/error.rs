@@ -19,6 +19,8 @@ pub enum ErrorCode {
     UnknownEndpoint,
     MethodNotAllowed,
     Unauthorized,
+    /// An instance id already bound to another agent id (409).
+    InstanceConflict,
     InternalError,
     #[serde(other)]
     Unknown,
@@ -26,7 +28,8 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a v1 controller sends.
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InstanceConflict,
         ErrorCode::HeadersTooLarge,
         ErrorCode::MissingField,
         ErrorCode::UnsupportedVersion,
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::UnknownEndpoint => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::InstanceConflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::ReasoningField => 422,
@@ -69,6 +73,7 @@ impl ErrorCode {
             ErrorCode::UnknownEndpoint => "UNKNOWN_ENDPOINT",
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
+            ErrorCode::InstanceConflict => "INSTANCE_CONFLICT",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -158,6 +163,7 @@ mod tests {
             ("INTERNAL_ERROR", 500),
             ("METHOD_NOT_ALLOWED", 405),
             ("UNAUTHORIZED", 401),
+            ("INSTANCE_CONFLICT", 409),
         ];
         for code in ErrorCode::ALL {
             let (_, status) = expect
