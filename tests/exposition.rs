@@ -6,8 +6,7 @@
 mod common;
 
 use common::*;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -46,21 +45,9 @@ fn promtool_accepts_the_textfile_of_a_real_run() {
     };
     let done = agent.stop();
     for t in [&text, &done.metrics] {
-        let mut child = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-            "promtool rejected the textfile:\n{}{}\n---\n{t}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Some(Err(e)) = promtool_check(t) {
+            panic!("promtool rejected the textfile:\n{e}\n---\n{t}");
+        }
     }
     assert!(done.metrics.contains("# HELP tapio_events_total "));
     assert!(done.metrics.contains("tapio_build_info{version=\""));

@@ -62,6 +62,18 @@ fn strs(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// A container's plain `env` entries, as (name, value).
+fn env_of(c: &Value) -> Vec<(&str, &str)> {
+    c["env"]
+        .as_sequence()
+        .map(|e| {
+            e.iter()
+                .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every label of `selector` is on `labels` (how Kubernetes matches).
 fn selects(selector: &Value, labels: &Value) -> bool {
     selector
@@ -275,12 +287,7 @@ fn the_agent_holds_exactly_bpf_and_perfmon_and_reads_the_host_read_only() {
             .unwrap_or_else(|| panic!("{path} not mounted"));
         assert_eq!(m["readOnly"], Value::Bool(true), "{path}");
     }
-    let env: Vec<(&str, &str)> = c["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
+    let env = env_of(c);
     assert!(env.contains(&("TAPIO_CGROUP_ROOT", "/host/sys/fs/cgroup")));
 }
 
@@ -306,12 +313,7 @@ fn the_controller_is_unprivileged_probes_healthz_and_serves_the_configmap_profil
         assert_eq!(s(c, &[probe, "httpGet", "path"]), "/healthz", "{probe}");
     }
     // The private runtime directory is on a volume, not a predictable /tmp.
-    let env: Vec<(&str, &str)> = c["env"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
-        .collect();
+    let env = env_of(c);
     let run = env
         .iter()
         .find(|(k, _)| *k == "RUNTIME_DIRECTORY")

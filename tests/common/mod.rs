@@ -546,3 +546,30 @@ impl Drop for Controller {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `promtool check metrics` on `text`: Ok(()) when the real Prometheus
+/// parser and linter accept it silently, Err(what it said) otherwise, and
+/// None when promtool is not installed (the caller skips loudly).
+pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
+    use std::io::Write;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
+    let _ = child.stdin.take()?.write_all(text.as_bytes());
+    let out = child.wait_with_output().ok()?;
+    Some(
+        if out.status.success() && out.stdout.is_empty() && out.stderr.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        },
+    )
+}
