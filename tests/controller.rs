@@ -575,3 +575,62 @@ fn no_client_can_claim_another_agents_instance_or_event_ids() {
         "{m}"
     );
 }
+
+/// The export fails (its disk is full): the batch is answered 503, never
+/// 200, and its sequence is taken back, so the agent's resend of the very
+/// same batch is stored once space is back. Nothing is lost or doubled.
+#[test]
+fn a_failed_export_is_503_and_the_resend_is_stored_once() {
+    if unsafe { libc::geteuid() } != 0 {
+        skip(
+            "controller::export_full_disk",
+            "needs root to mount a tmpfs",
+        );
+        return;
+    }
+    let tmpfs = Tmpfs::mount("ctl-export-full", "8k");
+    let mnt = tmpfs.0.clone();
+    let c = Controller::start(&["--export-dir", mnt.to_str().unwrap()]);
+    assert_eq!(c.post("/v1/agents/hello", &hello("a1", "i1")).0, 200);
+    let ids: Vec<String> = (1..=100).map(|i| format!("i1-{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut big = batch("i1", 1, &refs);
+    for e in big["events"].as_array_mut().unwrap() {
+        e["facts"]["comm"] = json!("x".repeat(200));
+    }
+    let (s, b) = c.post("/v1/events", &big);
+    assert_eq!((s, code(&b)), (503, "UNAVAILABLE"), "{b}");
+    let st = c.status();
+    let k = &st["counters"];
+    assert_eq!(
+        (
+            k["batches_accepted"].as_u64(),
+            k["events_accepted"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{k}"
+    );
+    assert_eq!(k["export_failures"], 100);
+    assert_eq!(
+        st["agents"][0]["instances"][0]["last_sequence"], 0,
+        "the sequence was taken back"
+    );
+    // Space is back: the agent resends the same batch, which is new again.
+    sh(&format!("mount -o remount,size=1m {}", mnt.display()));
+    let (s, b) = c.post("/v1/events", &big);
+    assert_eq!(
+        (s, b["duplicate"].as_bool(), b["accepted"].as_u64()),
+        (200, Some(false), Some(100)),
+        "{b}"
+    );
+    let k = c.status()["counters"].clone();
+    assert_eq!(
+        (k["events_accepted"].as_u64(), k["events_exported"].as_u64()),
+        (Some(100), Some(100)),
+        "{k}"
+    );
+    let (events, stats) = tapio_common::store::read_events(&[mnt.as_path()], None, None).unwrap();
+    assert_eq!((events.len(), stats.duplicates), (100, 0));
+    drop(c);
+    drop(tmpfs);
+}

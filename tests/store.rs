@@ -14,26 +14,6 @@ use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(name: &str, size: &str) -> Tmpfs {
-        let dir = tmpdir(name);
-        sh(&format!(
-            "mount -t tmpfs -o size={size} tapio-test {}",
-            dir.display()
-        ));
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Refused-connect events per dst_port in a directory's store files; every
 /// line must be whole JSON (a torn line fails the test).
 fn stored(dir: &Path) -> HashMap<u64, Vec<String>> {

@@ -573,3 +573,25 @@ pub fn promtool_check(text: &str) -> Option<Result<(), String>> {
         },
     )
 }
+
+/// A tmpfs of `size` mounted on a fresh directory; unmounted and removed
+/// when dropped. Root only.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(name: &str, size: &str) -> Tmpfs {
+        let dir = tmpdir(name);
+        sh(&format!(
+            "mount -t tmpfs -o size={size} tapio-test {}",
+            dir.display()
+        ));
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

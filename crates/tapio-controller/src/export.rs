@@ -39,7 +39,12 @@ pub struct Exporter {
 pub struct ExportResult {
     pub exported: u64,
     pub duplicates: u64,
+    /// Events not exported, whatever the reason (counted as export
+    /// failures).
     pub failed: u64,
+    /// Of `failed`, those whose write failed (a full or broken disk): a
+    /// retry may succeed, so the batch is answered 503.
+    pub write_failed: u64,
 }
 
 impl Exporter {
@@ -136,6 +141,7 @@ impl Exporter {
                 Err(e) => {
                     log::error!("export to {}: {e}", self.dir.display());
                     res.failed += n;
+                    res.write_failed += n;
                 }
             }
         }
@@ -207,7 +213,8 @@ mod tests {
             ExportResult {
                 exported: 2,
                 duplicates: 1,
-                failed: 0
+                failed: 0,
+                write_failed: 0
             }
         );
         let r = ex.export("a1", "n1", &[ev("i-1"), ev("i-3")]);
@@ -216,7 +223,8 @@ mod tests {
             ExportResult {
                 exported: 1,
                 duplicates: 1,
-                failed: 0
+                failed: 0,
+                write_failed: 0
             }
         );
         ex.sync();
@@ -229,7 +237,8 @@ mod tests {
             ExportResult {
                 exported: 1,
                 duplicates: 1,
-                failed: 0
+                failed: 0,
+                write_failed: 0
             }
         );
         let (all, st) = store::read_events(&[dir.as_path()], None, None).unwrap();

@@ -34,7 +34,45 @@ pub enum BatchVerdict {
     Duplicate,
 }
 
+/// What `SeqState::observe` changed, to take it back when the batch could
+/// not be stored after all (the controller then answers 503 and the agent
+/// resends the same sequence, which must be new again).
+#[derive(Debug, Clone, Copy)]
+pub struct SeqUndo {
+    seq: u64,
+    last: u64,
+    batches: u64,
+    gaps: u64,
+    missing: u64,
+    regressions: u64,
+}
+
 impl SeqState {
+    /// The state `observe(seq)` is about to change.
+    pub fn undo_point(&self, seq: u64) -> SeqUndo {
+        SeqUndo {
+            seq,
+            last: self.last,
+            batches: self.batches,
+            gaps: self.gaps,
+            missing: self.missing,
+            regressions: self.regressions,
+        }
+    }
+
+    /// Takes back an accepted `observe`.
+    pub fn undo(&mut self, u: SeqUndo) {
+        if self.recent.back() == Some(&u.seq) {
+            self.recent.pop_back();
+            self.recent_set.remove(&u.seq);
+        }
+        self.last = u.last;
+        self.batches = u.batches;
+        self.gaps = u.gaps;
+        self.missing = u.missing;
+        self.regressions = u.regressions;
+    }
+
     /// Records an accepted batch's sequence and says whether it is new.
     pub fn observe(&mut self, seq: u64) -> BatchVerdict {
         if self.recent_set.contains(&seq) {
@@ -199,9 +237,17 @@ impl Registry {
         node: &str,
         seq: u64,
         now: Instant,
-    ) -> (BatchVerdict, bool) {
+    ) -> (BatchVerdict, bool, SeqUndo) {
         let inst = self.entry(agent, instance, node, now);
-        (inst.seq.observe(seq), inst.first_hello.is_some())
+        let undo = inst.seq.undo_point(seq);
+        (inst.seq.observe(seq), inst.first_hello.is_some(), undo)
+    }
+
+    /// Takes back an accepted batch's sequence (it could not be stored).
+    pub fn undo_batch(&mut self, agent: &str, instance: &str, undo: SeqUndo) {
+        if let Some(inst) = self.map.get_mut(&(agent.to_string(), instance.to_string())) {
+            inst.seq.undo(undo);
+        }
     }
 
     /// (instances known, of which stale: not seen for `stale_after_secs`).

@@ -480,7 +480,12 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
             format!("events[{i}].id: must be {prefix}<sequence> (the batch's own instance)"),
         ));
     }
-    let (verdict, known) = match state.registry.lock() {
+    let unavailable = |why: &str| {
+        c.batches_rejected.fetch_add(1, Relaxed);
+        c.events_rejected.fetch_add(n, Relaxed);
+        ApiError::new(ErrorCode::Unavailable, format!("{why}; retry the batch"))
+    };
+    let (verdict, known, undo) = match state.registry.lock() {
         Ok(mut r) => {
             if !r.owns(&batch.agent_id, &batch.instance_id) {
                 c.batches_rejected.fetch_add(1, Relaxed);
@@ -495,7 +500,13 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
                 Instant::now(),
             )
         }
-        Err(_) => (BatchVerdict::Accept, false),
+        // Never 200 for a batch the controller could not account for.
+        Err(_) => return Err(unavailable("the registry is unavailable")),
+    };
+    let take_back = || {
+        if let Ok(mut r) = state.registry.lock() {
+            r.undo_batch(&batch.agent_id, &batch.instance_id, undo);
+        }
     };
     if verdict == BatchVerdict::Duplicate {
         c.batches_duplicate.fetch_add(1, Relaxed);
@@ -511,7 +522,6 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
             },
         ));
     }
-    c.batches_accepted.fetch_add(1, Relaxed);
     // events_accepted counts new events only: what the export recognises
     // as already exported (a resend) is counted as a duplicate instead.
     let mut new_events = n;
@@ -521,14 +531,34 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
             .and_then(|e| e.as_array())
             .cloned()
             .unwrap_or_default();
-        if let Ok(mut ex) = ex.lock() {
-            let r = ex.export(&batch.agent_id, &batch.node_name, &events);
-            c.events_exported.fetch_add(r.exported, Relaxed);
-            c.events_duplicate.fetch_add(r.duplicates, Relaxed);
-            c.export_failures.fetch_add(r.failed, Relaxed);
-            new_events = n.saturating_sub(r.duplicates);
+        let Ok(mut ex) = ex.lock() else {
+            take_back();
+            return Err(unavailable("the export is unavailable"));
+        };
+        let r = ex.export(&batch.agent_id, &batch.node_name, &events);
+        c.events_exported.fetch_add(r.exported, Relaxed);
+        c.events_duplicate.fetch_add(r.duplicates, Relaxed);
+        c.export_failures.fetch_add(r.failed, Relaxed);
+        if r.write_failed > 0 {
+            // Not stored: 503, and the sequence is taken back so the
+            // agent's resend is new again. What this attempt did export is
+            // accepted now (its ids are known: the resend finds them as
+            // duplicates, so nothing is exported or counted twice).
+            drop(ex);
+            take_back();
+            c.events_accepted.fetch_add(r.exported, Relaxed);
+            c.batches_rejected.fetch_add(1, Relaxed);
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "{} of {n} events could not be written to the export; retry the batch",
+                    r.write_failed
+                ),
+            ));
         }
+        new_events = n.saturating_sub(r.duplicates);
     }
+    c.batches_accepted.fetch_add(1, Relaxed);
     c.events_accepted.fetch_add(new_events, Relaxed);
     Ok(Reply::json(
         200,

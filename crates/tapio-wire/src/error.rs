@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// An instance id already bound to another agent id (409).
     InstanceConflict,
+    /// The batch could not be stored now (the export failed): retry (503).
+    Unavailable,
     InternalError,
     #[serde(other)]
     Unknown,
@@ -28,8 +30,9 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a v1 controller sends.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InstanceConflict,
+        ErrorCode::Unavailable,
         ErrorCode::HeadersTooLarge,
         ErrorCode::MissingField,
         ErrorCode::UnsupportedVersion,
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::UnknownEndpoint => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::InstanceConflict => 409,
+            ErrorCode::Unavailable => 503,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::HeadersTooLarge => 431,
             ErrorCode::ReasoningField => 422,
@@ -74,6 +78,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             ErrorCode::Unauthorized => "UNAUTHORIZED",
             ErrorCode::InstanceConflict => "INSTANCE_CONFLICT",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -164,6 +169,7 @@ mod tests {
             ("METHOD_NOT_ALLOWED", 405),
             ("UNAUTHORIZED", 401),
             ("INSTANCE_CONFLICT", 409),
+            ("UNAVAILABLE", 503),
         ];
         for code in ErrorCode::ALL {
             let (_, status) = expect
