@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tapio_common::event::Workload;
 
@@ -190,13 +191,14 @@ pub fn detect_v1_memory_root() -> Option<PathBuf> {
     })
 }
 
-/// Resolution counters, read by the metrics.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Resolution counters: written by the resolver (poller thread), read by
+/// the metrics writer; one copy, shared.
+#[derive(Debug, Default)]
 pub struct Stats {
-    pub resolved: u64,
-    pub unresolved: u64,
-    pub walks: u64,
-    pub truncated_walks: u64,
+    pub resolved: AtomicU64,
+    pub unresolved: AtomicU64,
+    pub walks: AtomicU64,
+    pub truncated_walks: AtomicU64,
 }
 
 /// The cgroup id -> workload map, owned by the poller thread.
@@ -204,40 +206,35 @@ pub struct Resolver {
     root: Option<PathBuf>,
     map: HashMap<u64, Arc<Workload>>,
     last_walk: Option<Instant>,
-    pub stats: Stats,
+    stats: Arc<Stats>,
 }
 
 impl Resolver {
-    /// `root` is the cgroup v2 mount (None: attribution off).
-    pub fn new(root: Option<PathBuf>) -> Resolver {
+    /// `root` is the cgroup v2 mount (None: attribution off); `stats` is
+    /// where it counts.
+    pub fn new(root: Option<PathBuf>, stats: Arc<Stats>) -> Resolver {
         Resolver {
             root,
             map: HashMap::new(),
             last_walk: None,
-            stats: Stats::default(),
+            stats,
         }
     }
 
     /// The workload of cgroup `id`, when its path is known.
     pub fn resolve(&mut self, id: u64) -> Option<Arc<Workload>> {
         self.root.as_ref()?;
-        if let Some(w) = self.map.get(&id) {
-            self.stats.resolved += 1;
-            return Some(Arc::clone(w));
-        }
-        if self.last_walk.is_none_or(|t| t.elapsed() >= RESCAN_MIN) {
+        if !self.map.contains_key(&id) && self.last_walk.is_none_or(|t| t.elapsed() >= RESCAN_MIN) {
             self.walk();
         }
-        match self.map.get(&id) {
-            Some(w) => {
-                self.stats.resolved += 1;
-                Some(Arc::clone(w))
-            }
-            None => {
-                self.stats.unresolved += 1;
-                None
-            }
-        }
+        let w = self.map.get(&id).map(Arc::clone);
+        let counter = if w.is_some() {
+            &self.stats.resolved
+        } else {
+            &self.stats.unresolved
+        };
+        counter.fetch_add(1, Relaxed);
+        w
     }
 
     /// Maps every cgroup that exists now, reusing the entries whose path
@@ -248,7 +245,7 @@ impl Resolver {
             return;
         };
         self.last_walk = Some(Instant::now());
-        self.stats.walks += 1;
+        self.stats.walks.fetch_add(1, Relaxed);
         let mut next: HashMap<u64, Arc<Workload>> = HashMap::with_capacity(self.map.len() + 16);
         let mut stack: Vec<(PathBuf, String, usize)> = vec![(root, String::from("/"), 0)];
         while let Some((dir, rel, depth)) = stack.pop() {
@@ -256,7 +253,7 @@ impl Resolver {
                 continue;
             };
             if next.len() >= MAX_CGROUPS {
-                self.stats.truncated_walks += 1;
+                self.stats.truncated_walks.fetch_add(1, Relaxed);
                 break;
             }
             let id = meta.ino();
@@ -431,7 +428,8 @@ mod tests {
         std::fs::create_dir_all(&leaf).unwrap();
         use std::os::unix::fs::MetadataExt;
         let id = std::fs::metadata(&leaf).unwrap().ino();
-        let mut r = Resolver::new(Some(dir.clone()));
+        let stats = Arc::new(Stats::default());
+        let mut r = Resolver::new(Some(dir.clone()), Arc::clone(&stats));
         let w = r.resolve(id).expect("resolved");
         assert_eq!(
             &*w.cgroup_path,
@@ -441,16 +439,19 @@ mod tests {
         // a hit shares the same facts
         assert!(Arc::ptr_eq(&w, &r.resolve(id).unwrap()));
         assert_eq!(r.resolve(u64::MAX), None);
+        let load = |c: &AtomicU64| c.load(Relaxed);
         assert_eq!(
-            r.stats,
-            Stats {
-                resolved: 2,
-                unresolved: 1,
-                walks: r.stats.walks,
-                truncated_walks: 0
-            }
+            (
+                load(&stats.resolved),
+                load(&stats.unresolved),
+                load(&stats.truncated_walks)
+            ),
+            (2, 1, 0)
         );
+        // one walk for the first id; none for the hit, and none for the
+        // unknown id, which came within RESCAN_MIN of it
+        assert_eq!(load(&stats.walks), 1);
         std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!(Resolver::new(None).resolve(id), None);
+        assert_eq!(Resolver::new(None, Arc::default()).resolve(id), None);
     }
 }

@@ -22,7 +22,7 @@ pub struct Observer {
     pub index: usize,
     pub skel: Loaded,
     /// Each loaded program's name and an owned fd (for its run counters:
-    /// recursion misses).
+    /// recursion misses), until `ProgramReaders` takes them.
     pub programs: Vec<(String, std::os::fd::OwnedFd)>,
     /// Owned handles (dup'ed fds): usable from any thread and after the
     /// skeleton is gone.
@@ -170,14 +170,16 @@ fn loaded_programs(
 pub struct ProgramReaders(pub Vec<(usize, String, std::os::fd::OwnedFd)>);
 
 impl ProgramReaders {
-    pub fn from_observers(observers: &[Observer]) -> ProgramReaders {
+    /// Takes each observer's program fds (they serve nothing else).
+    pub fn from_observers(observers: &mut [Observer]) -> ProgramReaders {
         ProgramReaders(
             observers
-                .iter()
+                .iter_mut()
                 .flat_map(|o| {
-                    o.programs.iter().filter_map(move |(name, fd)| {
-                        fd.try_clone().ok().map(|fd| (o.index, name.clone(), fd))
-                    })
+                    let index = o.index;
+                    std::mem::take(&mut o.programs)
+                        .into_iter()
+                        .map(move |(name, fd)| (index, name, fd))
                 })
                 .collect(),
         )

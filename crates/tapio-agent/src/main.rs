@@ -164,7 +164,7 @@ fn run(a: RunArgs) -> i32 {
         );
     }
 
-    let (observers, failed) = loader::load_all(&kconfig::to_kernel(&cfg, generation));
+    let (mut observers, failed) = loader::load_all(&kconfig::to_kernel(&cfg, generation));
     for (idx, err) in &failed {
         log::error!(
             "observer {} failed to load or attach: {err}",
@@ -197,7 +197,7 @@ fn run(a: RunArgs) -> i32 {
             .filter_map(|o| libbpf_rs::MapHandle::try_from(&o.config_map).ok())
             .collect(),
     );
-    let program_readers = loader::ProgramReaders::from_observers(&observers);
+    let program_readers = loader::ProgramReaders::from_observers(&mut observers);
     let counter_readers = loader::CounterReaders(
         observers
             .iter()

@@ -97,9 +97,9 @@ pub struct Metrics {
     /// Events of batches given up after an attempt whose outcome is unknown.
     pub controller_unconfirmed: AtomicU64,
     pub store_files_removed: AtomicU64,
-    /// Workload attribution: events whose cgroup was resolved / not,
-    /// and walks of the cgroup hierarchy (crate::attribution).
-    pub attribution: [AtomicU64; 4],
+    /// Workload attribution: events whose cgroup was resolved / not, and
+    /// walks of the cgroup hierarchy; the poller's resolver counts here.
+    pub attribution: std::sync::Arc<crate::attribution::Stats>,
     pub config_generation: AtomicU32,
     /// Last kernel counter snapshot (refreshed by the metrics writer).
     pub kernel: Mutex<KernelCounters>,
@@ -130,7 +130,7 @@ impl Default for Metrics {
             controller_events_sent: AtomicU64::new(0),
             controller_unconfirmed: AtomicU64::new(0),
             store_files_removed: AtomicU64::new(0),
-            attribution: zeros(),
+            attribution: std::sync::Arc::default(),
             config_generation: AtomicU32::new(0),
             kernel: Mutex::new(KernelCounters::default()),
             recursion_misses: Mutex::new(Vec::new()),
@@ -193,8 +193,6 @@ impl Metrics {
         self.suppressed[obs].iter().map(|c| c.load(Relaxed)).sum()
     }
 
-    /// Every counter as `name{labels}` -> value: the textfile's samples and
-    /// the heartbeat's counters.
     /// Replaces the per-program recursion misses with a fresh reading
     /// (programs that could not be read keep their previous value).
     pub fn set_recursion_misses(&self, fresh: Vec<(usize, String, u64)>) {
@@ -208,17 +206,8 @@ impl Metrics {
         }
     }
 
-    /// Publishes the resolver's counters (the poller owns the resolver).
-    pub fn set_attribution(&self, s: crate::attribution::Stats) {
-        for (slot, v) in
-            self.attribution
-                .iter()
-                .zip([s.resolved, s.unresolved, s.walks, s.truncated_walks])
-        {
-            slot.store(v, Relaxed);
-        }
-    }
-
+    /// Every counter as `name{labels}` -> value: the textfile's samples and
+    /// the heartbeat's counters.
     pub fn samples(&self) -> Vec<(String, u64)> {
         let k = self.kernel.lock().map(|g| *g).unwrap_or_default();
         let mut out = Vec::with_capacity(96);
@@ -387,22 +376,23 @@ impl Metrics {
             String::new(),
             self.store_files_removed.load(Relaxed),
         );
-        for (i, result) in ["resolved", "unresolved"].iter().enumerate() {
+        let a = &self.attribution;
+        for (result, c) in [("resolved", &a.resolved), ("unresolved", &a.unresolved)] {
             push(
                 "tapio_cgroup_attribution_total",
                 format!("result=\"{result}\""),
-                self.attribution[i].load(Relaxed),
+                c.load(Relaxed),
             );
         }
         push(
             "tapio_cgroup_walks_total",
             String::new(),
-            self.attribution[2].load(Relaxed),
+            a.walks.load(Relaxed),
         );
         push(
             "tapio_cgroup_walks_truncated_total",
             String::new(),
-            self.attribution[3].load(Relaxed),
+            a.truncated_walks.load(Relaxed),
         );
         push(
             "tapio_config_generation",

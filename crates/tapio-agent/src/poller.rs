@@ -68,9 +68,7 @@ impl PollState {
             }
         }
     }
-}
 
-impl PollState {
     /// Adds the owner's workload facts (network and process events).
     fn attribute(&self, ev: &mut Event) {
         let (id, memcg) = match &ev.facts {
@@ -81,9 +79,7 @@ impl PollState {
         let Some(id) = id else {
             return;
         };
-        let mut r = self.resolver.borrow_mut();
-        ev.workload = r.resolve(id);
-        self.metrics.set_attribution(r.stats);
+        ev.workload = self.resolver.borrow_mut().resolve(id);
         // On a v2-only host the memory cgroup is the v2 cgroup itself.
         if let Some(m) = memcg.filter(|m| *m != id) {
             ev.memcg = self.memcg_resolver.borrow_mut().resolve(m);
@@ -114,6 +110,7 @@ pub fn run(
     pc: PollerConfig,
 ) {
     let (mut generation, cfg) = config.snapshot();
+    let attribution_stats = Arc::clone(&metrics.attribution);
     let state = Rc::new(PollState {
         seq: Cell::new(0),
         offset: Cell::new(clock::boot_to_wall_offset()),
@@ -123,11 +120,15 @@ pub fn run(
         page_kb: page_kb(),
         resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
             pc.cgroup_root.clone(),
+            attribution_stats,
         )),
+        // Its counts are not exported: an OOM event is already counted
+        // once, by its v2 cgroup's resolution.
         memcg_resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
             pc.cgroup_root
                 .as_ref()
                 .and_then(|_| crate::attribution::detect_v1_memory_root()),
+            Arc::default(),
         )),
     });
     let mut builder = RingBufferBuilder::new();
@@ -201,8 +202,8 @@ mod tests {
             tx,
             metrics: Arc::new(Metrics::default()),
             page_kb: 4,
-            resolver: RefCell::new(crate::attribution::Resolver::new(None)),
-            memcg_resolver: RefCell::new(crate::attribution::Resolver::new(None)),
+            resolver: RefCell::new(crate::attribution::Resolver::new(None, Arc::default())),
+            memcg_resolver: RefCell::new(crate::attribution::Resolver::new(None, Arc::default())),
         };
         (st, rx)
     }
