@@ -4,8 +4,24 @@ use serde_json::Value;
 use tapio_common::event::EventKind;
 use tapio_common::time::{now_unix_ns, parse_duration, parse_rfc3339};
 
-/// The observers an event can come from.
-pub const OBSERVERS: [&str; 4] = ["network", "storage", "process", "node"];
+/// The observers an event can come from: those of the event kinds, in
+/// their order (one source: tapio-common's event model).
+fn observers() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = Vec::new();
+    for k in EventKind::ALL {
+        let o = k.observer().as_str();
+        if !v.contains(&o) {
+            v.push(o);
+        }
+    }
+    v
+}
+
+/// `--type` matches the full type (`kernel.network.connection_refused`) or
+/// its part after the observer (`connection_refused`).
+fn type_matches(t: &str, k: &str) -> bool {
+    t == k || t.strip_suffix(k).is_some_and(|head| head.ends_with('.'))
+}
 
 /// `2026-11-22T06:00:00Z` or a duration back from now (`15m`, `2h`).
 pub fn parse_time(s: &str, now: u64) -> Result<u64, String> {
@@ -41,18 +57,18 @@ impl Filter {
     ) -> Result<Filter, String> {
         let now = now_unix_ns();
         if let Some(o) = observer {
-            if !OBSERVERS.contains(&o.as_str()) {
+            let valid = observers();
+            if !valid.contains(&o.as_str()) {
                 return Err(format!(
                     "unknown --observer {o:?}; valid: {}",
-                    OBSERVERS.join(", ")
+                    valid.join(", ")
                 ));
             }
         }
         if let Some(k) = kind {
-            let known = EventKind::ALL.iter().any(|e| {
-                let t = e.type_name();
-                t == k || t.ends_with(&format!(".{k}"))
-            });
+            let known = EventKind::ALL
+                .iter()
+                .any(|e| type_matches(e.type_name(), k));
             if !known {
                 let names: Vec<&str> = EventKind::ALL.iter().map(|e| e.type_name()).collect();
                 return Err(format!(
@@ -86,9 +102,7 @@ impl Filter {
             }
         }
         if let Some(k) = &self.kind {
-            let t = e["type"].as_str().unwrap_or("");
-            // `connection_refused` or the full `kernel.network.connection_refused`
-            if t != k && !t.ends_with(&format!(".{k}")) {
+            if !type_matches(e["type"].as_str().unwrap_or(""), k) {
                 return false;
             }
         }
