@@ -24,8 +24,10 @@ pub struct Prototypes {
 }
 
 impl Default for Prototypes {
-    /// The newest shapes: what the objects assume when BTF is unreadable
-    /// (the load then fails with the kernel's own reason).
+    /// What the loader assumes when BTF is unreadable: the claim-based
+    /// exit (right with or without `group_dead`), and the task-carrying
+    /// `mark_victim` and `blk_status_t` completion of current kernels (a
+    /// kernel that differs then fails to load, with its own reason).
     fn default() -> Self {
         Prototypes {
             exit_has_group_dead: false,
