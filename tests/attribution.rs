@@ -292,7 +292,7 @@ fn a_cgroup_removed_before_resolution_gives_no_facts() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
     remove(&v2, &rel);
-    let evs = agent.wait_events(Duration::from_secs(10), |ev| {
+    let evs = agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
         ev.iter().any(|x| {
             x["type"] == "kernel.process.abnormal_exit"
                 && x["facts"]["cgroup_id"].as_u64() == Some(id)

@@ -51,7 +51,7 @@ fn tapio_programs_loaded() -> usize {
 /// a previous test just killed may still be listed for a moment. Waits
 /// (bounded) until the count is at most `at_most`, and returns it.
 fn settled_programs(at_most: usize) -> usize {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let n = tapio_programs_loaded();
         if n <= at_most || std::time::Instant::now() >= deadline {

@@ -41,7 +41,7 @@ fn refused_connects_are_exactly_one_event_each_with_the_owner() {
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     }
     let comm = thread_comm();
-    agent.wait_events(Duration::from_secs(10), |ev| {
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
         by_type(ev, "kernel.network.connection_refused")
             .iter()
             .filter(|e| port_of(e, "dst_port") == u64::from(port))
@@ -147,7 +147,7 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
         assert!(r.is_err(), "connect must fail");
     }
     let done = {
-        agent.wait_events(Duration::from_secs(10), |ev| {
+        agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
             by_type(ev, "kernel.network.connection_timeout")
                 .iter()
                 .filter(|e| port_of(e, "dst_port") == u64::from(port))
@@ -228,7 +228,7 @@ fn a_linger_zero_close_is_one_reset_on_the_receiving_side() {
         matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
         "{r:?}"
     );
-    agent.wait_events(Duration::from_secs(10), |ev| {
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
         !by_type(ev, "kernel.network.connection_reset").is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
@@ -318,7 +318,7 @@ fn dropped_segments_are_aggregated_retransmits_with_the_right_tuple() {
             .map(|e| e["facts"]["retransmits"].as_u64().unwrap_or(0))
             .sum()
     };
-    agent.wait_events(Duration::from_secs(10), |ev| sum_for(ev) >= want);
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| sum_for(ev) >= want);
     std::thread::sleep(Duration::from_millis(300));
     let done = agent.stop();
     let ours: Vec<&Value> = by_type(&done.events, "kernel.network.retransmits")
@@ -441,7 +441,7 @@ fn accounting_closes_while_running_once_the_pipeline_is_idle() {
     // The agent keeps running: once the ring buffers are polled, the queue
     // drained and the batch written (poll 50 ms, flush 1 s), the next
     // periodic metrics file must close exactly and count our events.
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
     let seen = loop {
         let text = agent.metrics_now();
         if !text.is_empty() {
@@ -475,11 +475,11 @@ fn an_observer_that_fails_to_load_does_not_stop_the_others() {
     let agent = Agent::start_with_env("obsfail", &[], &[("TAPIO_FAULT_INJECT", "load:process")]);
     agent.wait_log(
         "observer process failed to load or attach: fault injected",
-        Duration::from_secs(5),
+        SLOW_KERNEL_DEADLINE,
     );
     let port = closed_port();
     let _ = TcpStream::connect(("127.0.0.1", port));
-    agent.wait_events(Duration::from_secs(10), |ev| {
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
         ev.iter().any(|e| port_of(e, "dst_port") == u64::from(port))
     });
     let done = agent.stop();

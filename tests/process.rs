@@ -35,7 +35,7 @@ fn run_exit(code: i32) -> u32 {
 }
 
 fn settle(agent: &Agent, pid: u32, want: usize) {
-    agent.wait_events(Duration::from_secs(10), |ev| for_pid(ev, pid).len() >= want);
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| for_pid(ev, pid).len() >= want);
     std::thread::sleep(Duration::from_millis(400));
 }
 

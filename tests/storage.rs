@@ -103,7 +103,7 @@ fn direct_io_on_a_loop_device_is_one_event_per_completed_request() {
     let devno = lp.numbers();
     let cfg = threshold_zero_config("io");
     let agent = Agent::start("storage-io", &["--config", cfg.to_str().unwrap()]);
-    agent.wait_log("observer storage attached", Duration::from_secs(10));
+    agent.wait_log("observer storage attached", SLOW_KERNEL_DEADLINE);
     std::thread::sleep(Duration::from_millis(300));
     let before = lp.stat();
     let seen_before = for_dev(&agent.events(), devno).len();
@@ -124,9 +124,7 @@ fn direct_io_on_a_loop_device_is_one_event_per_completed_request() {
         "the kernel completed what dd submitted"
     );
     let total = seen_before + (reads + writes) as usize;
-    let events = agent.wait_events(Duration::from_secs(10), |ev| {
-        for_dev(ev, devno).len() >= total
-    });
+    let events = agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| for_dev(ev, devno).len() >= total);
     std::thread::sleep(Duration::from_millis(300));
     let done = agent.stop();
     let ours: Vec<Value> = for_dev(&done.events, devno).split_off(seen_before);
@@ -192,7 +190,7 @@ fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
         &["--config", cfg.to_str().unwrap()],
         &[("TAPIO_FAULT_INJECT", "storage:double_issue")],
     );
-    agent.wait_log("observer storage attached", Duration::from_secs(10));
+    agent.wait_log("observer storage attached", SLOW_KERNEL_DEADLINE);
     let before = lp.stat();
     lp.dd(&format!(
         "if=/dev/zero of={} bs=4k count=16 oflag=direct",
@@ -203,7 +201,7 @@ fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
     // wait until the running agent's metrics show the drops
     let key =
         "tapio_correlation_drops_total{observer=\"storage\",reason=\"ambiguous_inflight_io\"}";
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
     while {
         let m = agent.metrics_now();
         m.is_empty() || metric(&m, key) < 16

@@ -13,6 +13,7 @@
 #   TAPIO_VM_TIMEOUT=1200      seconds per guest, boot included
 #   TAPIO_MATRIX_HOST=0        leave the host row out
 #   TAPIO_SKIP_LOG             where skipped kernels are recorded (lean gate)
+#   TAPIO_MATRIX_TESTS="network"  only these test binaries (default: all six)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -21,7 +22,7 @@ rm -rf "$out" && mkdir -p "$out"
 say() { printf 'matrix: %s\n' "$*" >&2; }
 t0=$(date +%s)
 
-tests=(network process storage check attribution capabilities)
+tests=(${TAPIO_MATRIX_TESTS:-network process storage check attribution capabilities})
 say "building the agent and the real-kernel test binaries"
 cargo build --workspace --bins -q || { say "build failed"; exit 1; }
 bins=$(cargo test --no-run --message-format=json $(printf -- '--test %s ' "${tests[@]}") 2>/dev/null \
@@ -100,6 +101,18 @@ print("\t".join([name, distro, version, release, cgroups, " ".join(observers) or
 PY
 }
 
+# A failing row prints which tests failed and why, so a CI log that keeps
+# only the gate's output still says what broke.
+why_failed() {
+  local f
+  for f in "$1"/test-*.log; do
+    [ -f "$f" ] || continue
+    grep -a -E '^test .* \.\.\. FAILED$|panicked at' -A4 "$f" | head -40 | sed "s|^|  $(basename "$f" .log): |" >&2
+  done
+  [ -s "$1/check.err" ] && grep -a -i -m5 'fail' "$1/check.err" | sed 's/^/  check: /' >&2
+  return 0
+}
+
 rows=()
 status=0
 while read -r name distro suite pkg version sha; do
@@ -127,7 +140,7 @@ while read -r name distro suite pkg version sha; do
   r=$(row "$name" "$distro" "$version" "$dir" "$(( $(date +%s) - s ))" "$booted")
   rows+=("$r")
   say "$r"
-  case "$r" in *PASS) ;; *) status=1 ;; esac
+  case "$r" in *PASS) ;; *) status=1; why_failed "$dir" ;; esac
 done < scripts/kernels/kernels.conf
 
 if [ "${TAPIO_MATRIX_HOST:-1}" = 1 ]; then
@@ -138,7 +151,7 @@ if [ "${TAPIO_MATRIX_HOST:-1}" = 1 ]; then
   r=$(row host "this machine" "-" "$dir" "$(( $(date +%s) - s ))" ok)
   rows+=("$r")
   say "$r"
-  case "$r" in *PASS) ;; *) status=1 ;; esac
+  case "$r" in *PASS) ;; *) status=1; why_failed "$dir" ;; esac
 fi
 
 total=$(( $(date +%s) - t0 ))

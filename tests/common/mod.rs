@@ -92,6 +92,12 @@ pub struct Finished {
     pub status: std::process::ExitStatus,
 }
 
+/// How long a test waits for something the agent does on its own
+/// (attach, deliver, write metrics). Generous: the kernel matrix runs
+/// emulated (TCG) on CI's two busy cores, where loading one observer
+/// alone can take seconds. A wait returns as soon as its condition holds.
+pub const SLOW_KERNEL_DEADLINE: Duration = Duration::from_secs(30);
+
 impl Agent {
     /// Starts `tapio-agent run` and waits until the network observer is
     /// attached.
