@@ -55,6 +55,15 @@ impl Observer {
 pub struct ConfigWriters(pub Vec<MapHandle>);
 
 impl ConfigWriters {
+    pub fn from_observers(observers: &[Observer]) -> ConfigWriters {
+        ConfigWriters(
+            observers
+                .iter()
+                .filter_map(|o| MapHandle::try_from(&o.config_map).ok())
+                .collect(),
+        )
+    }
+
     /// Writes `k` to all objects; returns how many writes failed.
     pub fn write(&self, k: &KernelConfig) -> usize {
         let key = 0u32.to_ne_bytes();
@@ -71,6 +80,19 @@ impl ConfigWriters {
 pub struct CounterReaders(pub Vec<(usize, MapHandle)>);
 
 impl CounterReaders {
+    pub fn from_observers(observers: &[Observer]) -> CounterReaders {
+        CounterReaders(
+            observers
+                .iter()
+                .filter_map(|o| {
+                    MapHandle::try_from(&o.counters_map)
+                        .ok()
+                        .map(|m| (o.index, m))
+                })
+                .collect(),
+        )
+    }
+
     /// Sums every counter over CPUs. A failed read leaves the previous
     /// value (counters are monotonic, so a stale value is never too high).
     pub fn read_into(&self, k: &mut crate::metrics::KernelCounters) {

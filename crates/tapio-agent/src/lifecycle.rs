@@ -1,0 +1,540 @@
+//! The agent's life: `start` (arguments, load, threads), `apply` (the one
+//! place a config generation is applied: at start, on SIGHUP and for the
+//! controller), the main loop, and `shutdown` (drain, count what is left,
+//! final metrics). `main.rs::run` only strings these together.
+
+use crate::args::RunArgs;
+use crate::metrics::{self, Metrics, OBSERVER_NAMES, SinkId};
+use crate::{
+    client, config, host, kconfig, loader, observer, poller, sender, signals, sink, state,
+};
+use crossbeam_channel::Receiver;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tapio_common::abi::OBS_NODE;
+use tapio_common::event::Event;
+use tapio_common::sink::Sink;
+use tapio_wire::{CompiledConfig, ConfigResponse, ObserverState};
+
+/// Exit codes of `run`: 1 nothing could be observed (or a thread could not
+/// start), 2 bad configuration or arguments.
+pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// Where a config generation comes from.
+pub enum Source {
+    /// The config the agent starts with (builtin or `--config`).
+    Start,
+    /// SIGHUP re-read this file.
+    Reload(PathBuf),
+    /// The controller served it.
+    Controller(Box<ConfigResponse>),
+}
+
+/// What `start` validated from the arguments.
+struct Settings {
+    cfg: CompiledConfig,
+    endpoint: Option<client::http::Endpoint>,
+    token: Option<client::http::Token>,
+}
+
+/// The one place a config generation is applied, and what it touches.
+pub struct Applier {
+    shared: state::SharedConfig,
+    writers: loader::ConfigWriters,
+    metrics: Arc<Metrics>,
+    /// What heartbeats report as applied (controller configs only).
+    applied: Arc<Mutex<client::Applied>>,
+}
+
+/// Reads the kernel's counters and writes the metrics file.
+struct MetricsWriter {
+    metrics: Arc<Metrics>,
+    counters: loader::CounterReaders,
+    programs: loader::ProgramReaders,
+    file: Option<PathBuf>,
+}
+
+impl MetricsWriter {
+    fn write(&self) {
+        if let Ok(mut k) = self.metrics.kernel.lock() {
+            self.counters.read_into(&mut k);
+        }
+        self.metrics.set_recursion_misses(self.programs.read());
+        if let Some(p) = &self.file {
+            if let Err(e) = self.metrics.write_textfile(p) {
+                log::warn!("metrics file {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// A started agent: its threads and what the main thread needs to apply
+/// configs, write metrics and shut down.
+pub struct Running {
+    args: RunArgs,
+    applier: Applier,
+    metrics_writer: MetricsWriter,
+    updates: Receiver<client::ConfigUpdate>,
+    /// Kept to count what a stuck sender leaves in the queue at shutdown.
+    leftover: Receiver<Event>,
+    poller_stop: Arc<AtomicBool>,
+    poller: JoinHandle<()>,
+    sender: JoinHandle<()>,
+    client: Option<JoinHandle<()>>,
+}
+
+fn usage(what: &str, e: impl std::fmt::Display) -> i32 {
+    log::error!("{what}: {e}");
+    EXIT_USAGE
+}
+
+fn validate(a: &RunArgs) -> Result<Settings, i32> {
+    if a.queue_capacity == 0 || a.queue_capacity > 1 << 20 {
+        return Err(usage("--queue-capacity", "must be between 1 and 1048576"));
+    }
+    if a.controller_queue == 0 || a.controller_queue > 1 << 20 {
+        return Err(usage("--controller-queue", "must be between 1 and 1048576"));
+    }
+    let cfg = config::initial(a.config.as_deref()).map_err(|e| usage("config", e))?;
+    let endpoint = a
+        .controller
+        .as_deref()
+        .map(client::http::parse_url)
+        .transpose()
+        .map_err(|e| usage("--controller", e))?;
+    let token = match &a.token_file {
+        None => None,
+        // The reason never includes the file's content.
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(client::http::Token::new)
+                .map_err(|e| usage(&format!("--token-file {}", p.display()), e))?,
+        ),
+    };
+    Ok(Settings {
+        cfg,
+        endpoint,
+        token,
+    })
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>, i32> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| {
+            log::error!("cannot start the {name} thread: {e}");
+            EXIT_RUNTIME
+        })
+}
+
+/// Loads every observer it can and records each one's state.
+fn load(cfg: &CompiledConfig, metrics: &Metrics) -> Result<Vec<loader::Observer>, i32> {
+    if let Err(e) = loader::raise_memlock() {
+        log::warn!(
+            "cannot raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11, which charge BPF memory to the memory cgroup"
+        );
+    }
+    let (observers, failed) = loader::load_all(&kconfig::to_kernel(cfg, 1));
+    for (idx, err) in &failed {
+        log::error!(
+            "observer {} failed to load or attach: {err}",
+            OBSERVER_NAMES[*idx]
+        );
+        metrics.set_state(*idx, ObserverState::Failed);
+    }
+    for o in &observers {
+        log::info!("observer {} attached", OBSERVER_NAMES[o.index]);
+        metrics.set_state(o.index, ObserverState::Up);
+    }
+    if cfg.node.enabled {
+        log::warn!(
+            "observer node: unsupported: {}",
+            observer::node::unsupported_reason()
+        );
+        metrics.set_state(OBS_NODE, ObserverState::Unsupported);
+    } else {
+        metrics.set_state(OBS_NODE, ObserverState::Disabled);
+    }
+    if observers.is_empty() {
+        log::error!(
+            "no observer could be loaded; is this a Linux >= 5.10 host with BTF, run as root or with CAP_BPF+CAP_PERFMON?"
+        );
+        return Err(EXIT_RUNTIME);
+    }
+    Ok(observers)
+}
+
+fn local_sinks(a: &RunArgs, metrics: &Arc<Metrics>) -> Vec<(SinkId, Box<dyn Sink + Send>)> {
+    let mut sinks: Vec<(SinkId, Box<dyn Sink + Send>)> = Vec::new();
+    if !a.no_stdout {
+        sinks.push((SinkId::Stdout, Box::new(sink::stdout::StdoutSink::new())));
+    }
+    if let Some(dir) = &a.data_dir {
+        let mut sc = sink::file::StoreConfig::new(dir.clone());
+        sc.fallback = a.fallback_dir.clone();
+        sc.max_age_hours = a.retention_hours.max(1);
+        sc.max_bytes = a.retention_mib.max(1) * 1024 * 1024;
+        sinks.push((
+            SinkId::File,
+            Box::new(sink::file::FileSink::new(sc).with_metrics(Arc::clone(metrics))),
+        ));
+    }
+    sinks
+}
+
+/// The controller client: its own thread behind a bounded queue, fed by
+/// the sender through a `ControllerSink`.
+struct ClientParts {
+    ep: client::http::Endpoint,
+    token: Option<client::http::Token>,
+    identity: client::ClientConfig,
+    shared: state::SharedConfig,
+    metrics: Arc<Metrics>,
+    applied: Arc<Mutex<client::Applied>>,
+    updates: crossbeam_channel::Sender<client::ConfigUpdate>,
+}
+
+fn start_client(
+    a: &RunArgs,
+    p: ClientParts,
+    sinks: &mut Vec<(SinkId, Box<dyn Sink + Send>)>,
+) -> Result<JoinHandle<()>, i32> {
+    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(a.controller_queue);
+    sinks.push((
+        SinkId::Controller,
+        Box::new(client::ControllerSink::new(ctl_tx)),
+    ));
+    log::info!(
+        "controller {}: plaintext HTTP (trusted network only){}",
+        p.ep,
+        if p.token.is_some() {
+            ", bearer token"
+        } else {
+            ""
+        }
+    );
+    let mut http = client::http::Client::new(p.ep, p.token);
+    let t = Duration::from_millis(a.controller_timeout_ms.clamp(10, 600_000));
+    http.io_timeout = t;
+    http.connect_timeout = t.min(Duration::from_secs(2));
+    let ct = client::ClientThread {
+        http,
+        cfg: p.identity,
+        rx: ctl_rx,
+        metrics: p.metrics,
+        shared: p.shared,
+        applied: p.applied,
+        updates: p.updates,
+        started: Instant::now(),
+    };
+    spawn("tapio-client", move || ct.run())
+}
+
+impl Applier {
+    /// Applies `cfg` as the next config generation in every loaded object
+    /// (rolled back when any write fails) and records it for its source.
+    /// Returns whether it is now in force.
+    pub fn apply(&self, cfg: CompiledConfig, source: Source) -> bool {
+        let kept = self.shared.generation();
+        let writers = &self.writers;
+        let result = state::apply_generation(&self.shared, cfg, |c, g| {
+            writers.write(&kconfig::to_kernel(c, g))
+        });
+        let g = match result {
+            Ok(g) => g,
+            Err(failures) => {
+                match source {
+                    Source::Start => log::error!(
+                        "{failures} kernel config writes failed for the starting config"
+                    ),
+                    Source::Reload(_) => {
+                        self.metrics.config_reloads_failed.fetch_add(1, Relaxed);
+                        log::error!(
+                            "SIGHUP: {failures} kernel config writes failed; kept generation {kept}"
+                        );
+                    }
+                    Source::Controller(cr) => log::error!(
+                        "controller config {}: {failures} kernel config writes failed; kept generation {kept}, not reported as applied",
+                        cr.config_hash
+                    ),
+                }
+                return false;
+            }
+        };
+        self.metrics.config_generation.store(g, Relaxed);
+        match source {
+            Source::Start => {}
+            Source::Reload(path) => {
+                self.metrics.config_reloads_ok.fetch_add(1, Relaxed);
+                log::info!(
+                    "SIGHUP: applied {} as config generation {g}",
+                    path.display()
+                );
+            }
+            Source::Controller(cr) => {
+                // What heartbeats report: only a config that reached every
+                // loaded object.
+                if let Ok(mut ap) = self.applied.lock() {
+                    *ap = client::Applied {
+                        hash: cr.config_hash.clone(),
+                        version: cr.config_version.clone(),
+                    };
+                }
+                log::info!(
+                    "applied controller config_version {} {} as kernel generation {g}",
+                    cr.config_version,
+                    cr.config_hash
+                );
+            }
+        }
+        true
+    }
+
+    /// SIGHUP: re-reads `--config` and applies it; a bad file is rejected
+    /// and the generation in force stays.
+    fn reload(&self, path: Option<&Path>) {
+        let Some(path) = path else {
+            log::info!("SIGHUP: no --config file; the builtin defaults stay");
+            return;
+        };
+        match config::load_file(path) {
+            Ok(new) => {
+                self.apply(new, Source::Reload(path.to_path_buf()));
+            }
+            Err(e) => {
+                self.metrics.config_reloads_failed.fetch_add(1, Relaxed);
+                log::error!(
+                    "SIGHUP: rejected new config, keeping generation {}: {e}",
+                    self.shared.generation()
+                );
+            }
+        }
+    }
+}
+
+impl Running {
+    /// Validates the arguments, loads the observers, applies the starting
+    /// config and starts the sender, (with `--controller`) client and
+    /// poller threads. `Err` is the exit code.
+    pub fn start(a: RunArgs) -> Result<Running, i32> {
+        let Settings {
+            cfg,
+            endpoint,
+            token,
+        } = validate(&a)?;
+        let node_name = a.node_name.clone().unwrap_or_else(host::hostname);
+        let agent_id = a
+            .agent_id
+            .clone()
+            .or_else(host::machine_id)
+            .unwrap_or_else(|| node_name.clone());
+        let instance_id = host::new_instance_id();
+        log::info!(
+            "tapio-agent {} starting: agent_id={agent_id} node={node_name} instance={instance_id} profile={}",
+            env!("CARGO_PKG_VERSION"),
+            cfg.profile
+        );
+        let metrics = Arc::new(Metrics::default());
+        let mut observers = load(&cfg, &metrics)?;
+        let metrics_writer = MetricsWriter {
+            metrics: Arc::clone(&metrics),
+            counters: loader::CounterReaders::from_observers(&observers),
+            programs: loader::ProgramReaders::from_observers(&mut observers),
+            file: a.metrics_file.clone(),
+        };
+        // Generation 0 until the starting config is applied as generation 1.
+        let applier = Applier {
+            shared: state::SharedConfig::new(cfg.clone(), 0),
+            writers: loader::ConfigWriters::from_observers(&observers),
+            metrics: Arc::clone(&metrics),
+            applied: Arc::new(Mutex::new(client::Applied::default())),
+        };
+        if !applier.apply(cfg.clone(), Source::Start) {
+            return Err(EXIT_RUNTIME);
+        }
+
+        let (tx, rx) = crossbeam_channel::bounded(a.queue_capacity);
+        let leftover = rx.clone();
+        let mut sinks = local_sinks(&a, &metrics);
+        let (updates_tx, updates) = crossbeam_channel::bounded::<client::ConfigUpdate>(4);
+        let client = match endpoint {
+            None => None,
+            Some(ep) => Some(start_client(
+                &a,
+                ClientParts {
+                    ep,
+                    token,
+                    identity: client::ClientConfig {
+                        agent_id,
+                        node_name,
+                        instance_id: instance_id.clone(),
+                        kernel_release: host::kernel_release(),
+                        max_attempts: 5,
+                        backoff_base: Duration::from_millis(200),
+                        backoff_max: Duration::from_secs(10),
+                        drain_timeout: Duration::from_secs(a.shutdown_timeout_secs.max(1)),
+                    },
+                    shared: applier.shared.clone(),
+                    metrics: Arc::clone(&metrics),
+                    applied: Arc::clone(&applier.applied),
+                    updates: updates_tx,
+                },
+                &mut sinks,
+            )?),
+        };
+        let sender = sender::SenderThread {
+            rx,
+            sinks,
+            metrics: Arc::clone(&metrics),
+            cfg: sender::SenderConfig {
+                instance_id,
+                max_events: cfg.batching.max_events as usize,
+                flush_interval: Duration::from_millis(u64::from(cfg.batching.flush_interval_ms)),
+            },
+        };
+        let sender = spawn("tapio-sender", move || sender.run())?;
+        let poller_stop = Arc::new(AtomicBool::new(false));
+        let poller = start_poller(&a, &cfg, observers, tx, &applier, &poller_stop)?;
+        Ok(Running {
+            args: a,
+            applier,
+            metrics_writer,
+            updates,
+            leftover,
+            poller_stop,
+            poller,
+            sender,
+            client,
+        })
+    }
+
+    /// The main thread until SIGINT/SIGTERM: reloads, controller configs
+    /// and the periodic metrics file.
+    pub fn serve(&mut self) {
+        let every = Duration::from_secs(self.args.metrics_interval_secs.max(1));
+        let mut last_metrics = Instant::now();
+        self.metrics_writer.write();
+        while !signals::stop_requested() {
+            std::thread::sleep(Duration::from_millis(250));
+            if self.poller.is_finished() {
+                log::error!("the poller thread stopped unexpectedly");
+                break;
+            }
+            if signals::take_reload() {
+                self.applier.reload(self.args.config.as_deref());
+            }
+            while let Ok(update) = self.updates.try_recv() {
+                let cfg = update.response.config.clone();
+                self.applier
+                    .apply(cfg, Source::Controller(Box::new(update.response)));
+            }
+            if last_metrics.elapsed() >= every {
+                self.metrics_writer.write();
+                last_metrics = Instant::now();
+            }
+        }
+    }
+
+    /// Detaches, drains within `--shutdown-timeout-secs`, counts what a
+    /// stuck sender leaves behind, writes the final metrics. Returns the
+    /// exit code (0).
+    pub fn shutdown(self) -> i32 {
+        log::info!("stopping: detaching programs and draining");
+        let timeout = Duration::from_secs(self.args.shutdown_timeout_secs.max(1));
+        let metrics = &self.metrics_writer.metrics;
+        self.poller_stop.store(true, Relaxed);
+        let _ = self.poller.join();
+        if join_within(self.sender, timeout).is_err() {
+            // The sender is stuck (a sink that does not return): take what
+            // it never will, and count it per observer, so the accounting
+            // closes.
+            let mut abandoned = 0u64;
+            while let Ok(ev) = self.leftover.try_recv() {
+                let obs = metrics::observer_index(ev.kind.observer());
+                metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
+                abandoned += 1;
+            }
+            log::error!(
+                "the sender did not finish within {}s; {abandoned} queued events abandoned (counted)",
+                timeout.as_secs()
+            );
+        }
+        drop(self.leftover);
+        if let Some(h) = self.client {
+            // The client drains what is queued for at most the same timeout.
+            let _ = join_within(h, timeout + Duration::from_secs(2));
+        }
+        self.metrics_writer.write();
+        log_summary(metrics);
+        0
+    }
+}
+
+fn start_poller(
+    a: &RunArgs,
+    cfg: &CompiledConfig,
+    observers: Vec<loader::Observer>,
+    tx: crossbeam_channel::Sender<Event>,
+    applier: &Applier,
+    stop: &Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, i32> {
+    let cgroup_root = a.cgroup_root();
+    match &cgroup_root {
+        Some(r) => log::info!(
+            "workload attribution from the cgroup v2 hierarchy at {}",
+            r.display()
+        ),
+        None => log::info!("workload attribution off (no cgroup v2 mount, or --cgroup-root off)"),
+    }
+    let pc = poller::PollerConfig {
+        poll_timeout: Duration::from_millis(u64::from(cfg.ringbuf.poll_timeout_ms)),
+        cgroup_root,
+    };
+    let (metrics, shared, stop) = (
+        Arc::clone(&applier.metrics),
+        applier.shared.clone(),
+        Arc::clone(stop),
+    );
+    spawn("tapio-poller", move || {
+        poller::run(observers, tx, metrics, shared, stop, pc)
+    })
+}
+
+/// Joins `h` if it finishes within `timeout`; `Err` leaves it running.
+fn join_within(h: JoinHandle<()>, timeout: Duration) -> Result<(), JoinHandle<()>> {
+    let deadline = Instant::now() + timeout;
+    while !h.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if h.is_finished() {
+        let _ = h.join();
+        Ok(())
+    } else {
+        Err(h)
+    }
+}
+
+fn log_summary(m: &Metrics) {
+    let k = m.kernel.lock().map(|g| *g).unwrap_or_default();
+    for (o, name) in OBSERVER_NAMES.iter().enumerate() {
+        if m.state(o) != ObserverState::Up {
+            continue;
+        }
+        log::info!(
+            "{name}: kernel={} ringbuf_lost={} received={} malformed={} queue_drops={} suppressed={} emitted={}",
+            k.get(o, tapio_common::abi::counter::ATTEMPTS),
+            k.get(o, tapio_common::abi::counter::RINGBUF_LOST),
+            m.received[o].load(Relaxed),
+            m.malformed[o].load(Relaxed),
+            m.queue_drops[o].load(Relaxed),
+            m.suppressed_for(o),
+            m.emitted_for(o),
+        );
+    }
+}
