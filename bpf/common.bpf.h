@@ -133,10 +133,9 @@ static __always_inline __u64 tapio_task_cgroup_id(struct task_struct *task)
  */
 __attribute__((noinline, unused)) int tapio_abi_anchor(struct tapio_net_event *n,
 						       struct tapio_storage_event *s,
-						       struct tapio_process_event *p,
-						       struct tapio_node_event *d)
+						       struct tapio_process_event *p)
 {
-	return n->hdr.size + s->hdr.size + p->hdr.size + d->hdr.size;
+	return n->hdr.size + s->hdr.size + p->hdr.size;
 }
 
 #endif /* TAPIO_COMMON_BPF_H */

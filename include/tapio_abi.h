@@ -22,7 +22,7 @@
 #include <linux/types.h>
 #endif
 
-#define TAPIO_ABI_VERSION 1
+#define TAPIO_ABI_VERSION 2
 
 /* Ring buffer sizes, per observer (each ring is mapped twice into the
  * agent, so its size counts double in RSS; the low-rate observers get a
@@ -43,8 +43,7 @@ enum tapio_observer {
 	TAPIO_OBS_NETWORK = 0,
 	TAPIO_OBS_STORAGE = 1,
 	TAPIO_OBS_PROCESS = 2,
-	TAPIO_OBS_NODE = 3,
-	TAPIO_OBS_COUNT = 4,
+	TAPIO_OBS_COUNT = 3,
 };
 
 /* Record types (tapio_event_header.type). */
@@ -58,7 +57,6 @@ enum tapio_event_type {
 	TAPIO_EV_PROC_ABNORMAL_EXIT = 32,
 	TAPIO_EV_PROC_OOM_KILL = 33,
 	TAPIO_EV_PROC_EXEC = 34,
-	TAPIO_EV_NODE_PMC = 48,
 };
 
 /* Common header: first member of every record. */
@@ -139,17 +137,6 @@ struct tapio_process_event {
 	char filename[TAPIO_FILENAME_LEN]; /* exec only */
 };
 
-/* kernel.node.* */
-struct tapio_node_event {
-	struct tapio_event_header hdr;
-	__u64 cycles;          /* deltas over the window */
-	__u64 instructions;
-	__u64 stalled_cycles;
-	__u64 window_ns;
-	__u32 cpu;
-	__u32 _pad;
-};
-
 /*
  * Per-CPU counters (BPF_MAP_TYPE_PERCPU_ARRAY, one per object, key = index).
  * Each object counts only its own observer's entries.
@@ -183,19 +170,15 @@ struct tapio_config {
 	__u8 network_enabled;
 	__u8 storage_enabled;
 	__u8 process_enabled;
-	__u8 node_enabled;
 	__u8 exec_enabled;
 	__u8 test_flags;             /* TAPIO_TEST_*: fault injection for tests, 0 in production */
-	__u8 _pad0[2];
+	__u8 _pad0[3];
 	__u64 retransmit_window_ns;
 	__u64 slow_io_threshold_ns;  /* emit slow_io at or above this latency */
 	__u32 ringbuf_wakeup_bytes;  /* force a wakeup once this much is pending */
 	__u32 ignore_exit_count;     /* used entries of ignore_exit_codes */
 	__s32 ignore_exit_codes[TAPIO_MAX_IGNORED_EXIT_CODES];
 	__u64 slow_io_critical_ns;   /* slow_io at or above this: TAPIO_F_CRITICAL */
-	__u64 node_window_ns;        /* node observer: sampling window */
-	__u32 node_ipc_warning_milli;   /* node: IPC x1000 below which to report */
-	__u32 node_stall_warning_milli; /* node: stalled/cycles x1000 above which to report */
 };
 
 /* tapio_config.test_flags */
@@ -251,30 +234,19 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, flags) == 66)
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, comm) == 72);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, filename) == 88);
 
-TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_node_event) == 56);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, cycles) == 16);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, instructions) == 24);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, stalled_cycles) == 32);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, window_ns) == 40);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_node_event, cpu) == 48);
-
-TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 128);
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 112);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, abi_version) == 0);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, generation) == 4);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, network_enabled) == 8);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, storage_enabled) == 9);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, process_enabled) == 10);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_enabled) == 11);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, exec_enabled) == 12);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, test_flags) == 13);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, exec_enabled) == 11);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, test_flags) == 12);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, retransmit_window_ns) == 16);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_threshold_ns) == 24);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ringbuf_wakeup_bytes) == 32);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_count) == 36);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_codes) == 40);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_critical_ns) == 104);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_window_ns) == 112);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_ipc_warning_milli) == 120);
-TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, node_stall_warning_milli) == 124);
 
 #endif /* TAPIO_ABI_H */

@@ -10,7 +10,7 @@ use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const NOBODY: &str = "65534";
 

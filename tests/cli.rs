@@ -316,7 +316,7 @@ fn unknown_filter_values_are_usage_errors_listing_the_valid_ones() {
     let (code, out, err) = tapio(&["events", "--data-dir", d, "--observer", "netwrk"]);
     assert_eq!(code, 2, "{err}");
     assert!(out.is_empty());
-    assert!(err.contains("network, storage, process, node"), "{err}");
+    assert!(err.contains("network, storage, process"), "{err}");
     let (code, _, err) = tapio(&["events", "--data-dir", d, "--type", "bogus"]);
     assert_eq!(code, 2);
     assert!(err.contains("kernel.network.connection_refused"), "{err}");

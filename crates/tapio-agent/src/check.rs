@@ -543,24 +543,6 @@ pub fn run_all(hidden_tracepoints: &[String]) -> Vec<Check> {
     ));
     out.extend(probe_fs());
     out.push(probe_memlock());
-    out.push(match crate::observer::node::hardware_counters() {
-        Ok(()) => check(
-            "pmc",
-            false,
-            Status::Pass,
-            "hardware cycle counter available (node observer)",
-            "",
-        ),
-        Err(e) => check(
-            "pmc",
-            false,
-            Status::Fail,
-            format!(
-                "no hardware counters: perf_event_open: {e}; the node observer reports unsupported"
-            ),
-            "bare metal or a VM with PMU passthrough, if node evidence is wanted",
-        ),
-    });
     out.extend(observers);
     out
 }

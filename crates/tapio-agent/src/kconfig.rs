@@ -18,15 +18,11 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
         network_enabled: u8::from(cfg.network.enabled),
         storage_enabled: u8::from(cfg.storage.enabled),
         process_enabled: u8::from(cfg.process.enabled),
-        node_enabled: u8::from(cfg.node.enabled),
         exec_enabled: u8::from(cfg.process.enabled && cfg.process.exec_enabled),
         test_flags: test_flags(),
         retransmit_window_ns: cfg.network.retransmit_window_ns,
         slow_io_threshold_ns: cfg.storage.slow_io_warning_ns,
         slow_io_critical_ns: cfg.storage.slow_io_critical_ns,
-        node_window_ns: cfg.node.window_ns,
-        node_ipc_warning_milli: cfg.node.ipc_warning_milli,
-        node_stall_warning_milli: cfg.node.stall_warning_milli,
         ringbuf_wakeup_bytes: cfg.ringbuf.wakeup_bytes,
         ..Default::default()
     };
@@ -66,23 +62,13 @@ mod tests {
         assert_eq!(k.abi_version, ABI_VERSION);
         assert_eq!(k.generation, 9);
         assert_eq!(
-            (
-                k.network_enabled,
-                k.storage_enabled,
-                k.process_enabled,
-                k.node_enabled
-            ),
-            (1, 1, 1, 0)
+            (k.network_enabled, k.storage_enabled, k.process_enabled),
+            (1, 1, 1)
         );
         assert_eq!(k.exec_enabled, 1);
         assert_eq!(k.retransmit_window_ns, 10_000_000_000);
         assert_eq!(k.slow_io_threshold_ns, 0);
         assert_eq!(k.slow_io_critical_ns, 500_000_000);
-        assert_eq!(k.node_window_ns, 10_000_000_000);
-        assert_eq!(
-            (k.node_ipc_warning_milli, k.node_stall_warning_milli),
-            (300, 700)
-        );
         assert_eq!(k.ringbuf_wakeup_bytes, 65536);
         assert_eq!(k.ignore_exit_count, 2);
         assert_eq!(&k.ignore_exit_codes[..3], &[1, 143, 0]);

@@ -5,16 +5,13 @@
 
 use crate::args::RunArgs;
 use crate::metrics::{self, Metrics, OBSERVER_NAMES, SinkId};
-use crate::{
-    client, config, host, kconfig, loader, observer, poller, sender, signals, sink, state,
-};
+use crate::{client, config, host, kconfig, loader, poller, sender, signals, sink, state};
 use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tapio_common::abi::OBS_NODE;
 use tapio_common::event::Event;
 use tapio_common::sink::Sink;
 use tapio_wire::{CompiledConfig, ConfigResponse, ObserverState};
@@ -151,15 +148,6 @@ fn load(cfg: &CompiledConfig, metrics: &Metrics) -> Result<Vec<loader::Observer>
     for o in &observers {
         log::info!("observer {} attached", OBSERVER_NAMES[o.index]);
         metrics.set_state(o.index, ObserverState::Up);
-    }
-    if cfg.node.enabled {
-        log::warn!(
-            "observer node: unsupported: {}",
-            observer::node::unsupported_reason()
-        );
-        metrics.set_state(OBS_NODE, ObserverState::Unsupported);
-    } else {
-        metrics.set_state(OBS_NODE, ObserverState::Disabled);
     }
     if observers.is_empty() {
         log::error!(
@@ -456,8 +444,9 @@ impl Running {
             // closes.
             let mut abandoned = 0u64;
             while let Ok(ev) = self.leftover.try_recv() {
-                let obs = metrics::observer_index(ev.kind.observer());
-                metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
+                if let Some(obs) = metrics::observer_index(ev.kind.observer()) {
+                    metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
+                }
                 abandoned += 1;
             }
             log::error!(

@@ -384,10 +384,6 @@ mod tests {
             size_of::<abi::ProcessEvent>()
         );
         assert_eq!(
-            size_of::<skel::tapio_node_event>(),
-            size_of::<abi::NodeEvent>()
-        );
-        assert_eq!(
             size_of::<skel::tapio_config>(),
             size_of::<abi::KernelConfig>()
         );
@@ -448,16 +444,6 @@ mod tests {
             filename
         );
         same!(
-            skel::tapio_node_event,
-            abi::NodeEvent,
-            hdr,
-            cycles,
-            instructions,
-            stalled_cycles,
-            window_ns,
-            cpu
-        );
-        same!(
             skel::tapio_config,
             abi::KernelConfig,
             abi_version,
@@ -465,7 +451,6 @@ mod tests {
             network_enabled,
             storage_enabled,
             process_enabled,
-            node_enabled,
             exec_enabled,
             test_flags,
             retransmit_window_ns,
@@ -473,10 +458,7 @@ mod tests {
             ringbuf_wakeup_bytes,
             ignore_exit_count,
             ignore_exit_codes,
-            slow_io_critical_ns,
-            node_window_ns,
-            node_ipc_warning_milli,
-            node_stall_warning_milli
+            slow_io_critical_ns
         );
         assert_eq!(
             offset_of!(skel::tapio_event_header, config_generation),

@@ -15,7 +15,7 @@ use tapio_common::abi::{OBS_COUNT, counter};
 use tapio_common::event::EventKind;
 use tapio_wire::{Observer, ObserverState};
 
-pub const OBSERVER_NAMES: [&str; OBS_COUNT] = ["network", "storage", "process", "node"];
+pub const OBSERVER_NAMES: [&str; OBS_COUNT] = ["network", "storage", "process"];
 
 /// Reasons a received record is deliberately not emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,13 +162,11 @@ pub fn kind_index(kind: EventKind) -> usize {
     EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
 }
 
-pub fn observer_index(o: Observer) -> usize {
-    match o {
-        Observer::Network => 0,
-        Observer::Storage => 1,
-        Observer::Process => 2,
-        Observer::Node | Observer::Unknown => 3,
-    }
+/// The index of an observer in every per-observer array: its position in
+/// `Observer::ALL` (a test holds that order to `OBSERVER_NAMES` and the
+/// ABI's `TAPIO_OBS_*`). `None` for `Unknown`, which no event kind has.
+pub fn observer_index(o: Observer) -> Option<usize> {
+    Observer::ALL.iter().position(|x| *x == o)
 }
 
 impl Metrics {
@@ -184,7 +182,7 @@ impl Metrics {
         EventKind::ALL
             .iter()
             .enumerate()
-            .filter(|(_, k)| observer_index(k.observer()) == obs)
+            .filter(|(_, k)| observer_index(k.observer()) == Some(obs))
             .map(|(i, _)| self.emitted[i].load(Relaxed))
             .sum()
     }

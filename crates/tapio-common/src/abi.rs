@@ -8,7 +8,7 @@
 
 use std::mem::{offset_of, size_of};
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 128;
 pub const MAX_IGNORED_EXIT_CODES: usize = 16;
@@ -17,8 +17,7 @@ pub const MAX_IGNORED_EXIT_CODES: usize = 16;
 pub const OBS_NETWORK: usize = 0;
 pub const OBS_STORAGE: usize = 1;
 pub const OBS_PROCESS: usize = 2;
-pub const OBS_NODE: usize = 3;
-pub const OBS_COUNT: usize = 4;
+pub const OBS_COUNT: usize = 3;
 
 /// `enum tapio_event_type`
 pub mod event_type {
@@ -31,7 +30,6 @@ pub mod event_type {
     pub const PROC_ABNORMAL_EXIT: u16 = 32;
     pub const PROC_OOM_KILL: u16 = 33;
     pub const PROC_EXEC: u16 = 34;
-    pub const NODE_PMC: u16 = 48;
 }
 
 /// `enum tapio_counter`: indexes of each object's per-CPU counter array.
@@ -139,18 +137,6 @@ pub struct ProcessEvent {
     pub filename: [u8; FILENAME_LEN],
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeEvent {
-    pub hdr: EventHeader,
-    pub cycles: u64,
-    pub instructions: u64,
-    pub stalled_cycles: u64,
-    pub window_ns: u64,
-    pub cpu: u32,
-    pub _pad: u32,
-}
-
 /// `struct tapio_config`: written by the agent, read by every program.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,20 +146,16 @@ pub struct KernelConfig {
     pub network_enabled: u8,
     pub storage_enabled: u8,
     pub process_enabled: u8,
-    pub node_enabled: u8,
     pub exec_enabled: u8,
     /// `TAPIO_TEST_*` fault injection; 0 in production.
     pub test_flags: u8,
-    pub _pad0: [u8; 2],
+    pub _pad0: [u8; 3],
     pub retransmit_window_ns: u64,
     pub slow_io_threshold_ns: u64,
     pub ringbuf_wakeup_bytes: u32,
     pub ignore_exit_count: u32,
     pub ignore_exit_codes: [i32; MAX_IGNORED_EXIT_CODES],
     pub slow_io_critical_ns: u64,
-    pub node_window_ns: u64,
-    pub node_ipc_warning_milli: u32,
-    pub node_stall_warning_milli: u32,
 }
 
 impl KernelConfig {
@@ -201,7 +183,6 @@ impl KernelConfig {
             offset_of!(KernelConfig, process_enabled),
             &[self.process_enabled],
         );
-        put(offset_of!(KernelConfig, node_enabled), &[self.node_enabled]);
         put(offset_of!(KernelConfig, exec_enabled), &[self.exec_enabled]);
         put(offset_of!(KernelConfig, test_flags), &[self.test_flags]);
         put(
@@ -227,18 +208,6 @@ impl KernelConfig {
         put(
             offset_of!(KernelConfig, slow_io_critical_ns),
             &self.slow_io_critical_ns.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, node_window_ns),
-            &self.node_window_ns.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, node_ipc_warning_milli),
-            &self.node_ipc_warning_milli.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, node_stall_warning_milli),
-            &self.node_stall_warning_milli.to_ne_bytes(),
         );
         out
     }
@@ -294,31 +263,20 @@ const _: () = {
     assert!(offset_of!(ProcessEvent, comm) == 72);
     assert!(offset_of!(ProcessEvent, filename) == 88);
 
-    assert!(size_of::<NodeEvent>() == 56);
-    assert!(offset_of!(NodeEvent, cycles) == 16);
-    assert!(offset_of!(NodeEvent, instructions) == 24);
-    assert!(offset_of!(NodeEvent, stalled_cycles) == 32);
-    assert!(offset_of!(NodeEvent, window_ns) == 40);
-    assert!(offset_of!(NodeEvent, cpu) == 48);
-
-    assert!(size_of::<KernelConfig>() == 128);
+    assert!(size_of::<KernelConfig>() == 112);
     assert!(offset_of!(KernelConfig, abi_version) == 0);
     assert!(offset_of!(KernelConfig, generation) == 4);
     assert!(offset_of!(KernelConfig, network_enabled) == 8);
     assert!(offset_of!(KernelConfig, storage_enabled) == 9);
     assert!(offset_of!(KernelConfig, process_enabled) == 10);
-    assert!(offset_of!(KernelConfig, node_enabled) == 11);
-    assert!(offset_of!(KernelConfig, exec_enabled) == 12);
-    assert!(offset_of!(KernelConfig, test_flags) == 13);
+    assert!(offset_of!(KernelConfig, exec_enabled) == 11);
+    assert!(offset_of!(KernelConfig, test_flags) == 12);
     assert!(offset_of!(KernelConfig, retransmit_window_ns) == 16);
     assert!(offset_of!(KernelConfig, slow_io_threshold_ns) == 24);
     assert!(offset_of!(KernelConfig, ringbuf_wakeup_bytes) == 32);
     assert!(offset_of!(KernelConfig, ignore_exit_count) == 36);
     assert!(offset_of!(KernelConfig, ignore_exit_codes) == 40);
     assert!(offset_of!(KernelConfig, slow_io_critical_ns) == 104);
-    assert!(offset_of!(KernelConfig, node_window_ns) == 112);
-    assert!(offset_of!(KernelConfig, node_ipc_warning_milli) == 120);
-    assert!(offset_of!(KernelConfig, node_stall_warning_milli) == 124);
 };
 
 /// A parsed, structurally valid record.
@@ -327,7 +285,6 @@ pub enum Record {
     Network(NetEvent),
     Storage(StorageEvent),
     Process(ProcessEvent),
-    Node(NodeEvent),
 }
 
 impl Record {
@@ -336,7 +293,6 @@ impl Record {
             Record::Network(e) => &e.hdr,
             Record::Storage(e) => &e.hdr,
             Record::Process(e) => &e.hdr,
-            Record::Node(e) => &e.hdr,
         }
     }
 }
@@ -385,7 +341,6 @@ unsafe impl Pod for EventHeader {}
 unsafe impl Pod for NetEvent {}
 unsafe impl Pod for StorageEvent {}
 unsafe impl Pod for ProcessEvent {}
-unsafe impl Pod for NodeEvent {}
 
 /// Copies a `T` out of exactly `size_of::<T>()` bytes.
 fn read_exact<T: Pod>(bytes: &[u8]) -> Result<T, ParseError> {
@@ -411,7 +366,6 @@ pub fn observer_of_type(kind: u16) -> Option<usize> {
         NET_CONN_REFUSED | NET_CONN_TIMEOUT | NET_CONN_RESET | NET_RETRANSMITS => Some(OBS_NETWORK),
         STORAGE_SLOW_IO | STORAGE_IO_ERROR => Some(OBS_STORAGE),
         PROC_ABNORMAL_EXIT | PROC_OOM_KILL | PROC_EXEC => Some(OBS_PROCESS),
-        NODE_PMC => Some(OBS_NODE),
         _ => None,
     }
 }
@@ -456,11 +410,7 @@ pub fn parse_record(bytes: &[u8]) -> Result<Record, ParseError> {
             }
             Record::Process(e)
         }
-        Some(_) => {
-            let e: NodeEvent = read_exact(bytes)?;
-            Record::Node(e)
-        }
-        None => return Err(ParseError::UnknownType(hdr.kind)),
+        _ => return Err(ParseError::UnknownType(hdr.kind)),
     };
     Ok(rec)
 }
@@ -653,7 +603,7 @@ mod tests {
         };
         c.ignore_exit_codes[1] = 143;
         let b = c.to_bytes();
-        assert_eq!(&b[0..4], &1u32.to_ne_bytes());
+        assert_eq!(&b[0..4], &2u32.to_ne_bytes(), "TAPIO_ABI_VERSION 2");
         assert_eq!(&b[4..8], &7u32.to_ne_bytes());
         assert_eq!(b[8], 1);
         assert_eq!(&b[16..24], &5u64.to_ne_bytes());

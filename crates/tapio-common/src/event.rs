@@ -21,11 +21,10 @@ pub enum EventKind {
     AbnormalExit,
     OomKill,
     Exec,
-    NodePmc,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ConnectionRefused,
         EventKind::ConnectionTimeout,
         EventKind::ConnectionReset,
@@ -35,7 +34,6 @@ impl EventKind {
         EventKind::AbnormalExit,
         EventKind::OomKill,
         EventKind::Exec,
-        EventKind::NodePmc,
     ];
 
     /// The `type` string.
@@ -50,7 +48,6 @@ impl EventKind {
             EventKind::AbnormalExit => "kernel.process.abnormal_exit",
             EventKind::OomKill => "kernel.process.oom_kill",
             EventKind::Exec => "kernel.process.exec",
-            EventKind::NodePmc => "kernel.node.pmc",
         }
     }
 
@@ -62,7 +59,6 @@ impl EventKind {
             | EventKind::Retransmits => Observer::Network,
             EventKind::SlowIo | EventKind::IoError => Observer::Storage,
             EventKind::AbnormalExit | EventKind::OomKill | EventKind::Exec => Observer::Process,
-            EventKind::NodePmc => Observer::Node,
         }
     }
 
@@ -138,21 +134,11 @@ pub struct ProcessFacts {
     pub filename: Option<Box<[u8; 128]>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NodeFacts {
-    pub cpu: u32,
-    pub cycles: u64,
-    pub instructions: u64,
-    pub stalled_cycles: u64,
-    pub window_ns: u64,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Facts {
     Network(NetFacts),
     Storage(StorageFacts),
     Process(ProcessFacts),
-    Node(NodeFacts),
 }
 
 /// Who a cgroup belongs to, read from its path (no API server): the facts
@@ -354,13 +340,6 @@ impl Event {
                     j.str("filename", &crate::abi::c_str(&f[..]));
                 }
             }
-            Facts::Node(n) => {
-                j.num("cpu", n.cpu);
-                j.num("cycles", n.cycles);
-                j.num("instructions", n.instructions);
-                j.num("stalled_cycles", n.stalled_cycles);
-                j.num("window_ns", n.window_ns);
-            }
         }
         if let Some(w) = &self.workload {
             j.str("cgroup_path", &w.cgroup_path);
@@ -478,7 +457,7 @@ mod tests {
     fn every_kind_serializes_to_parseable_json() {
         for kind in EventKind::ALL {
             let facts = match kind.observer() {
-                Observer::Network => refused().facts,
+                Observer::Network | Observer::Unknown => refused().facts,
                 Observer::Storage => Facts::Storage(StorageFacts {
                     dev_major: 7,
                     dev_minor: 0,
@@ -503,13 +482,6 @@ mod tests {
                     rss_kb: None,
                     oom_score_adj: Some(-1000),
                     filename: Some(Box::new([b'/'; 128])),
-                }),
-                _ => Facts::Node(NodeFacts {
-                    cpu: 0,
-                    cycles: 1,
-                    instructions: 2,
-                    stalled_cycles: 3,
-                    window_ns: 4,
                 }),
             };
             let e = Event {

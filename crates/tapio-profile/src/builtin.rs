@@ -13,10 +13,6 @@ pub struct Builtin {
     pub process: bool,
     pub exec: bool,
     pub ignore_exit_codes: &'static [i32],
-    pub node: bool,
-    pub node_window_ms: u64,
-    pub node_ipc_warning: f64,
-    pub node_stall_warning: f64,
     pub max_events: u64,
     pub max_bytes: u64,
     pub flush_interval_ms: u64,
@@ -26,7 +22,7 @@ pub struct Builtin {
 
 const PRODUCTION_DEFAULT: Builtin = Builtin {
     name: "production-default",
-    description: "network, storage and process evidence with conservative thresholds; no exec, no node counters",
+    description: "network, storage and process evidence with conservative thresholds; no exec",
     network: true,
     retransmit_window_ms: 10_000,
     storage: true,
@@ -35,10 +31,6 @@ const PRODUCTION_DEFAULT: Builtin = Builtin {
     process: true,
     exec: false,
     ignore_exit_codes: &[],
-    node: false,
-    node_window_ms: 10_000,
-    node_ipc_warning: 0.3,
-    node_stall_warning: 0.7,
     max_events: 500,
     max_bytes: 512 * 1024,
     flush_interval_ms: 1000,
@@ -64,7 +56,6 @@ pub const BUILTINS: &[Builtin] = &[
         slow_io_warning_ms: 20,
         slow_io_critical_ms: 200,
         exec: true,
-        node: true,
         ..PRODUCTION_DEFAULT
     },
 ];

@@ -49,8 +49,11 @@ pub struct Overrides {
     pub storage: Option<StorageOverrides>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<ProcessOverrides>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<NodeOverrides>,
+    /// The node observer was removed: a profile that still has this
+    /// section is rejected by `compile` with a hint, not a bare "unknown
+    /// field".
+    #[serde(default, skip_serializing)]
+    pub node: Option<serde::de::IgnoredAny>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<BatchingOverrides>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,17 +93,6 @@ pub struct ProcessOverrides {
     pub exec: Option<bool>,
     /// Exit statuses that are not abnormal (1..=255, at most 16 distinct).
     pub ignore_exit_codes: Option<Vec<i64>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodeOverrides {
-    pub enabled: Option<bool>,
-    pub window_ms: Option<u64>,
-    /// Report a CPU window whose instructions per cycle fall below this.
-    pub ipc_warning: Option<f64>,
-    /// Report a CPU window whose stalled-cycle ratio rises above this.
-    pub stall_warning: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

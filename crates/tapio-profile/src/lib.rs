@@ -12,13 +12,13 @@ mod document;
 
 pub use builtin::{BUILTINS, builtin, builtin_names};
 pub use document::{
-    BatchingOverrides, EvidenceProfile, Metadata, NetworkOverrides, NodeOverrides, Overrides,
-    ProcessOverrides, RingbufOverrides, SlowIoOverrides, StorageOverrides,
+    BatchingOverrides, EvidenceProfile, Metadata, NetworkOverrides, Overrides, ProcessOverrides,
+    RingbufOverrides, SlowIoOverrides, StorageOverrides,
 };
 
 use tapio_wire::{
-    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, NodeConfig,
-    ProcessConfig, RingbufConfig, StorageConfig,
+    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, ProcessConfig,
+    RingbufConfig, StorageConfig,
 };
 
 /// The `apiVersion` this build understands.
@@ -74,15 +74,6 @@ impl Checker {
             self.fail(path, format!("must be between {lo} and {hi} (got {v})"));
         }
         v
-    }
-
-    fn ratio(&mut self, path: &str, v: f64, hi: f64) -> u32 {
-        if !v.is_finite() || !(0.0..=hi).contains(&v) {
-            self.fail(path, format!("must be between 0 and {hi} (got {v})"));
-            return 0;
-        }
-        // 0.0..=10.0 * 1000 fits u32; rounding keeps 0.3 -> 300.
-        (v * 1000.0).round() as u32
     }
 }
 
@@ -188,24 +179,12 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     codes.sort_unstable();
     codes.dedup();
 
-    // node
-    let nd = o.node.clone().unwrap_or_default();
-    let node_window_ms = c.range(
-        "overrides.node.window_ms",
-        nd.window_ms.unwrap_or(base.node_window_ms),
-        1000,
-        3_600_000,
-    );
-    let ipc = c.ratio(
-        "overrides.node.ipc_warning",
-        nd.ipc_warning.unwrap_or(base.node_ipc_warning),
-        10.0,
-    );
-    let stall = c.ratio(
-        "overrides.node.stall_warning",
-        nd.stall_warning.unwrap_or(base.node_stall_warning),
-        1.0,
-    );
+    if o.node.is_some() {
+        c.fail(
+            "overrides.node",
+            "the node observer was removed (per-CPU counters are metrics, not evidence: node_exporter's perf collector exports them); delete this section",
+        );
+    }
 
     // batching
     let b = o.batching.clone().unwrap_or_default();
@@ -263,12 +242,6 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
             enabled: pr.enabled.unwrap_or(base.process),
             exec_enabled: pr.exec.unwrap_or(base.exec),
             ignore_exit_codes: codes,
-        },
-        node: NodeConfig {
-            enabled: nd.enabled.unwrap_or(base.node),
-            window_ns: node_window_ms * MS,
-            ipc_warning_milli: ipc,
-            stall_warning_milli: stall,
         },
         batching: BatchingConfig {
             max_events: max_events as u32,

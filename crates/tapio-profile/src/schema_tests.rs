@@ -207,8 +207,6 @@ fn arbitrary_documents_never_panic_and_errors_are_located() {
         "exec",
         "ignore_exit_codes",
         "window_ms",
-        "ipc_warning",
-        "stall_warning",
         "max_events",
         "max_bytes",
         "flush_interval_ms",

@@ -58,7 +58,7 @@ fn example_profiles_in_docs_compile() {
 #[test]
 fn overrides_convert_units_and_dedupe() {
     let c = compile_yaml(&format!(
-        "{HEAD}overrides:\n  network:\n    retransmit_window_ms: 2500\n  storage:\n    slow_io:\n      warning_ms: 0\n      critical_ms: 7\n  process:\n    exec: true\n    ignore_exit_codes: [3, 1, 3, 255]\n  node:\n    enabled: true\n    ipc_warning: 0.25\n"
+        "{HEAD}overrides:\n  network:\n    retransmit_window_ms: 2500\n  storage:\n    slow_io:\n      warning_ms: 0\n      critical_ms: 7\n  process:\n    exec: true\n    ignore_exit_codes: [3, 1, 3, 255]\n"
     ))
     .unwrap();
     assert_eq!(c.network.retransmit_window_ns, 2_500_000_000);
@@ -66,10 +66,7 @@ fn overrides_convert_units_and_dedupe() {
     assert_eq!(c.storage.slow_io_critical_ns, 7_000_000);
     assert!(c.process.exec_enabled);
     assert_eq!(c.process.ignore_exit_codes, vec![1, 3, 255]);
-    assert!(c.node.enabled);
-    assert_eq!(c.node.ipc_warning_milli, 250);
     // untouched values come from the base
-    assert_eq!(c.node.stall_warning_milli, 700);
     assert_eq!(c.batching, CompiledConfig::standalone_default().batching);
 }
 
@@ -113,19 +110,7 @@ fn every_range_error_has_its_path() {
             "  process:\n    ignore_exit_codes: [1, 256]\n",
             "overrides.process.ignore_exit_codes[1]",
         ),
-        ("  node:\n    window_ms: 1\n", "overrides.node.window_ms"),
-        (
-            "  node:\n    ipc_warning: -1\n",
-            "overrides.node.ipc_warning",
-        ),
-        (
-            "  node:\n    stall_warning: 1.5\n",
-            "overrides.node.stall_warning",
-        ),
-        (
-            "  node:\n    ipc_warning: .nan\n",
-            "overrides.node.ipc_warning",
-        ),
+        ("  node:\n    enabled: false\n", "overrides.node"),
         (
             "  batching:\n    max_events: 0\n",
             "overrides.batching.max_events",
@@ -223,4 +208,15 @@ fn typos_are_errors_not_defaults() {
 fn metadata_name_becomes_the_profile_name() {
     let c = compile_yaml(&format!("{HEAD}metadata:\n  name: web\n")).unwrap();
     assert_eq!(c.profile, "web");
+}
+
+#[test]
+fn a_profile_with_the_removed_node_section_is_told_what_to_do() {
+    let e = compile_yaml(&format!("{HEAD}overrides:\n  node:\n    enabled: true\n")).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("overrides.node: the node observer was removed"),
+        "{msg}"
+    );
+    assert!(msg.contains("delete this section"), "{msg}");
 }

@@ -29,7 +29,6 @@ pub struct CompiledConfig {
     pub network: NetworkConfig,
     pub storage: StorageConfig,
     pub process: ProcessConfig,
-    pub node: NodeConfig,
     pub batching: BatchingConfig,
     pub ringbuf: RingbufConfig,
 }
@@ -58,17 +57,6 @@ pub struct ProcessConfig {
     /// Exit codes that are not abnormal; sorted, unique, at most
     /// `MAX_IGNORED_EXIT_CODES`.
     pub ignore_exit_codes: Vec<i32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeConfig {
-    pub enabled: bool,
-    /// Sampling window; at most one event per CPU per window.
-    pub window_ns: u64,
-    /// Instructions per cycle (x1000) below which a window is reported.
-    pub ipc_warning_milli: u32,
-    /// Stalled cycles per cycle (x1000) above which a window is reported.
-    pub stall_warning_milli: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,12 +100,6 @@ impl CompiledConfig {
                 enabled: true,
                 exec_enabled: false,
                 ignore_exit_codes: vec![],
-            },
-            node: NodeConfig {
-                enabled: false,
-                window_ns: 10_000_000_000,
-                ipc_warning_milli: 300,
-                stall_warning_milli: 700,
             },
             batching: BatchingConfig {
                 max_events: 500,
@@ -174,9 +156,6 @@ impl CompiledConfig {
                 "ringbuf.wakeup_bytes",
                 "must be 1..=131072 (half the smallest ring buffer)",
             ));
-        }
-        if self.node.window_ns == 0 {
-            return Err(bad("node.window_ns", "must be > 0"));
         }
         Ok(())
     }

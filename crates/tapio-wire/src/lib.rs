@@ -19,9 +19,9 @@ mod messages;
 mod reasoning;
 
 pub use config::{
-    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, NodeConfig,
-    ProcessConfig, RING_BYTES_NETWORK, RING_BYTES_PROCESS, RING_BYTES_STORAGE, RingbufConfig,
-    StorageConfig, WAKEUP_BYTES_MAX, config_hash_of,
+    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, ProcessConfig,
+    RING_BYTES_NETWORK, RING_BYTES_PROCESS, RING_BYTES_STORAGE, RingbufConfig, StorageConfig,
+    WAKEUP_BYTES_MAX, config_hash_of,
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};

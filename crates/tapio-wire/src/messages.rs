@@ -18,25 +18,18 @@ pub enum Observer {
     Network,
     Storage,
     Process,
-    Node,
     #[serde(other)]
     Unknown,
 }
 
 impl Observer {
-    pub const ALL: [Observer; 4] = [
-        Observer::Network,
-        Observer::Storage,
-        Observer::Process,
-        Observer::Node,
-    ];
+    pub const ALL: [Observer; 3] = [Observer::Network, Observer::Storage, Observer::Process];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Observer::Network => "network",
             Observer::Storage => "storage",
             Observer::Process => "process",
-            Observer::Node => "node",
             Observer::Unknown => "unknown",
         }
     }

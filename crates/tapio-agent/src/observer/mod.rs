@@ -2,7 +2,6 @@
 //! poller calls them on the hot path, tests call them directly.
 
 pub mod network;
-pub mod node;
 pub mod process;
 pub mod storage;
 
@@ -32,7 +31,5 @@ pub fn build_event(rec: &Record, seq: u64, ctx: &Context<'_>) -> Result<Event, S
         Record::Network(e) => network::build(e, seq, ctx),
         Record::Storage(e) => storage::build(e, seq, ctx),
         Record::Process(e) => process::build(e, seq, ctx),
-        // The node observer emits no records yet (no hardware counters).
-        Record::Node(_) => Err(Suppress::WrongObserver),
     }
 }

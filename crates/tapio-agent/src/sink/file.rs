@@ -327,7 +327,7 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_common::event::{EventKind, Facts, NodeFacts};
+    use tapio_common::event::{EventKind, Facts, StorageFacts};
     use tapio_wire::Severity;
 
     const T0: u64 = 1_795_328_784_500_000_000; // 2026-11-22T06:26:24.5Z
@@ -336,18 +336,23 @@ mod tests {
     fn ev(seq: u64, ts: u64) -> Event {
         Event {
             seq,
-            kind: EventKind::NodePmc,
+            kind: EventKind::SlowIo,
             severity: Severity::Info,
             timestamp_ns: ts,
             config_generation: 1,
             workload: None,
             memcg: None,
-            facts: Facts::Node(NodeFacts {
-                cpu: 0,
-                cycles: 1,
-                instructions: 1,
-                stalled_cycles: 0,
-                window_ns: 1,
+            facts: Facts::Storage(StorageFacts {
+                dev_major: 7,
+                dev_minor: 0,
+                sector: seq,
+                bytes: 4096,
+                op: "write",
+                latency_ns: 1,
+                error: None,
+                error_code: None,
+                owner: None,
+                cgroup_id: None,
             }),
         }
     }

@@ -17,7 +17,7 @@ pub struct EventsArgs {
     /// the agent's fallback directory, merged in (repeatable)
     #[argh(option)]
     pub fallback_dir: Vec<PathBuf>,
-    /// only this observer: network, storage, process, node
+    /// only this observer: network, storage, process
     #[argh(option)]
     pub observer: Option<String>,
     /// only this type (full, or the part after the observer, e.g.
