@@ -5,7 +5,7 @@
  * Every struct that crosses the kernel boundary is defined here and only
  * here: the event records the BPF programs write into their ring buffers,
  * the counters they keep, and the tapio_config carrier the agent writes.
- * The Rust mirror is crates/tapio-common/src/abi.rs; it carries size_of /
+ * The Rust mirror is crates/tapio-agent/src/abi.rs; it carries size_of /
  * offset_of assertions against the numbers asserted below.
  *
  * Rules:

@@ -24,7 +24,7 @@ check tapio-agent kube k8s-openapi axum hyper tonic reqwest tokio tapio-profile 
 check tapio-wire kube k8s-openapi axum hyper tonic reqwest tokio tiny_http ureq h2 http libbpf-rs serde_yaml sha2
 check tapio-cli serde_yaml sha2 tapio-profile libbpf-rs libbpf-sys libbpf-cargo tapio-bpf tokio hyper
 check tapio-profile kube k8s-openapi axum hyper tonic reqwest tokio serde_yaml tiny_http libbpf-rs
-check tapio-common libbpf-rs libbpf-sys tokio hyper serde_yaml sha2
+check tapio-common libbpf-rs libbpf-sys tokio hyper serde_yaml sha2 tapio-wire
 
 echo "cargo tree snapshots: $out_dir"
 exit $fail

@@ -12,12 +12,12 @@
 //! cached path cannot belong to another cgroup later. A miss triggers a new
 //! walk, at most every [`RESCAN_MIN`]; the map is bounded by [`MAX_CGROUPS`].
 
+use crate::event::Workload;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tapio_common::event::Workload;
 
 /// At most this many cgroups are mapped (a walk stops there, counted).
 pub const MAX_CGROUPS: usize = 65_536;

@@ -472,7 +472,7 @@ fn probe_memlock() -> Check {
 fn probe_observers() -> Vec<Check> {
     // Load with a zeroed config: the programs see abi_version 0 and emit
     // nothing while attached; everything is dropped before returning.
-    let k = tapio_common::abi::KernelConfig::default();
+    let k = crate::abi::KernelConfig::default();
     crate::loader::probe_each(&k)
         .into_iter()
         .map(|(idx, r)| {

@@ -6,7 +6,7 @@
 //! field; every record it emits carries the generation it read, which is
 //! how user space tells which config a fact was produced under.
 
-use tapio_common::abi::{ABI_VERSION, KernelConfig, MAX_IGNORED_EXIT_CODES};
+use crate::abi::{ABI_VERSION, KernelConfig, MAX_IGNORED_EXIT_CODES};
 use tapio_wire::CompiledConfig;
 
 /// The lowest slow-I/O latency the kernel must report: the warning
@@ -42,7 +42,7 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
 fn test_flags() -> u8 {
     let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     if inject.split(',').any(|f| f == "storage:double_issue") {
-        tapio_common::abi::TEST_DOUBLE_ISSUE
+        crate::abi::TEST_DOUBLE_ISSUE
     } else {
         0
     }

@@ -4,7 +4,9 @@
 //! final metrics). `main.rs::run` only strings these together.
 
 use crate::args::RunArgs;
+use crate::event::Event;
 use crate::metrics::{self, Metrics, OBSERVER_NAMES, SinkId};
+use crate::sink::Sink;
 use crate::{client, config, host, kconfig, loader, poller, sender, signals, sink, state};
 use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
@@ -12,8 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tapio_common::event::Event;
-use tapio_common::sink::Sink;
 use tapio_wire::{CompiledConfig, ConfigResponse, ObserverState};
 
 /// Exit codes of `run`: 1 nothing could be observed (or a thread could not
@@ -517,8 +517,8 @@ fn log_summary(m: &Metrics) {
         }
         log::info!(
             "{name}: kernel={} ringbuf_lost={} received={} malformed={} queue_drops={} suppressed={} emitted={}",
-            k.get(o, tapio_common::abi::counter::ATTEMPTS),
-            k.get(o, tapio_common::abi::counter::RINGBUF_LOST),
+            k.get(o, crate::abi::counter::ATTEMPTS),
+            k.get(o, crate::abi::counter::RINGBUF_LOST),
             m.received[o].load(Relaxed),
             m.malformed[o].load(Relaxed),
             m.queue_drops[o].load(Relaxed),

@@ -5,11 +5,11 @@
 //! `tapio_config` is written between load and attach, so the first record
 //! already carries a generation.
 
+use crate::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, OBS_STORAGE, counter};
 use crate::prototypes::Prototypes;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use std::mem::MaybeUninit;
-use tapio_common::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, OBS_STORAGE, counter};
 
 /// A loaded, attached observer object.
 pub enum Loaded {
@@ -359,9 +359,9 @@ pub fn raise_memlock() -> Result<(), std::io::Error> {
 
 #[cfg(test)]
 mod tests {
+    use crate::abi;
     use std::mem::{offset_of, size_of};
     use tapio_bpf::network::types as skel;
-    use tapio_common::abi;
 
     /// The hand-written mirrors agree with the types libbpf-cargo generated
     /// from the compiled object's BTF (which came from tapio_abi.h).

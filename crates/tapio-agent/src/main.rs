@@ -5,12 +5,14 @@
 //! - poller: ring buffers -> bounded channel (never blocks);
 //! - sender: channel -> batches -> JSON -> sinks.
 
+mod abi;
 mod args;
 mod attribution;
 mod check;
 mod client;
 mod clock;
 mod config;
+mod event;
 mod host;
 mod kconfig;
 mod lifecycle;

@@ -8,11 +8,11 @@
 //!   kernel_events = ringbuf_lost + received
 //!   received      = malformed + queue_drops + suppressed + emitted
 
+use crate::abi::{OBS_COUNT, counter};
+use crate::event::EventKind;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use tapio_common::abi::{OBS_COUNT, counter};
-use tapio_common::event::EventKind;
 use tapio_wire::{Observer, ObserverState};
 
 pub const OBSERVER_NAMES: [&str; OBS_COUNT] = ["network", "storage", "process"];

@@ -5,7 +5,9 @@
 //! the poller never blocks, does no I/O and never waits on a sink or the
 //! controller.
 
+use crate::abi::{observer_of_type, parse_record};
 use crate::clock;
+use crate::event::{Event, Facts};
 use crate::loader::Observer;
 use crate::metrics::Metrics;
 use crate::observer::{self, Context};
@@ -17,8 +19,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tapio_common::abi::{observer_of_type, parse_record};
-use tapio_common::event::{Event, Facts};
 
 /// Per-thread state the ring-buffer callbacks share.
 struct PollState {
@@ -190,8 +190,8 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{self, EventHeader, NetEvent, event_type, record_bytes};
     use std::cell::RefCell;
-    use tapio_common::abi::{self, EventHeader, NetEvent, event_type, record_bytes};
 
     fn state(cap: usize) -> (PollState, crossbeam_channel::Receiver<Event>) {
         let (tx, rx) = crossbeam_channel::bounded(cap);

@@ -4,13 +4,13 @@
 //! fails counts its failures and drops; it never slows the poller, which
 //! only ever sees a full channel (counted there).
 
+use crate::event::Event;
 use crate::metrics::{Metrics, SinkId, kind_index};
+use crate::sink::Sink;
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
-use tapio_common::event::Event;
-use tapio_common::sink::Sink;
 
 pub struct SenderConfig {
     pub instance_id: String,

@@ -1,8 +1,8 @@
 //! Event filters shared by the commands.
 
 use serde_json::Value;
-use tapio_common::event::EventKind;
 use tapio_common::time::{now_unix_ns, parse_duration, parse_rfc3339};
+use tapio_wire::EventKind;
 
 /// The observers an event can come from: those of the event kinds, in
 /// their order (one source: tapio-common's event model).

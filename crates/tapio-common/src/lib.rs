@@ -1,15 +1,13 @@
-//! Shared by the agent and the CLI, and platform independent:
-//! - [`abi`]: the Rust mirror of `include/tapio_abi.h` and the safe record
-//!   parser;
-//! - [`event`]: the event model and its JSON line;
+//! What the agent, the controller and the CLI share, platform independent:
 //! - [`time`]: RFC 3339 formatting and parsing;
 //! - [`store`]: the file store's layout (hourly buckets, late and fallback
-//!   files), shared by the agent's writer and the CLI's reader.
-//! - [`sink`]: the sink trait.
+//!   files), shared by the agent's writer and the CLI's reader;
+//! - [`logger`]: the one logger of the agent and the controller (journald
+//!   priorities, escaped control characters).
+//!
+//! The agent's own data path (the ABI mirror and record parser, the event
+//! model, the sink trait) lives in the agent.
 
-pub mod abi;
-pub mod event;
 pub mod logger;
-pub mod sink;
 pub mod store;
 pub mod time;

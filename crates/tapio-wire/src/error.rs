@@ -144,10 +144,6 @@ impl WireError {
             WireError::MalformedJson(_) => None,
         }
     }
-
-    pub fn to_body(&self) -> ErrorBody {
-        ErrorBody::new(self.code(), self.to_string())
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 mod config;
 mod decode;
 mod error;
+mod event_kind;
 mod messages;
 mod reasoning;
 
@@ -25,6 +26,7 @@ pub use config::{
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
+pub use event_kind::EventKind;
 pub use messages::{
     AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse, HeartbeatRequest,
     HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, MAX_EVENTS_PER_BATCH, Observer,

@@ -14,14 +14,14 @@
 
 pub mod http;
 
+use crate::event::Event;
 use crate::metrics::{Metrics, OBSERVER_NAMES, SinkId};
+use crate::sink::{Sink, SinkResult};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use http::{Client, HttpError, Response};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tapio_common::event::Event;
-use tapio_common::sink::{Sink, SinkResult};
 use tapio_wire::{
     ConfigResponse, DegradedReason, EventBatchResponse, HeartbeatRequest, HeartbeatResponse,
     HelloRequest, HelloResponse, Observer, ObserverStatus, WIRE_VERSION,
@@ -63,10 +63,6 @@ impl ControllerSink {
 }
 
 impl Sink for ControllerSink {
-    fn name(&self) -> &'static str {
-        "controller"
-    }
-
     fn write_batch(
         &mut self,
         _events: &[Event],

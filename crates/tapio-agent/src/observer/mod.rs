@@ -5,9 +5,9 @@ pub mod network;
 pub mod process;
 pub mod storage;
 
+use crate::abi::Record;
+use crate::event::Event;
 use crate::metrics::Suppress;
-use tapio_common::abi::Record;
-use tapio_common::event::Event;
 use tapio_wire::CompiledConfig;
 
 /// What the observers need besides the record.

@@ -1,9 +1,9 @@
 //! `kernel.network.*` from `struct tapio_net_event`.
 
 use super::Context;
+use crate::abi::{F_CGROUP_KNOWN, F_OWNER_KNOWN, NetEvent, event_type};
+use crate::event::{Comm, Event, EventKind, Facts, NetFacts, Owner, ip_from_bytes};
 use crate::metrics::Suppress;
-use tapio_common::abi::{F_CGROUP_KNOWN, F_OWNER_KNOWN, NetEvent, event_type};
-use tapio_common::event::{Comm, Event, EventKind, Facts, NetFacts, Owner, ip_from_bytes};
 use tapio_wire::Severity;
 
 pub fn tcp_state_name(s: u8) -> Option<&'static str> {
@@ -69,7 +69,7 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_common::abi::{AF_INET, AF_INET6, EventHeader};
+    use crate::abi::{AF_INET, AF_INET6, EventHeader};
     use tapio_wire::CompiledConfig;
 
     fn rec(kind: u16) -> NetEvent {

@@ -1,9 +1,9 @@
 //! `kernel.process.*` from `struct tapio_process_event`.
 
 use super::Context;
+use crate::abi::{F_MM_KNOWN, ProcessEvent, event_type};
+use crate::event::{Comm, Event, EventKind, Facts, ProcessFacts};
 use crate::metrics::Suppress;
-use tapio_common::abi::{F_MM_KNOWN, ProcessEvent, event_type};
-use tapio_common::event::{Comm, Event, EventKind, Facts, ProcessFacts};
 use tapio_wire::Severity;
 
 pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppress> {

@@ -1,11 +1,11 @@
 //! `kernel.storage.*` from `struct tapio_storage_event`.
 
 use super::Context;
-use crate::metrics::Suppress;
-use tapio_common::abi::{
+use crate::abi::{
     F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, StorageEvent, event_type, storage_op,
 };
-use tapio_common::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
+use crate::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
+use crate::metrics::Suppress;
 use tapio_wire::Severity;
 
 pub fn op_name(op: u8) -> &'static str {
@@ -123,7 +123,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_common::abi::EventHeader;
+    use crate::abi::EventHeader;
     use tapio_wire::CompiledConfig;
 
     #[test]

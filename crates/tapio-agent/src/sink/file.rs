@@ -12,12 +12,12 @@
 //!   bytes; each removal is counted.
 //! - Nothing here panics on an I/O error.
 
+use crate::event::Event;
+use crate::sink::{Sink, SinkResult};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tapio_common::event::Event;
-use tapio_common::sink::{Sink, SinkResult};
 use tapio_common::store::{self, Part};
 use tapio_common::time::{hour_of, now_unix_ns};
 
@@ -253,10 +253,6 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn name(&self) -> &'static str {
-        "file"
-    }
-
     fn write_batch(
         &mut self,
         events: &[Event],
@@ -327,7 +323,7 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_common::event::{EventKind, Facts, StorageFacts};
+    use crate::event::{EventKind, Facts, StorageFacts};
     use tapio_wire::Severity;
 
     const T0: u64 = 1_795_328_784_500_000_000; // 2026-11-22T06:26:24.5Z

@@ -1,4 +1,39 @@
-//! The local sinks. The controller sink lives in `crate::client`.
+//! Where the sender thread puts events: the sink trait and the local
+//! sinks. The controller sink lives in `crate::client`.
 
 pub mod file;
 pub mod stdout;
+
+use crate::event::Event;
+
+/// A destination for events. Implementations never panic on I/O errors:
+/// they report them, and count what they could not write.
+pub trait Sink {
+    /// Writes a batch. `lines` holds the JSON line of each event (same
+    /// order, each ending in `\n`), serialized once for all sinks.
+    fn write_batch(
+        &mut self,
+        events: &[Event],
+        lines: &[std::ops::Range<usize>],
+        buf: &str,
+    ) -> SinkResult;
+
+    /// Flushes buffered output (called at the end of each batch and at
+    /// shutdown).
+    fn flush(&mut self) -> SinkResult {
+        SinkResult::default()
+    }
+}
+
+/// What happened to one batch in one sink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkResult {
+    /// Write operations that failed (each counted in
+    /// `tapio_sink_failures_total`).
+    pub failures: u64,
+    /// Events this sink could not keep (each counted in
+    /// `tapio_sink_dropped_events_total`).
+    pub dropped: u64,
+    /// Events written through a fallback path.
+    pub fallback: u64,
+}

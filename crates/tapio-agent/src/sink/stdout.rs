@@ -1,8 +1,8 @@
 //! JSON lines on standard output.
 
+use crate::event::Event;
+use crate::sink::{Sink, SinkResult};
 use std::io::Write;
-use tapio_common::event::Event;
-use tapio_common::sink::{Sink, SinkResult};
 
 pub struct StdoutSink {
     out: std::io::Stdout,
@@ -17,10 +17,6 @@ impl StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn name(&self) -> &'static str {
-        "stdout"
-    }
-
     fn write_batch(
         &mut self,
         events: &[Event],

@@ -160,7 +160,7 @@ pub struct KernelConfig {
 
 impl KernelConfig {
     /// The little-endian/native bytes the BPF map holds.
-    pub fn to_bytes(&self) -> [u8; size_of::<KernelConfig>()] {
+    pub fn to_bytes(self) -> [u8; size_of::<KernelConfig>()] {
         let mut out = [0u8; size_of::<KernelConfig>()];
         let mut put = |off: usize, b: &[u8]| out[off..off + b.len()].copy_from_slice(b);
         put(
@@ -416,6 +416,7 @@ pub fn parse_record(bytes: &[u8]) -> Result<Record, ParseError> {
 }
 
 /// The bytes of a record, for tests and fuzzing.
+#[cfg(test)]
 pub fn record_bytes<T: Copy>(rec: &T) -> Vec<u8> {
     let len = size_of::<T>();
     let mut out = vec![0u8; len];
@@ -432,6 +433,7 @@ pub fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&bytes[..end])
 }
 
+#[cfg(test)]
 impl NetEvent {
     pub fn zeroed() -> Self {
         NetEvent {
@@ -454,6 +456,7 @@ impl NetEvent {
     }
 }
 
+#[cfg(test)]
 impl StorageEvent {
     pub fn zeroed() -> Self {
         StorageEvent {
@@ -470,27 +473,6 @@ impl StorageEvent {
             flags: 0,
             _pad: [0; 5],
             comm: [0; COMM_LEN],
-        }
-    }
-}
-
-impl ProcessEvent {
-    pub fn zeroed() -> Self {
-        ProcessEvent {
-            hdr: EventHeader::default(),
-            cgroup_id: 0,
-            memcg_id: 0,
-            total_vm_pages: 0,
-            rss_pages: 0,
-            pid: 0,
-            ppid: 0,
-            exit_code: 0,
-            signal: 0,
-            oom_score_adj: 0,
-            flags: 0,
-            _pad: [0; 5],
-            comm: [0; COMM_LEN],
-            filename: [0; FILENAME_LEN],
         }
     }
 }

@@ -5,67 +5,10 @@
 //! is written by hand (no serde on the hot path); its shape is exactly the
 //! wire's `WireEvent`, which a test holds together.
 
-use crate::time::format_rfc3339_ns;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use tapio_wire::{Observer, Severity};
-
-/// Every event type Tapio emits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    ConnectionRefused,
-    ConnectionTimeout,
-    ConnectionReset,
-    Retransmits,
-    SlowIo,
-    IoError,
-    AbnormalExit,
-    OomKill,
-    Exec,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 9] = [
-        EventKind::ConnectionRefused,
-        EventKind::ConnectionTimeout,
-        EventKind::ConnectionReset,
-        EventKind::Retransmits,
-        EventKind::SlowIo,
-        EventKind::IoError,
-        EventKind::AbnormalExit,
-        EventKind::OomKill,
-        EventKind::Exec,
-    ];
-
-    /// The `type` string.
-    pub fn type_name(self) -> &'static str {
-        match self {
-            EventKind::ConnectionRefused => "kernel.network.connection_refused",
-            EventKind::ConnectionTimeout => "kernel.network.connection_timeout",
-            EventKind::ConnectionReset => "kernel.network.connection_reset",
-            EventKind::Retransmits => "kernel.network.retransmits",
-            EventKind::SlowIo => "kernel.storage.slow_io",
-            EventKind::IoError => "kernel.storage.io_error",
-            EventKind::AbnormalExit => "kernel.process.abnormal_exit",
-            EventKind::OomKill => "kernel.process.oom_kill",
-            EventKind::Exec => "kernel.process.exec",
-        }
-    }
-
-    pub fn observer(self) -> Observer {
-        match self {
-            EventKind::ConnectionRefused
-            | EventKind::ConnectionTimeout
-            | EventKind::ConnectionReset
-            | EventKind::Retransmits => Observer::Network,
-            EventKind::SlowIo | EventKind::IoError => Observer::Storage,
-            EventKind::AbnormalExit | EventKind::OomKill | EventKind::Exec => Observer::Process,
-        }
-    }
-
-    pub fn from_type_name(s: &str) -> Option<EventKind> {
-        EventKind::ALL.into_iter().find(|k| k.type_name() == s)
-    }
-}
+use tapio_common::time::format_rfc3339_ns;
+pub use tapio_wire::EventKind;
+use tapio_wire::Severity;
 
 /// A task name as the kernel stores it: up to 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -375,7 +318,7 @@ pub fn ip_from_bytes(family: u16, b: &[u8; 16]) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_wire::WireEvent;
+    use tapio_wire::{Observer, WireEvent};
 
     fn comm(s: &str) -> Comm {
         let mut c = [0u8; 16];

@@ -1,0 +1,63 @@
+//! The event catalogue: every `type` an event can have, and the observer
+//! it belongs to. The agent emits them; the CLI filters on them; the
+//! controller's export keeps them.
+
+use crate::Observer;
+
+/// Every event type Tapio emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    ConnectionRefused,
+    ConnectionTimeout,
+    ConnectionReset,
+    Retransmits,
+    SlowIo,
+    IoError,
+    AbnormalExit,
+    OomKill,
+    Exec,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::ConnectionRefused,
+        EventKind::ConnectionTimeout,
+        EventKind::ConnectionReset,
+        EventKind::Retransmits,
+        EventKind::SlowIo,
+        EventKind::IoError,
+        EventKind::AbnormalExit,
+        EventKind::OomKill,
+        EventKind::Exec,
+    ];
+
+    /// The `type` string.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            EventKind::ConnectionRefused => "kernel.network.connection_refused",
+            EventKind::ConnectionTimeout => "kernel.network.connection_timeout",
+            EventKind::ConnectionReset => "kernel.network.connection_reset",
+            EventKind::Retransmits => "kernel.network.retransmits",
+            EventKind::SlowIo => "kernel.storage.slow_io",
+            EventKind::IoError => "kernel.storage.io_error",
+            EventKind::AbnormalExit => "kernel.process.abnormal_exit",
+            EventKind::OomKill => "kernel.process.oom_kill",
+            EventKind::Exec => "kernel.process.exec",
+        }
+    }
+
+    pub fn observer(self) -> Observer {
+        match self {
+            EventKind::ConnectionRefused
+            | EventKind::ConnectionTimeout
+            | EventKind::ConnectionReset
+            | EventKind::Retransmits => Observer::Network,
+            EventKind::SlowIo | EventKind::IoError => Observer::Storage,
+            EventKind::AbnormalExit | EventKind::OomKill | EventKind::Exec => Observer::Process,
+        }
+    }
+
+    pub fn from_type_name(s: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.type_name() == s)
+    }
+}
