@@ -7,7 +7,7 @@ use crate::args::RunArgs;
 use crate::event::Event;
 use crate::metrics::{self, Metrics, OBSERVER_NAMES, SinkId};
 use crate::sink::Sink;
-use crate::{client, config, host, kconfig, loader, poller, sender, signals, sink, state};
+use crate::{client, config, host, loader, poller, sender, signals, sink};
 use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -40,7 +40,7 @@ struct Settings {
 
 /// The one place a config generation is applied, and what it touches.
 pub struct Applier {
-    shared: state::SharedConfig,
+    shared: config::SharedConfig,
     writers: loader::ConfigWriters,
     metrics: Arc<Metrics>,
     /// What heartbeats report as applied (controller configs only).
@@ -137,7 +137,7 @@ fn load(cfg: &CompiledConfig, metrics: &Metrics) -> Result<Vec<loader::Observer>
             "cannot raise RLIMIT_MEMLOCK ({e}); fine on kernels >= 5.11, which charge BPF memory to the memory cgroup"
         );
     }
-    let (observers, failed) = loader::load_all(&kconfig::to_kernel(cfg, 1));
+    let (observers, failed) = loader::load_all(&config::to_kernel(cfg, 1));
     for (idx, err) in &failed {
         log::error!(
             "observer {} failed to load or attach: {err}",
@@ -182,7 +182,7 @@ struct ClientParts {
     ep: client::http::Endpoint,
     token: Option<client::http::Token>,
     identity: client::ClientConfig,
-    shared: state::SharedConfig,
+    shared: config::SharedConfig,
     metrics: Arc<Metrics>,
     applied: Arc<Mutex<client::Applied>>,
     updates: crossbeam_channel::Sender<client::ConfigUpdate>,
@@ -231,8 +231,8 @@ impl Applier {
     pub fn apply(&self, cfg: CompiledConfig, source: Source) -> bool {
         let kept = self.shared.generation();
         let writers = &self.writers;
-        let result = state::apply_generation(&self.shared, cfg, |c, g| {
-            writers.write(&kconfig::to_kernel(c, g))
+        let result = config::apply_generation(&self.shared, cfg, |c, g| {
+            writers.write(&config::to_kernel(c, g))
         });
         let g = match result {
             Ok(g) => g,
@@ -338,7 +338,7 @@ impl Running {
         };
         // Generation 0 until the starting config is applied as generation 1.
         let applier = Applier {
-            shared: state::SharedConfig::new(cfg.clone(), 0),
+            shared: config::SharedConfig::new(cfg.clone(), 0),
             writers: loader::ConfigWriters::from_observers(&observers),
             metrics: Arc::clone(&metrics),
             applied: Arc::new(Mutex::new(client::Applied::default())),

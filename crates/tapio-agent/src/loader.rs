@@ -479,7 +479,7 @@ mod tests {
             crate::test_skip::record("network_object_loads_and_attaches");
             return;
         }
-        let k = crate::kconfig::to_kernel(&tapio_wire::CompiledConfig::standalone_default(), 1);
+        let k = crate::config::to_kernel(&tapio_wire::CompiledConfig::standalone_default(), 1);
         let o = super::load_network(&k, &crate::prototypes::Prototypes::default())
             .expect("network object loads and attaches");
         assert_eq!(o.index, abi::OBS_NETWORK);

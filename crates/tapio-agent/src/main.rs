@@ -14,7 +14,6 @@ mod clock;
 mod config;
 mod event;
 mod host;
-mod kconfig;
 mod lifecycle;
 mod loader;
 mod metrics;
@@ -24,7 +23,6 @@ mod prototypes;
 mod sender;
 mod signals;
 mod sink;
-mod state;
 #[cfg(test)]
 mod test_skip;
 

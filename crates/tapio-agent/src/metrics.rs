@@ -33,8 +33,7 @@ pub const SUPPRESS_REASONS: [&str; 2] = ["observer_disabled", "wrong_observer"];
 pub enum SinkId {
     Stdout = 0,
     File = 1,
-    /// Reserved for the controller client; counted from its first release.
-    #[allow(dead_code)]
+    /// The controller client's queue and requests (`crate::client`).
     Controller = 2,
 }
 pub const SINK_NAMES: [&str; 3] = ["stdout", "file", "controller"];

@@ -7,11 +7,11 @@
 
 use crate::abi::{observer_of_type, parse_record};
 use crate::clock;
+use crate::config::SharedConfig;
 use crate::event::{Event, Facts};
 use crate::loader::Observer;
 use crate::metrics::Metrics;
 use crate::observer::{self, Context};
-use crate::state::SharedConfig;
 use crossbeam_channel::{Sender, TrySendError};
 use libbpf_rs::RingBufferBuilder;
 use std::cell::Cell;

@@ -100,7 +100,7 @@ pub struct ClientThread {
     pub cfg: ClientConfig,
     pub rx: Receiver<String>,
     pub metrics: Arc<Metrics>,
-    pub shared: crate::state::SharedConfig,
+    pub shared: crate::config::SharedConfig,
     pub applied: Arc<Mutex<Applied>>,
     pub updates: Sender<ConfigUpdate>,
     pub started: Instant,

@@ -1,4 +1,13 @@
-//! The agent's config source: `--config FILE` or the builtin default.
+//! The agent's config: where it comes from (`--config FILE` or the builtin
+//! default, here), how it reaches the kernel (`kernel`), and the config in
+//! force shared between threads, applied one generation at a time
+//! (`shared`).
+
+mod kernel;
+mod shared;
+
+pub use kernel::to_kernel;
+pub use shared::{SharedConfig, apply_generation};
 
 use std::path::Path;
 use tapio_wire::CompiledConfig;
