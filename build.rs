@@ -2,7 +2,9 @@
 //!
 //! The C programs include `include/tapio_abi.h` (the kernel/user ABI) and
 //! `include/tapio_kernel.h` (the CO-RE declarations of the kernel types they
-//! read). `bpf/lib.rs` pulls the generated skeletons in with `include!`.
+//! read). Every source found is built: a new observer's object needs no
+//! edit here. `skeletons.rs` (which `bpf/lib.rs` includes) declares one
+//! module per object, named after it, and its bytes in `objects`.
 
 fn main() {
     #[cfg(target_os = "linux")]
@@ -13,10 +15,24 @@ fn main() {
 mod linux {
     use libbpf_cargo::SkeletonBuilder;
     use std::env;
+    use std::fmt::Write as _;
     use std::path::PathBuf;
 
-    /// The observers, each one BPF object named after it.
-    const OBSERVERS: &[&str] = &["network", "storage", "process"];
+    /// The object names: every `bpf/<name>.bpf.c`, sorted.
+    fn sources(bpf: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(bpf)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", bpf.display()))
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".bpf.c"))
+                    .map(String::from)
+            })
+            .collect();
+        names.sort();
+        names
+    }
 
     pub fn build() {
         let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -28,7 +44,33 @@ mod linux {
             Ok(other) => panic!("unsupported target arch for the BPF programs: {other}"),
             Err(_) => "x86",
         };
-        for name in OBSERVERS {
+        println!("cargo:rerun-if-changed=bpf");
+        let names = sources(&root.join("bpf"));
+        let mut modules = String::new();
+        let mut objects = String::from("/// The compiled BPF object files.\npub mod objects {\n");
+        for name in &names {
+            let _ = writeln!(
+                modules,
+                "pub mod {name} {{\n    include!(concat!(env!(\"OUT_DIR\"), \"/{name}.skel.rs\"));\n}}"
+            );
+            let _ = writeln!(
+                objects,
+                "    pub const {}: &[u8] = include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}.bpf.o\"));",
+                name.to_uppercase()
+            );
+        }
+        objects.push_str("    /// An object's bytes by its name.\n    pub fn by_name(name: &str) -> Option<&'static [u8]> {\n        match name {\n");
+        for name in &names {
+            let _ = writeln!(
+                objects,
+                "            {name:?} => Some({}),",
+                name.to_uppercase()
+            );
+        }
+        objects.push_str("            _ => None,\n        }\n    }\n}\n");
+        std::fs::write(out.join("skeletons.rs"), modules + &objects)
+            .unwrap_or_else(|e| panic!("writing skeletons.rs: {e}"));
+        for name in &names {
             let src = root.join("bpf").join(format!("{name}.bpf.c"));
             let skel = out.join(format!("{name}.skel.rs"));
             let obj = out.join(format!("{name}.bpf.o"));

@@ -126,16 +126,16 @@ static __always_inline __u64 tapio_task_cgroup_id(struct task_struct *task)
 }
 
 /*
- * Keeps every ABI record type in the object's BTF, so the generated
- * skeleton carries them and a test can hold the Rust mirrors against them.
- * Never called and never loaded (libbpf only loads subprograms a program
- * calls).
+ * Keeps an observer's record type in its object's BTF, so the generated
+ * skeleton carries it and a test can hold the Rust mirror against it. Each
+ * observer names its own record once: TAPIO_KEEP_RECORD_BTF(tapio_net_event).
+ * The function is never called and never loaded (libbpf only loads
+ * subprograms a program calls).
  */
-__attribute__((noinline, unused)) int tapio_abi_anchor(struct tapio_net_event *n,
-						       struct tapio_storage_event *s,
-						       struct tapio_process_event *p)
-{
-	return n->hdr.size + s->hdr.size + p->hdr.size;
-}
+#define TAPIO_KEEP_RECORD_BTF(record)                                              \
+	__attribute__((noinline, unused)) int tapio_record_btf_anchor(struct record *r) \
+	{                                                                          \
+		return r->hdr.size;                                                \
+	}
 
 #endif /* TAPIO_COMMON_BPF_H */

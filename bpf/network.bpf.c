@@ -19,6 +19,8 @@
 #define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_NETWORK_BYTES
 #include "common.bpf.h"
 
+TAPIO_KEEP_RECORD_BTF(tapio_net_event)
+
 #define TAPIO_CONN_MAX 16384
 
 #define CONN_F_OWNER 1u      /* pid/comm/cgroup valid */

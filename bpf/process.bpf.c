@@ -20,6 +20,8 @@
 #define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_PROCESS_BYTES
 #include "common.bpf.h"
 
+TAPIO_KEEP_RECORD_BTF(tapio_process_event)
+
 #define TAPIO_OOM_MAX 1024
 #define TAPIO_DEAD_GROUPS_MAX 8192
 

@@ -25,6 +25,8 @@
 #define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_STORAGE_BYTES
 #include "common.bpf.h"
 
+TAPIO_KEEP_RECORD_BTF(tapio_storage_event)
+
 #define TAPIO_INFLIGHT_MAX 8192
 #define REQ_OP_MASK 0xff
 #define REQ_OP_READ 0

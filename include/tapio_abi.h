@@ -5,7 +5,9 @@
  * Every struct that crosses the kernel boundary is defined here and only
  * here: the event records the BPF programs write into their ring buffers,
  * the counters they keep, and the tapio_config carrier the agent writes.
- * The Rust mirror is crates/tapio-agent/src/abi.rs; it carries size_of /
+ * The Rust mirrors are crates/tapio-agent/src/abi.rs (what all observers
+ * share) and crates/tapio-agent/src/observer/<name>.rs (each observer's
+ * record and record types); they carry size_of /
  * offset_of assertions against the numbers asserted below.
  *
  * Rules:
@@ -37,14 +39,6 @@
 #define TAPIO_COMM_LEN 16
 #define TAPIO_FILENAME_LEN 128
 #define TAPIO_MAX_IGNORED_EXIT_CODES 16
-
-/* Observers. The index of an observer in every per-observer array. */
-enum tapio_observer {
-	TAPIO_OBS_NETWORK = 0,
-	TAPIO_OBS_STORAGE = 1,
-	TAPIO_OBS_PROCESS = 2,
-	TAPIO_OBS_COUNT = 3,
-};
 
 /* Record types (tapio_event_header.type). */
 enum tapio_event_type {

@@ -8,7 +8,7 @@
 //! loaded, attached and dropped again (its programs see no config, so they
 //! emit nothing during that moment).
 
-use crate::metrics::OBSERVER_NAMES;
+use crate::observers::{NAMES as OBSERVER_NAMES, OBSERVERS};
 use serde_json::{Value, json};
 use std::os::fd::{FromRawFd, OwnedFd};
 
@@ -57,20 +57,6 @@ fn check(
         },
     }
 }
-
-/// The tracepoints each observer attaches to (all as tp_btf).
-pub const TRACEPOINTS: &[(&str, &str)] = &[
-    ("network", "inet_sock_set_state"),
-    ("network", "tcp_receive_reset"),
-    ("network", "tcp_retransmit_skb"),
-    ("storage", "block_rq_issue"),
-    ("storage", "block_rq_complete"),
-    ("storage", "block_rq_requeue"),
-    ("process", "sched_process_exit"),
-    ("process", "mark_victim"),
-    ("process", "sched_process_exec"),
-    ("process", "sched_process_free"),
-];
 
 /// Parses `major.minor` of a kernel release string.
 pub fn kernel_version(release: &str) -> Option<(u32, u32)> {
@@ -307,7 +293,15 @@ fn probe_prog_types(observers: &[Check]) -> Vec<Check> {
 
 fn probe_tracepoints(hidden: &[String]) -> Vec<Check> {
     let btf = libbpf_rs::btf::Btf::from_vmlinux();
-    TRACEPOINTS
+    let wanted: Vec<(&str, String)> = OBSERVERS
+        .iter()
+        .flat_map(|spec| {
+            (spec.tracepoints)()
+                .into_iter()
+                .map(move |tp| (spec.wire.as_str(), tp))
+        })
+        .collect();
+    wanted
         .iter()
         .map(|(obs, tp)| {
             let name = format!("tracepoint:{obs}/{tp}");

@@ -21,6 +21,11 @@ fn clock_ns(id: libc::clockid_t) -> i64 {
     sec.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
+/// CLOCK_MONOTONIC in ns: the clock of the kernel's `request.start_time_ns`.
+pub fn monotonic_ns() -> u64 {
+    u64::try_from(clock_ns(libc::CLOCK_MONOTONIC)).unwrap_or(0)
+}
+
 /// CLOCK_REALTIME - CLOCK_BOOTTIME, in ns. The smaller of two samples'
 /// bracket is taken to keep the error below a microsecond.
 pub fn boot_to_wall_offset() -> i64 {

@@ -5,7 +5,8 @@
 //! is written by hand (no serde on the hot path); its shape is exactly the
 //! wire's `WireEvent`, which a test holds together.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+pub use crate::observers::Facts;
+use std::net::IpAddr;
 use tapio_common::time::format_rfc3339_ns;
 pub use tapio_wire::EventKind;
 use tapio_wire::Severity;
@@ -25,63 +26,6 @@ impl Comm {
 pub struct Owner {
     pub pid: u32,
     pub comm: Comm,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NetFacts {
-    pub src: IpAddr,
-    pub src_port: u16,
-    pub dst: IpAddr,
-    pub dst_port: u16,
-    pub owner: Option<Owner>,
-    pub cgroup_id: Option<u64>,
-    /// `retransmits` events: the count in this event's span.
-    pub retransmits: Option<u32>,
-    /// `retransmits` events: first to last retransmit of the span.
-    pub span_ns: Option<u64>,
-    /// `connection_timeout`: SYN retransmissions before giving up.
-    pub syn_retries: Option<u32>,
-    /// TCP state name at the time of the fact (`connection_reset`).
-    pub tcp_state: Option<&'static str>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StorageFacts {
-    pub dev_major: u32,
-    pub dev_minor: u32,
-    pub sector: u64,
-    pub bytes: u32,
-    pub op: &'static str,
-    pub latency_ns: u64,
-    /// `io_error`: the kernel's blk_status name (or number).
-    pub error: Option<&'static str>,
-    pub error_code: Option<u8>,
-    pub owner: Option<Owner>,
-    pub cgroup_id: Option<u64>,
-}
-
-/// The process facts; which are present depends on the kind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProcessFacts {
-    pub pid: u32,
-    pub comm: Comm,
-    pub cgroup_id: u64,
-    pub exit_code: Option<i32>,
-    pub signal: Option<u32>,
-    pub ppid: Option<u32>,
-    pub memcg_id: Option<u64>,
-    pub total_vm_kb: Option<u64>,
-    pub rss_kb: Option<u64>,
-    pub oom_score_adj: Option<i16>,
-    /// Boxed: exec only, and it would triple the size of every queued event.
-    pub filename: Option<Box<[u8; 128]>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Facts {
-    Network(NetFacts),
-    Storage(StorageFacts),
-    Process(ProcessFacts),
 }
 
 /// Who a cgroup belongs to, read from its path (no API server): the facts
@@ -121,8 +65,8 @@ pub struct Event {
     pub memcg: Option<std::sync::Arc<Workload>>,
 }
 
-/// Writes JSON without an allocation per value.
-struct Json<'a> {
+/// Writes the members of a JSON object without an allocation per value.
+pub struct Json<'a> {
     out: &'a mut String,
     first: bool,
 }
@@ -138,18 +82,18 @@ impl<'a> Json<'a> {
         self.out.push_str("\":");
     }
 
-    fn str(&mut self, k: &str, v: &str) {
+    pub fn str(&mut self, k: &str, v: &str) {
         self.key(k);
         escape_into(v, self.out);
     }
 
-    fn num<T: std::fmt::Display>(&mut self, k: &str, v: T) {
+    pub fn num<T: std::fmt::Display>(&mut self, k: &str, v: T) {
         use std::fmt::Write;
         self.key(k);
         let _ = write!(self.out, "{v}");
     }
 
-    fn ip(&mut self, k: &str, v: IpAddr) {
+    pub fn ip(&mut self, k: &str, v: IpAddr) {
         use std::fmt::Write;
         self.key(k);
         let _ = write!(self.out, "\"{v}\"");
@@ -206,84 +150,7 @@ impl Event {
         }
         out.push_str(",\"facts\":{");
         let mut j = Json { out, first: true };
-        match &self.facts {
-            Facts::Network(n) => {
-                j.str("family", if n.src.is_ipv4() { "ipv4" } else { "ipv6" });
-                j.ip("src_ip", n.src);
-                j.num("src_port", n.src_port);
-                j.ip("dst_ip", n.dst);
-                j.num("dst_port", n.dst_port);
-                if let Some(o) = &n.owner {
-                    j.num("pid", o.pid);
-                    j.str("comm", &o.comm.as_str());
-                }
-                if let Some(c) = n.cgroup_id {
-                    j.num("cgroup_id", c);
-                }
-                if let Some(r) = n.retransmits {
-                    j.num("retransmits", r);
-                }
-                if let Some(s) = n.span_ns {
-                    j.num("span_ns", s);
-                }
-                if let Some(s) = n.syn_retries {
-                    j.num("syn_retries", s);
-                }
-                if let Some(s) = n.tcp_state {
-                    j.str("tcp_state", s);
-                }
-            }
-            Facts::Storage(s) => {
-                j.num("dev_major", s.dev_major);
-                j.num("dev_minor", s.dev_minor);
-                j.num("sector", s.sector);
-                j.num("bytes", s.bytes);
-                j.str("op", s.op);
-                j.num("latency_ns", s.latency_ns);
-                if let Some(e) = s.error {
-                    j.str("error", e);
-                }
-                if let Some(e) = s.error_code {
-                    j.num("error_code", e);
-                }
-                if let Some(o) = &s.owner {
-                    j.num("pid", o.pid);
-                    j.str("comm", &o.comm.as_str());
-                }
-                if let Some(c) = s.cgroup_id {
-                    j.num("cgroup_id", c);
-                }
-            }
-            Facts::Process(p) => {
-                j.num("pid", p.pid);
-                j.str("comm", &p.comm.as_str());
-                j.num("cgroup_id", p.cgroup_id);
-                if let Some(v) = p.ppid {
-                    j.num("ppid", v);
-                }
-                if let Some(v) = p.exit_code {
-                    j.num("exit_code", v);
-                }
-                if let Some(v) = p.signal {
-                    j.num("signal", v);
-                }
-                if let Some(v) = p.memcg_id {
-                    j.num("memcg_id", v);
-                }
-                if let Some(v) = p.total_vm_kb {
-                    j.num("total_vm_kb", v);
-                }
-                if let Some(v) = p.rss_kb {
-                    j.num("rss_kb", v);
-                }
-                if let Some(v) = p.oom_score_adj {
-                    j.num("oom_score_adj", v);
-                }
-                if let Some(f) = &p.filename {
-                    j.str("filename", &crate::abi::c_str(&f[..]));
-                }
-            }
-        }
+        self.facts.write_json(&mut j);
         if let Some(w) = &self.workload {
             j.str("cgroup_path", &w.cgroup_path);
             if let Some(v) = &w.pod_uid {
@@ -306,19 +173,11 @@ impl Event {
     }
 }
 
-/// IPv4 from the first four bytes of a 16-byte address field, IPv6 from all.
-pub fn ip_from_bytes(family: u16, b: &[u8; 16]) -> IpAddr {
-    if family == crate::abi::AF_INET6 {
-        IpAddr::V6(Ipv6Addr::from(*b))
-    } else {
-        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tapio_wire::{Observer, WireEvent};
+    use crate::observer::network::NetFacts;
+    use tapio_wire::WireEvent;
 
     fn comm(s: &str) -> Comm {
         let mut c = [0u8; 16];
@@ -399,34 +258,7 @@ mod tests {
     #[test]
     fn every_kind_serializes_to_parseable_json() {
         for kind in EventKind::ALL {
-            let facts = match kind.observer() {
-                Observer::Network | Observer::Unknown => refused().facts,
-                Observer::Storage => Facts::Storage(StorageFacts {
-                    dev_major: 7,
-                    dev_minor: 0,
-                    sector: 8,
-                    bytes: 4096,
-                    op: "write",
-                    latency_ns: 5,
-                    error: Some("BLK_STS_IOERR"),
-                    error_code: Some(10),
-                    owner: None,
-                    cgroup_id: None,
-                }),
-                Observer::Process => Facts::Process(ProcessFacts {
-                    pid: 1,
-                    comm: comm("\u{1}ctl"),
-                    cgroup_id: 5,
-                    exit_code: Some(3),
-                    signal: Some(0),
-                    ppid: Some(1),
-                    memcg_id: None,
-                    total_vm_kb: None,
-                    rss_kb: None,
-                    oom_score_adj: Some(-1000),
-                    filename: Some(Box::new([b'/'; 128])),
-                }),
-            };
+            let facts = Facts::sample(kind.observer());
             let e = Event {
                 kind,
                 facts,
@@ -440,17 +272,5 @@ mod tests {
             assert_eq!(w.observer, kind.observer());
             assert_eq!(EventKind::from_type_name(&w.kind), Some(kind));
         }
-    }
-
-    #[test]
-    fn ipv6_addresses() {
-        let mut b = [0u8; 16];
-        b[15] = 1;
-        assert_eq!(ip_from_bytes(crate::abi::AF_INET6, &b).to_string(), "::1");
-        let b4 = [10, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
-        assert_eq!(
-            ip_from_bytes(crate::abi::AF_INET, &b4).to_string(),
-            "10.0.0.1"
-        );
     }
 }

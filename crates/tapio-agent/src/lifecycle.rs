@@ -5,7 +5,8 @@
 
 use crate::args::RunArgs;
 use crate::event::Event;
-use crate::metrics::{self, Metrics, OBSERVER_NAMES, SinkId};
+use crate::metrics::{Metrics, SinkId};
+use crate::observers::{NAMES as OBSERVER_NAMES, index_of};
 use crate::sink::Sink;
 use crate::{client, config, host, loader, poller, sender, signals, sink};
 use crossbeam_channel::Receiver;
@@ -444,7 +445,7 @@ impl Running {
             // closes.
             let mut abandoned = 0u64;
             while let Ok(ev) = self.leftover.try_recv() {
-                if let Some(obs) = metrics::observer_index(ev.kind.observer()) {
+                if let Some(obs) = index_of(ev.kind.observer()) {
                     metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
                 }
                 abandoned += 1;

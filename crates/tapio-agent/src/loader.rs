@@ -5,22 +5,21 @@
 //! `tapio_config` is written between load and attach, so the first record
 //! already carries a generation.
 
-use crate::abi::{KernelConfig, OBS_NETWORK, OBS_PROCESS, OBS_STORAGE, counter};
+use crate::abi::{KernelConfig, counter};
+use crate::observers::OBSERVERS;
 use crate::prototypes::Prototypes;
-use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, OpenObject};
 use std::mem::MaybeUninit;
 
 /// A loaded, attached observer object.
-pub enum Loaded {
-    Network(Box<tapio_bpf::network::NetworkSkel<'static>>),
-    Storage(Box<tapio_bpf::storage::StorageSkel<'static>>),
-    Process(Box<tapio_bpf::process::ProcessSkel<'static>>),
-}
-
 pub struct Observer {
+    /// Its row in `crate::observers::OBSERVERS`.
     pub index: usize,
-    pub skel: Loaded,
+    /// The skeleton, whatever its type: it holds the links (attachments).
+    /// Dropping it detaches every program; the handles below stay valid.
+    pub skel: Option<Box<dyn Send>>,
+    /// The ring buffer (an owned handle).
+    pub events: MapHandle,
     /// Each loaded program's name and an owned fd (for its run counters:
     /// recursion misses), until `ProgramReaders` takes them.
     pub programs: Vec<(String, std::os::fd::OwnedFd)>,
@@ -33,20 +32,12 @@ pub struct Observer {
 impl Observer {
     /// The observer's ring buffer map.
     pub fn events_map(&self) -> &dyn MapCore {
-        match &self.skel {
-            Loaded::Network(s) => &s.maps.events,
-            Loaded::Storage(s) => &s.maps.events,
-            Loaded::Process(s) => &s.maps.events,
-        }
+        &self.events
     }
 
-    /// Detaches every program (drops the links).
+    /// Detaches every program (drops the skeleton and with it the links).
     pub fn detach(&mut self) {
-        match &mut self.skel {
-            Loaded::Network(s) => s.links = Default::default(),
-            Loaded::Storage(s) => s.links = Default::default(),
-            Loaded::Process(s) => s.links = Default::default(),
-        }
+        self.skel = None;
     }
 }
 
@@ -113,27 +104,27 @@ impl CounterReaders {
     }
 }
 
-fn storage() -> &'static mut MaybeUninit<OpenObject> {
+pub fn storage() -> &'static mut MaybeUninit<OpenObject> {
     // One small allocation per observer for the process lifetime: it gives
     // the skeleton a 'static borrow, so it can move to the poller thread.
     Box::leak(Box::new(MaybeUninit::uninit()))
 }
 
-fn handles(
+pub fn handles(
     config: &libbpf_rs::MapMut<'_>,
     counters: &libbpf_rs::MapMut<'_>,
 ) -> libbpf_rs::Result<(MapHandle, MapHandle)> {
     Ok((MapHandle::try_from(config)?, MapHandle::try_from(counters)?))
 }
 
-fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()> {
+pub fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()> {
     cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
 }
 
 /// Turns autoload off for the program variants this kernel cannot run
 /// (crate::prototypes). A name that is not in the object is a build
 /// mismatch, and fails the load.
-fn choose_variants(obj: &mut OpenObject, choices: &[(&str, bool)]) -> libbpf_rs::Result<()> {
+pub fn choose_variants(obj: &mut OpenObject, choices: &[(&str, bool)]) -> libbpf_rs::Result<()> {
     for (name, load) in choices {
         let mut found = false;
         for mut p in obj.progs_mut() {
@@ -152,21 +143,8 @@ fn choose_variants(obj: &mut OpenObject, choices: &[(&str, bool)]) -> libbpf_rs:
     Ok(())
 }
 
-/// The variants each observer loads on this kernel.
-fn variants(index: usize, p: &Prototypes) -> Vec<(&'static str, bool)> {
-    match index {
-        OBS_PROCESS => {
-            let mut v = p.process_programs().to_vec();
-            v.push(("tapio_sched_process_free", p.process_free_hook()));
-            v
-        }
-        OBS_STORAGE => p.storage_programs().to_vec(),
-        _ => Vec::new(),
-    }
-}
-
 /// The programs that were loaded (autoload on), with dup'ed fds.
-fn loaded_programs(
+pub fn loaded_programs(
     obj: &libbpf_rs::Object,
 ) -> libbpf_rs::Result<Vec<(String, std::os::fd::OwnedFd)>> {
     use std::os::fd::AsFd;
@@ -231,103 +209,93 @@ impl ProgramReaders {
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `request.start_time_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}
-
-/// Opens, loads, configures and attaches one skeleton type; `$after`
-/// runs on the attached skeleton.
+/// Defines, for one skeleton type:
+/// - `fn $fn(index, config, prototypes) -> Observer`: opens it, turns off
+///   the program variants this kernel cannot run (`$variants`), loads,
+///   writes the initial config, attaches, runs `$after` on the attached
+///   skeleton, and keeps it type-erased;
+/// - `fn $tps() -> Vec<String>`: the tracepoints its programs attach to,
+///   from the `tp_btf/<name>` sections of the object (opened, not loaded;
+///   variants share one).
 macro_rules! loader {
-    ($fn:ident, $builder:path, $variant:ident, $index:expr, $after:expr) => {
-        fn $fn(k: &KernelConfig, protos: &Prototypes) -> libbpf_rs::Result<Observer> {
+    ($fn:ident, $tps:ident, $builder:path, $variants:expr, $after:expr) => {
+        pub fn $tps() -> Vec<String> {
+            use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+            let mut obj = std::mem::MaybeUninit::uninit();
+            let mut out: Vec<String> = Vec::new();
+            let Ok(open) = <$builder>::default().open(&mut obj) else {
+                return out;
+            };
+            for p in open.open_object().progs() {
+                let section = p.section().to_string_lossy();
+                if let Some(tp) = section.strip_prefix("tp_btf/") {
+                    if !out.iter().any(|t| t == tp) {
+                        out.push(tp.to_string());
+                    }
+                }
+            }
+            out
+        }
+
+        pub fn $fn(
+            index: usize,
+            k: &$crate::abi::KernelConfig,
+            protos: &$crate::prototypes::Prototypes,
+        ) -> libbpf_rs::Result<$crate::loader::Observer> {
+            use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
+            use $crate::loader::*;
             let mut open = <$builder>::default().open(storage())?;
-            choose_variants(open.open_object_mut(), &variants($index, protos))?;
+            #[allow(clippy::redundant_closure_call)]
+            choose_variants(open.open_object_mut(), &($variants)(protos))?;
             let mut skel = open.load()?;
             let (config_map, counters_map) =
                 handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
+            let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
             write_initial(&config_map, k)?;
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
             let programs = loaded_programs(skel.object())?;
             Ok(Observer {
-                index: $index,
+                index,
                 programs,
-                skel: Loaded::$variant(Box::new(skel)),
+                skel: Some(Box::new(skel)),
+                events,
                 config_map,
                 counters_map,
             })
         }
     };
 }
-
-loader!(
-    load_network,
-    tapio_bpf::network::NetworkSkelBuilder,
-    Network,
-    OBS_NETWORK,
-    |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
-);
-loader!(
-    load_storage,
-    tapio_bpf::storage::StorageSkelBuilder,
-    Storage,
-    OBS_STORAGE,
-    |s: &mut tapio_bpf::storage::StorageSkel<'_>| {
-        // Requests that started before this instant may have been issued
-        // before the programs were attached.
-        if let Some(bss) = s.maps.bss_data.as_deref_mut() {
-            bss.attached_ns = monotonic_ns();
-        }
-    }
-);
-loader!(
-    load_process,
-    tapio_bpf::process::ProcessSkelBuilder,
-    Process,
-    OBS_PROCESS,
-    |_: &mut tapio_bpf::process::ProcessSkel<'_>| {}
-);
+pub(crate) use loader;
 
 /// Loads and attaches each observer, then drops it again: the feasibility
 /// probe. Nothing stays loaded.
 pub fn probe_each(k: &KernelConfig) -> Vec<(usize, Result<(), String>)> {
     let protos = Prototypes::of_running_kernel();
-    loaders()
-        .into_iter()
-        .map(|(idx, load)| (idx, load(k, &protos).map(drop).map_err(|e| format!("{e}"))))
+    OBSERVERS
+        .iter()
+        .enumerate()
+        .map(|(idx, spec)| {
+            let r = (spec.load)(idx, k, &protos);
+            (idx, r.map(drop).map_err(|e| format!("{e}")))
+        })
         .collect()
 }
 
-type LoadFn = fn(&KernelConfig, &Prototypes) -> libbpf_rs::Result<Observer>;
-
-fn loaders() -> [(usize, LoadFn); 3] {
-    [
-        (OBS_NETWORK, load_network),
-        (OBS_STORAGE, load_storage),
-        (OBS_PROCESS, load_process),
-    ]
-}
+pub type LoadFn = fn(usize, &KernelConfig, &Prototypes) -> libbpf_rs::Result<Observer>;
 
 /// Loads every observer; failures are returned beside the successes.
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
-    let loaders = loaders();
     let protos = Prototypes::of_running_kernel();
     log::info!("tracepoint prototypes: {}", protos.describe());
     let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
-    for (idx, load) in loaders {
+    for (idx, spec) in OBSERVERS.iter().enumerate() {
         // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that
         // observer's load fail, to prove the others keep running.
-        let name = crate::metrics::OBSERVER_NAMES[idx];
+        let name = spec.wire.as_str();
         if inject
             .split(',')
             .any(|f| f.strip_prefix("load:") == Some(name))
@@ -335,7 +303,7 @@ pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
             failed.push((idx, "fault injected by TAPIO_FAULT_INJECT".to_string()));
             continue;
         }
-        match load(k, &protos) {
+        match (spec.load)(idx, k, &protos) {
             Ok(o) => ok.push(o),
             Err(e) => failed.push((idx, format!("{e}"))),
         }
@@ -360,115 +328,7 @@ pub fn raise_memlock() -> Result<(), std::io::Error> {
 #[cfg(test)]
 mod tests {
     use crate::abi;
-    use std::mem::{offset_of, size_of};
-    use tapio_bpf::network::types as skel;
-
-    /// The hand-written mirrors agree with the types libbpf-cargo generated
-    /// from the compiled object's BTF (which came from tapio_abi.h).
-    #[test]
-    fn mirrors_match_the_skeleton_types() {
-        assert_eq!(
-            size_of::<skel::tapio_event_header>(),
-            size_of::<abi::EventHeader>()
-        );
-        assert_eq!(
-            size_of::<skel::tapio_net_event>(),
-            size_of::<abi::NetEvent>()
-        );
-        assert_eq!(
-            size_of::<skel::tapio_storage_event>(),
-            size_of::<abi::StorageEvent>()
-        );
-        assert_eq!(
-            size_of::<skel::tapio_process_event>(),
-            size_of::<abi::ProcessEvent>()
-        );
-        assert_eq!(
-            size_of::<skel::tapio_config>(),
-            size_of::<abi::KernelConfig>()
-        );
-        macro_rules! same {
-            ($s:ty, $m:ty, $($f:ident),+) => {$(
-                assert_eq!(offset_of!($s, $f), offset_of!($m, $f), "{}", stringify!($f));
-            )+};
-        }
-        same!(
-            skel::tapio_net_event,
-            abi::NetEvent,
-            hdr,
-            cgroup_id,
-            pid,
-            retransmits,
-            span_ns,
-            saddr,
-            daddr,
-            sport,
-            dport,
-            family,
-            flags,
-            state,
-            syn_retries,
-            comm
-        );
-        same!(
-            skel::tapio_storage_event,
-            abi::StorageEvent,
-            hdr,
-            cgroup_id,
-            sector,
-            latency_ns,
-            bytes,
-            dev_major,
-            dev_minor,
-            pid,
-            op,
-            error,
-            flags,
-            comm
-        );
-        same!(
-            skel::tapio_process_event,
-            abi::ProcessEvent,
-            hdr,
-            cgroup_id,
-            memcg_id,
-            total_vm_pages,
-            rss_pages,
-            pid,
-            ppid,
-            exit_code,
-            signal,
-            oom_score_adj,
-            flags,
-            comm,
-            filename
-        );
-        same!(
-            skel::tapio_config,
-            abi::KernelConfig,
-            abi_version,
-            generation,
-            network_enabled,
-            storage_enabled,
-            process_enabled,
-            exec_enabled,
-            test_flags,
-            retransmit_window_ns,
-            slow_io_threshold_ns,
-            ringbuf_wakeup_bytes,
-            ignore_exit_count,
-            ignore_exit_codes,
-            slow_io_critical_ns
-        );
-        assert_eq!(
-            offset_of!(skel::tapio_event_header, config_generation),
-            offset_of!(abi::EventHeader, config_generation)
-        );
-        assert_eq!(
-            offset_of!(skel::tapio_event_header, timestamp_ns),
-            offset_of!(abi::EventHeader, timestamp_ns)
-        );
-    }
+    use crate::observers::{NETWORK, OBSERVERS};
 
     /// The network object loads and attaches on this kernel (skips loudly
     /// where BPF is not available).
@@ -480,9 +340,9 @@ mod tests {
             return;
         }
         let k = crate::config::to_kernel(&tapio_wire::CompiledConfig::standalone_default(), 1);
-        let o = super::load_network(&k, &crate::prototypes::Prototypes::default())
+        let o = (OBSERVERS[NETWORK].load)(NETWORK, &k, &crate::prototypes::Prototypes::default())
             .expect("network object loads and attaches");
-        assert_eq!(o.index, abi::OBS_NETWORK);
+        assert_eq!(o.index, NETWORK);
         let mut kc = crate::metrics::KernelCounters::default();
         super::CounterReaders(vec![(
             o.index,
@@ -500,49 +360,19 @@ mod tests {
 
 #[cfg(test)]
 mod budgets {
-    //! eBPF object budgets: size, map count and the largest map. The lean
-    //! gate prints this table (docs/budgets.md records it).
+    //! eBPF object budgets (size, map count, the largest map, the ring),
+    //! from the observer table. The lean gate prints this table
+    //! (docs/budgets.md records it).
+    use crate::observers::OBSERVERS;
     use libbpf_rs::ObjectBuilder;
-
-    /// (object, bytes, maps, largest max_entries of a non-ring map, ring
-    /// buffer bytes) limits.
-    /// The ring sizes are the ABI's (tapio_wire mirrors tapio_abi.h).
-    const LIMITS: [(&str, usize, usize, u32, u32); 3] = [
-        (
-            "network",
-            40 * 1024,
-            5,
-            16_384,
-            tapio_wire::RING_BYTES_NETWORK,
-        ),
-        (
-            "storage",
-            24 * 1024,
-            5,
-            8_192,
-            tapio_wire::RING_BYTES_STORAGE,
-        ),
-        (
-            "process",
-            48 * 1024,
-            7,
-            8_192,
-            tapio_wire::RING_BYTES_PROCESS,
-        ),
-    ];
 
     #[test]
     fn bpf_objects_stay_within_budget() {
-        let objects: [(&str, &[u8]); 3] = [
-            ("network", tapio_bpf::objects::NETWORK),
-            ("storage", tapio_bpf::objects::STORAGE),
-            ("process", tapio_bpf::objects::PROCESS),
-        ];
         println!("BPF-BUDGET object bytes maps largest_max_entries largest_map ring_bytes");
-        for ((name, bytes), (lname, max_bytes, max_maps, max_entries, ring_bytes)) in
-            objects.into_iter().zip(LIMITS)
-        {
-            assert_eq!(name, lname);
+        for spec in &OBSERVERS {
+            let name = spec.wire.as_str();
+            let bytes = tapio_bpf::objects::by_name(name).expect("an object per observer");
+            let b = &spec.budget;
             let obj = ObjectBuilder::default()
                 .name(name)
                 .unwrap()
@@ -571,20 +401,23 @@ mod budgets {
                 bytes.len(),
                 maps.len()
             );
-            assert_eq!(ring, ring_bytes, "{name}: its one ring buffer");
+            assert_eq!(ring, spec.ring_bytes, "{name}: its one ring buffer");
             assert!(
-                bytes.len() <= max_bytes,
-                "{name}: {} bytes > {max_bytes}",
-                bytes.len()
+                bytes.len() <= b.object_bytes,
+                "{name}: {} bytes > {}",
+                bytes.len(),
+                b.object_bytes
             );
             assert!(
-                maps.len() <= max_maps,
-                "{name}: {} maps > {max_maps}",
-                maps.len()
+                maps.len() <= b.maps,
+                "{name}: {} maps > {}",
+                maps.len(),
+                b.maps
             );
             assert!(
-                big <= max_entries,
-                "{name}: map {big_name} has {big} entries > {max_entries}"
+                big <= b.largest_map_entries,
+                "{name}: map {big_name} has {big} entries > {}",
+                b.largest_map_entries
             );
         }
     }

@@ -18,6 +18,7 @@ mod lifecycle;
 mod loader;
 mod metrics;
 mod observer;
+mod observers;
 mod poller;
 mod prototypes;
 mod sender;

@@ -8,14 +8,13 @@
 //!   kernel_events = ringbuf_lost + received
 //!   received      = malformed + queue_drops + suppressed + emitted
 
-use crate::abi::{OBS_COUNT, counter};
+use crate::abi::counter;
 use crate::event::EventKind;
+use crate::observers::{COUNT as OBS_COUNT, NAMES as OBSERVER_NAMES, index_of as observer_index};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
-use tapio_wire::{Observer, ObserverState};
-
-pub const OBSERVER_NAMES: [&str; OBS_COUNT] = ["network", "storage", "process"];
+use tapio_wire::ObserverState;
 
 /// Reasons a received record is deliberately not emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,13 +158,6 @@ pub fn state_of(code: u8) -> ObserverState {
 
 pub fn kind_index(kind: EventKind) -> usize {
     EventKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
-/// The index of an observer in every per-observer array: its position in
-/// `Observer::ALL` (a test holds that order to `OBSERVER_NAMES` and the
-/// ABI's `TAPIO_OBS_*`). `None` for `Unknown`, which no event kind has.
-pub fn observer_index(o: Observer) -> Option<usize> {
-    Observer::ALL.iter().position(|x| *x == o)
 }
 
 impl Metrics {

@@ -5,13 +5,13 @@
 //! the poller never blocks, does no I/O and never waits on a sink or the
 //! controller.
 
-use crate::abi::{observer_of_type, parse_record};
 use crate::clock;
 use crate::config::SharedConfig;
-use crate::event::{Event, Facts};
+use crate::event::Event;
 use crate::loader::Observer;
 use crate::metrics::Metrics;
-use crate::observer::{self, Context};
+use crate::observer::{Context, Rejected};
+use crate::observers::OBSERVERS;
 use crossbeam_channel::{Sender, TrySendError};
 use libbpf_rs::RingBufferBuilder;
 use std::cell::Cell;
@@ -38,12 +38,9 @@ impl PollState {
     fn handle(&self, obs: usize, data: &[u8]) {
         let m = &self.metrics;
         m.received[obs].fetch_add(1, Relaxed);
-        let rec = match parse_record(data) {
-            Ok(r) if observer_of_type(r.header().kind) == Some(obs) => r,
-            _ => {
-                m.malformed[obs].fetch_add(1, Relaxed);
-                return;
-            }
+        let Some(spec) = OBSERVERS.get(obs) else {
+            m.malformed[0].fetch_add(1, Relaxed);
+            return;
         };
         let seq = self.seq.get() + 1;
         let cfg = self.config.borrow();
@@ -52,7 +49,7 @@ impl PollState {
             config: &cfg,
             page_kb: self.page_kb,
         };
-        match observer::build_event(&rec, seq, &ctx) {
+        match (spec.to_event)(data, seq, &ctx) {
             Ok(mut ev) => {
                 self.seq.set(seq);
                 self.attribute(&mut ev);
@@ -63,7 +60,10 @@ impl PollState {
                     }
                 }
             }
-            Err(reason) => {
+            Err(Rejected::Malformed(_)) => {
+                m.malformed[obs].fetch_add(1, Relaxed);
+            }
+            Err(Rejected::Suppressed(reason)) => {
                 m.suppressed[obs][reason as usize].fetch_add(1, Relaxed);
             }
         }
@@ -71,11 +71,7 @@ impl PollState {
 
     /// Adds the owner's workload facts (network and process events).
     fn attribute(&self, ev: &mut Event) {
-        let (id, memcg) = match &ev.facts {
-            Facts::Network(n) => (n.cgroup_id, None),
-            Facts::Process(p) => (Some(p.cgroup_id), p.memcg_id),
-            _ => (None, None),
-        };
+        let (id, memcg) = ev.facts.cgroups();
         let Some(id) = id else {
             return;
         };
@@ -190,7 +186,8 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{self, EventHeader, NetEvent, event_type, record_bytes};
+    use crate::abi::{EventHeader, record_bytes};
+    use crate::observer::network::{self, NetEvent, types};
     use std::cell::RefCell;
 
     fn state(cap: usize) -> (PollState, crossbeam_channel::Receiver<Event>) {
@@ -239,10 +236,8 @@ mod tests {
             }
             // a garbage record that happens to parse is not malformed:
             // count those separately so the property stays exact
-            if let Ok(r) = abi::parse_record(&buf) {
-                if abi::observer_of_type(r.header().kind) == Some(0) {
-                    valid += 1;
-                }
+            if network::decode(&buf).is_ok() {
+                valid += 1;
             }
             st.handle(0, &buf);
             fed += 1;
@@ -268,7 +263,7 @@ mod tests {
         let (st, rx) = state(2);
         let mut e = NetEvent::zeroed();
         e.hdr = EventHeader {
-            kind: event_type::NET_CONN_REFUSED,
+            kind: types::CONN_REFUSED,
             size: 104,
             config_generation: 1,
             timestamp_ns: 1,

@@ -12,13 +12,14 @@
 //! - fields added within v1 carry serde defaults, so older payloads still
 //!   decode (`HeartbeatRequest::config_hash` is the worked example).
 
+mod catalogue;
 mod config;
 mod decode;
 mod error;
-mod event_kind;
 mod messages;
 mod reasoning;
 
+pub use catalogue::{EventKind, Observer};
 pub use config::{
     BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, ProcessConfig,
     RING_BYTES_NETWORK, RING_BYTES_PROCESS, RING_BYTES_STORAGE, RingbufConfig, StorageConfig,
@@ -26,10 +27,9 @@ pub use config::{
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
-pub use event_kind::EventKind;
 pub use messages::{
     AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse, HeartbeatRequest,
-    HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, MAX_EVENTS_PER_BATCH, Observer,
+    HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, MAX_EVENTS_PER_BATCH,
     ObserverState, ObserverStatus, Severity, StatusConfig, StatusCounters, StatusResponse,
     WireEvent, is_config_hash, looks_like_rfc3339_utc,
 };

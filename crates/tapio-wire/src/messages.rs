@@ -1,7 +1,7 @@
 //! Request and response bodies of the five v1 operations.
 
 use crate::decode::{Fields, FromWire};
-use crate::{CompiledConfig, WireError};
+use crate::{CompiledConfig, Observer, WireError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -10,30 +10,6 @@ use std::collections::BTreeMap;
 pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 
 // ---------------------------------------------------------------- enums
-
-/// The observers. `Unknown` catches observers a newer agent adds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Observer {
-    Network,
-    Storage,
-    Process,
-    #[serde(other)]
-    Unknown,
-}
-
-impl Observer {
-    pub const ALL: [Observer; 3] = [Observer::Network, Observer::Storage, Observer::Process];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Observer::Network => "network",
-            Observer::Storage => "storage",
-            Observer::Process => "process",
-            Observer::Unknown => "unknown",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

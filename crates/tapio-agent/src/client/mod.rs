@@ -15,7 +15,8 @@
 pub mod http;
 
 use crate::event::Event;
-use crate::metrics::{Metrics, OBSERVER_NAMES, SinkId};
+use crate::metrics::{Metrics, SinkId};
+use crate::observers::NAMES as OBSERVER_NAMES;
 use crate::sink::{Sink, SinkResult};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use http::{Client, HttpError, Response};

@@ -1,12 +1,14 @@
-//! Record -> event, one module per observer. These functions are pure: the
-//! poller calls them on the hot path, tests call them directly.
+//! Each observer's user-space half, one module per observer: the mirror
+//! of its record struct, the checks a record must pass, and the event it
+//! becomes. These functions are pure: the poller calls them on the hot
+//! path (through the table in `crate::observers`), tests call them
+//! directly.
 
 pub mod network;
 pub mod process;
 pub mod storage;
 
-use crate::abi::Record;
-use crate::event::Event;
+use crate::abi::ParseError;
 use crate::metrics::Suppress;
 use tapio_wire::CompiledConfig;
 
@@ -25,11 +27,11 @@ impl Context<'_> {
     }
 }
 
-/// Builds the event for a parsed record, or says why it is not emitted.
-pub fn build_event(rec: &Record, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppress> {
-    match rec {
-        Record::Network(e) => network::build(e, seq, ctx),
-        Record::Storage(e) => storage::build(e, seq, ctx),
-        Record::Process(e) => process::build(e, seq, ctx),
-    }
+/// Why a record from a ring does not become an event. Both are counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Structurally invalid (`tapio_malformed_records_total`).
+    Malformed(ParseError),
+    /// Valid, and deliberately not emitted (`tapio_suppressed_events_total`).
+    Suppressed(Suppress),
 }

@@ -1,10 +1,142 @@
-//! `kernel.network.*` from `struct tapio_net_event`.
+//! The network observer's user-space half: the mirror of
+//! `struct tapio_net_event`, its checks, and the `kernel.network.*` facts.
 
-use super::Context;
-use crate::abi::{F_CGROUP_KNOWN, F_OWNER_KNOWN, NetEvent, event_type};
-use crate::event::{Comm, Event, EventKind, Facts, NetFacts, Owner, ip_from_bytes};
+use super::{Context, Rejected};
+use crate::abi::{
+    COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_OWNER_KNOWN, ParseError, Pod, read_record,
+};
+use crate::event::{Comm, Event, EventKind, Json, Owner};
 use crate::metrics::Suppress;
+use std::mem::{offset_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tapio_wire::Severity;
+
+/// Its record types (`enum tapio_event_type`).
+pub mod types {
+    pub const CONN_REFUSED: u16 = 1;
+    pub const CONN_TIMEOUT: u16 = 2;
+    pub const CONN_RESET: u16 = 3;
+    pub const RETRANSMITS: u16 = 4;
+    pub const ALL: &[u16] = &[CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, RETRANSMITS];
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// `struct tapio_net_event`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetEvent {
+    pub hdr: EventHeader,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub retransmits: u32,
+    pub span_ns: u64,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub flags: u8,
+    pub state: u8,
+    pub syn_retries: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = {
+    assert!(size_of::<NetEvent>() == 104);
+    assert!(offset_of!(NetEvent, cgroup_id) == 16);
+    assert!(offset_of!(NetEvent, pid) == 24);
+    assert!(offset_of!(NetEvent, retransmits) == 28);
+    assert!(offset_of!(NetEvent, span_ns) == 32);
+    assert!(offset_of!(NetEvent, saddr) == 40);
+    assert!(offset_of!(NetEvent, daddr) == 56);
+    assert!(offset_of!(NetEvent, sport) == 72);
+    assert!(offset_of!(NetEvent, dport) == 74);
+    assert!(offset_of!(NetEvent, family) == 76);
+    assert!(offset_of!(NetEvent, flags) == 78);
+    assert!(offset_of!(NetEvent, state) == 79);
+    assert!(offset_of!(NetEvent, syn_retries) == 80);
+    assert!(offset_of!(NetEvent, comm) == 88);
+};
+
+// SAFETY: repr(C), integers and integer arrays only.
+unsafe impl Pod for NetEvent {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetFacts {
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub owner: Option<Owner>,
+    pub cgroup_id: Option<u64>,
+    /// `retransmits` events: the count in this event's span.
+    pub retransmits: Option<u32>,
+    /// `retransmits` events: first to last retransmit of the span.
+    pub span_ns: Option<u64>,
+    /// `connection_timeout`: SYN retransmissions before giving up.
+    pub syn_retries: Option<u32>,
+    /// TCP state name at the time of the fact (`connection_reset`).
+    pub tcp_state: Option<&'static str>,
+}
+
+impl NetFacts {
+    pub fn write_json(&self, j: &mut Json<'_>) {
+        j.str("family", if self.src.is_ipv4() { "ipv4" } else { "ipv6" });
+        j.ip("src_ip", self.src);
+        j.num("src_port", self.src_port);
+        j.ip("dst_ip", self.dst);
+        j.num("dst_port", self.dst_port);
+        if let Some(o) = &self.owner {
+            j.num("pid", o.pid);
+            j.str("comm", &o.comm.as_str());
+        }
+        if let Some(c) = self.cgroup_id {
+            j.num("cgroup_id", c);
+        }
+        if let Some(r) = self.retransmits {
+            j.num("retransmits", r);
+        }
+        if let Some(s) = self.span_ns {
+            j.num("span_ns", s);
+        }
+        if let Some(s) = self.syn_retries {
+            j.num("syn_retries", s);
+        }
+        if let Some(s) = self.tcp_state {
+            j.str("tcp_state", s);
+        }
+    }
+}
+
+/// IPv4 from the first four bytes of a 16-byte address field, IPv6 from all.
+pub fn ip_from_bytes(family: u16, b: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    }
+}
+
+/// A record from the network ring, checked field by field.
+pub fn decode(bytes: &[u8]) -> Result<NetEvent, ParseError> {
+    let e: NetEvent = read_record(bytes, types::ALL)?;
+    if e.family != AF_INET && e.family != AF_INET6 {
+        return Err(ParseError::BadField("family"));
+    }
+    if e.hdr.kind == types::RETRANSMITS && e.retransmits == 0 {
+        return Err(ParseError::BadField("retransmits"));
+    }
+    Ok(e)
+}
+
+/// The table's entry point: ring bytes to event.
+pub fn to_event(bytes: &[u8], seq: u64, ctx: &Context<'_>) -> Result<Event, Rejected> {
+    let e = decode(bytes).map_err(Rejected::Malformed)?;
+    build(&e, seq, ctx).map_err(Rejected::Suppressed)
+}
 
 pub fn tcp_state_name(s: u8) -> Option<&'static str> {
     Some(match s {
@@ -28,10 +160,10 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
         return Err(Suppress::ObserverDisabled);
     }
     let (kind, severity) = match e.hdr.kind {
-        event_type::NET_CONN_REFUSED => (EventKind::ConnectionRefused, Severity::Warning),
-        event_type::NET_CONN_TIMEOUT => (EventKind::ConnectionTimeout, Severity::Warning),
-        event_type::NET_CONN_RESET => (EventKind::ConnectionReset, Severity::Warning),
-        event_type::NET_RETRANSMITS => (EventKind::Retransmits, Severity::Info),
+        types::CONN_REFUSED => (EventKind::ConnectionRefused, Severity::Warning),
+        types::CONN_TIMEOUT => (EventKind::ConnectionTimeout, Severity::Warning),
+        types::CONN_RESET => (EventKind::ConnectionReset, Severity::Warning),
+        types::RETRANSMITS => (EventKind::Retransmits, Severity::Info),
         _ => return Err(Suppress::WrongObserver),
     };
     let owner = (e.flags & F_OWNER_KNOWN != 0).then_some(Owner {
@@ -47,7 +179,7 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
         config_generation: e.hdr.config_generation,
         workload: None,
         memcg: None,
-        facts: Facts::Network(NetFacts {
+        facts: crate::observers::Facts::Network(NetFacts {
             src: ip_from_bytes(e.family, &e.saddr),
             src_port: e.sport,
             dst: ip_from_bytes(e.family, &e.daddr),
@@ -69,8 +201,97 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{AF_INET, AF_INET6, EventHeader};
+    use crate::abi::record_bytes;
+    use crate::observers::Facts;
     use tapio_wire::CompiledConfig;
+
+    impl NetEvent {
+        pub fn zeroed() -> Self {
+            NetEvent {
+                hdr: EventHeader::default(),
+                cgroup_id: 0,
+                pid: 0,
+                retransmits: 0,
+                span_ns: 0,
+                saddr: [0; 16],
+                daddr: [0; 16],
+                sport: 0,
+                dport: 0,
+                family: AF_INET,
+                flags: 0,
+                state: 0,
+                syn_retries: 0,
+                _pad: 0,
+                comm: [0; COMM_LEN],
+            }
+        }
+    }
+
+    fn net(kind: u16) -> NetEvent {
+        let mut e = NetEvent::zeroed();
+        e.hdr = EventHeader {
+            kind,
+            size: size_of::<NetEvent>() as u16,
+            config_generation: 3,
+            timestamp_ns: 42,
+        };
+        e.dport = 8080;
+        e
+    }
+
+    #[test]
+    fn decodes_a_valid_record() {
+        let e = net(types::CONN_REFUSED);
+        assert_eq!(decode(&record_bytes(&e)), Ok(e));
+    }
+
+    #[test]
+    fn rejects_short_and_other_observers_types() {
+        let b = record_bytes(&net(types::CONN_REFUSED));
+        assert_eq!(decode(&b[..10]), Err(ParseError::Short { len: 10 }));
+        let mut other = b.clone();
+        other[0..2].copy_from_slice(&16u16.to_ne_bytes());
+        assert_eq!(decode(&other), Err(ParseError::UnknownType(16)));
+    }
+
+    #[test]
+    fn rejects_out_of_domain_fields() {
+        let mut e = net(types::CONN_REFUSED);
+        e.family = 7;
+        assert_eq!(
+            decode(&record_bytes(&e)),
+            Err(ParseError::BadField("family"))
+        );
+        let e = net(types::RETRANSMITS);
+        assert_eq!(
+            decode(&record_bytes(&e)),
+            Err(ParseError::BadField("retransmits"))
+        );
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A small deterministic generator: every length 0..300, many seeds.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for len in 0..300usize {
+            for _ in 0..50 {
+                let mut buf = vec![0u8; len];
+                for b in buf.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                // sometimes make the header consistent so deeper checks run
+                if len >= 4 && x % 3 == 0 {
+                    buf[2..4].copy_from_slice(&(len as u16).to_ne_bytes());
+                    let kinds = [1u16, 2, 3, 4, 16, 17, 32, 33, 34, 48];
+                    buf[0..2].copy_from_slice(&kinds[(x % 10) as usize].to_ne_bytes());
+                }
+                let _ = decode(&buf);
+            }
+        }
+    }
 
     fn rec(kind: u16) -> NetEvent {
         let mut e = NetEvent::zeroed();
@@ -99,7 +320,7 @@ mod tests {
     #[test]
     fn refused_with_owner() {
         let cfg = CompiledConfig::standalone_default();
-        let mut r = rec(event_type::NET_CONN_REFUSED);
+        let mut r = rec(types::CONN_REFUSED);
         r.flags = F_OWNER_KNOWN | F_CGROUP_KNOWN;
         r.pid = 4242;
         r.cgroup_id = 77;
@@ -122,7 +343,7 @@ mod tests {
     #[test]
     fn unknown_owner_has_no_pid() {
         let cfg = CompiledConfig::standalone_default();
-        let mut r = rec(event_type::NET_CONN_RESET);
+        let mut r = rec(types::CONN_RESET);
         r.pid = 1; // garbage without the flag must not leak
         r.state = 1;
         let ev = build(&r, 1, &ctx(&cfg)).unwrap();
@@ -137,7 +358,7 @@ mod tests {
     #[test]
     fn retransmits_and_ipv6() {
         let cfg = CompiledConfig::standalone_default();
-        let mut r = rec(event_type::NET_RETRANSMITS);
+        let mut r = rec(types::RETRANSMITS);
         r.family = AF_INET6;
         r.saddr = [0; 16];
         r.saddr[15] = 1;
@@ -160,6 +381,37 @@ mod tests {
         assert_eq!(
             build(&rec(1), 1, &ctx(&cfg)),
             Err(Suppress::ObserverDisabled)
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses() {
+        let mut b = [0u8; 16];
+        b[15] = 1;
+        assert_eq!(ip_from_bytes(AF_INET6, &b).to_string(), "::1");
+        let b4 = [10, 0, 0, 1, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
+        assert_eq!(ip_from_bytes(AF_INET, &b4).to_string(), "10.0.0.1");
+    }
+
+    #[test]
+    fn mirror_matches_the_skeleton_type() {
+        crate::abi::assert_same_layout!(
+            tapio_bpf::network::types::tapio_net_event,
+            NetEvent,
+            hdr,
+            cgroup_id,
+            pid,
+            retransmits,
+            span_ns,
+            saddr,
+            daddr,
+            sport,
+            dport,
+            family,
+            flags,
+            state,
+            syn_retries,
+            comm
         );
     }
 }

@@ -1,12 +1,126 @@
-//! `kernel.storage.*` from `struct tapio_storage_event`.
+//! The storage observer's user-space half: the mirror of
+//! `struct tapio_storage_event`, its checks, and the `kernel.storage.*`
+//! facts.
 
-use super::Context;
+use super::{Context, Rejected};
 use crate::abi::{
-    F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, StorageEvent, event_type, storage_op,
+    COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, ParseError, Pod,
+    read_record,
 };
-use crate::event::{Comm, Event, EventKind, Facts, Owner, StorageFacts};
+use crate::event::{Comm, Event, EventKind, Json, Owner};
 use crate::metrics::Suppress;
+use std::mem::{offset_of, size_of};
 use tapio_wire::Severity;
+
+/// Its record types (`enum tapio_event_type`).
+pub mod types {
+    pub const SLOW_IO: u16 = 16;
+    pub const IO_ERROR: u16 = 17;
+    pub const ALL: &[u16] = &[SLOW_IO, IO_ERROR];
+}
+
+/// `enum tapio_storage_op`
+pub mod storage_op {
+    pub const READ: u8 = 0;
+    pub const WRITE: u8 = 1;
+    pub const FLUSH: u8 = 2;
+    pub const DISCARD: u8 = 3;
+    pub const OTHER: u8 = 4;
+}
+
+/// `struct tapio_storage_event`
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageEvent {
+    pub hdr: EventHeader,
+    pub cgroup_id: u64,
+    pub sector: u64,
+    pub latency_ns: u64,
+    pub bytes: u32,
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub pid: u32,
+    pub op: u8,
+    pub error: u8,
+    pub flags: u8,
+    pub _pad: [u8; 5],
+    pub comm: [u8; COMM_LEN],
+}
+
+const _: () = {
+    assert!(size_of::<StorageEvent>() == 80);
+    assert!(offset_of!(StorageEvent, cgroup_id) == 16);
+    assert!(offset_of!(StorageEvent, sector) == 24);
+    assert!(offset_of!(StorageEvent, latency_ns) == 32);
+    assert!(offset_of!(StorageEvent, bytes) == 40);
+    assert!(offset_of!(StorageEvent, dev_major) == 44);
+    assert!(offset_of!(StorageEvent, dev_minor) == 48);
+    assert!(offset_of!(StorageEvent, pid) == 52);
+    assert!(offset_of!(StorageEvent, op) == 56);
+    assert!(offset_of!(StorageEvent, error) == 57);
+    assert!(offset_of!(StorageEvent, flags) == 58);
+    assert!(offset_of!(StorageEvent, comm) == 64);
+};
+
+// SAFETY: repr(C), integers and integer arrays only.
+unsafe impl Pod for StorageEvent {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageFacts {
+    pub dev_major: u32,
+    pub dev_minor: u32,
+    pub sector: u64,
+    pub bytes: u32,
+    pub op: &'static str,
+    pub latency_ns: u64,
+    /// `io_error`: the kernel's blk_status name (or number).
+    pub error: Option<&'static str>,
+    pub error_code: Option<u8>,
+    pub owner: Option<Owner>,
+    pub cgroup_id: Option<u64>,
+}
+
+impl StorageFacts {
+    pub fn write_json(&self, j: &mut Json<'_>) {
+        j.num("dev_major", self.dev_major);
+        j.num("dev_minor", self.dev_minor);
+        j.num("sector", self.sector);
+        j.num("bytes", self.bytes);
+        j.str("op", self.op);
+        j.num("latency_ns", self.latency_ns);
+        if let Some(e) = self.error {
+            j.str("error", e);
+        }
+        if let Some(e) = self.error_code {
+            j.num("error_code", e);
+        }
+        if let Some(o) = &self.owner {
+            j.num("pid", o.pid);
+            j.str("comm", &o.comm.as_str());
+        }
+        if let Some(c) = self.cgroup_id {
+            j.num("cgroup_id", c);
+        }
+    }
+}
+
+/// A record from the storage ring, checked field by field.
+pub fn decode(bytes: &[u8]) -> Result<StorageEvent, ParseError> {
+    let e: StorageEvent = read_record(bytes, types::ALL)?;
+    if e.op > storage_op::OTHER {
+        return Err(ParseError::BadField("op"));
+    }
+    if e.hdr.kind == types::IO_ERROR && e.error == 0 {
+        return Err(ParseError::BadField("error"));
+    }
+    Ok(e)
+}
+
+/// The table's entry point: ring bytes to event.
+pub fn to_event(bytes: &[u8], seq: u64, ctx: &Context<'_>) -> Result<Event, Rejected> {
+    let e = decode(bytes).map_err(Rejected::Malformed)?;
+    build(&e, seq, ctx).map_err(Rejected::Suppressed)
+}
 
 pub fn op_name(op: u8) -> &'static str {
     match op {
@@ -76,7 +190,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
     let (kind, severity) = match e.hdr.kind {
         // The kernel decided against the thresholds of the generation the
         // record is stamped with, not whatever is in force now.
-        event_type::STORAGE_SLOW_IO => (
+        types::SLOW_IO => (
             EventKind::SlowIo,
             if e.flags & F_CRITICAL != 0 {
                 Severity::Critical
@@ -84,7 +198,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
                 Severity::Warning
             },
         ),
-        event_type::STORAGE_IO_ERROR => (EventKind::IoError, Severity::Critical),
+        types::IO_ERROR => (EventKind::IoError, Severity::Critical),
         _ => return Err(Suppress::WrongObserver),
     };
     let is_err = kind == EventKind::IoError;
@@ -97,7 +211,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         config_generation: e.hdr.config_generation,
         workload: None,
         memcg: None,
-        facts: Facts::Storage(StorageFacts {
+        facts: crate::observers::Facts::Storage(StorageFacts {
             dev_major: e.dev_major,
             dev_minor: e.dev_minor,
             sector: e.sector,
@@ -123,8 +237,51 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::EventHeader;
+    use crate::abi::record_bytes;
+    use crate::observers::Facts;
     use tapio_wire::CompiledConfig;
+
+    impl StorageEvent {
+        pub fn zeroed() -> Self {
+            StorageEvent {
+                hdr: EventHeader::default(),
+                cgroup_id: 0,
+                sector: 0,
+                latency_ns: 0,
+                bytes: 0,
+                dev_major: 0,
+                dev_minor: 0,
+                pid: 0,
+                op: 0,
+                error: 0,
+                flags: 0,
+                _pad: [0; 5],
+                comm: [0; COMM_LEN],
+            }
+        }
+    }
+
+    #[test]
+    fn decode_checks_op_and_error() {
+        let mut e = StorageEvent::zeroed();
+        e.hdr = EventHeader {
+            kind: types::IO_ERROR,
+            size: 80,
+            config_generation: 1,
+            timestamp_ns: 5,
+        };
+        assert_eq!(
+            decode(&record_bytes(&e)),
+            Err(ParseError::BadField("error"))
+        );
+        e.error = 10;
+        assert_eq!(decode(&record_bytes(&e)), Ok(e));
+        e.op = storage_op::OTHER + 1;
+        assert_eq!(decode(&record_bytes(&e)), Err(ParseError::BadField("op")));
+        e.op = storage_op::READ;
+        e.hdr.kind = super::super::network::types::CONN_REFUSED;
+        assert_eq!(decode(&record_bytes(&e)), Err(ParseError::UnknownType(1)));
+    }
 
     #[test]
     fn severity_follows_thresholds() {
@@ -136,7 +293,7 @@ mod tests {
         };
         let mut e = StorageEvent::zeroed();
         e.hdr = EventHeader {
-            kind: event_type::STORAGE_SLOW_IO,
+            kind: types::SLOW_IO,
             size: 80,
             config_generation: 1,
             timestamp_ns: 5,
@@ -155,7 +312,7 @@ mod tests {
         };
         assert_eq!(s.op, "write");
         assert_eq!(s.error, None);
-        e.hdr.kind = event_type::STORAGE_IO_ERROR;
+        e.hdr.kind = types::IO_ERROR;
         e.error = 10;
         let Facts::Storage(s) = build(&e, 1, &ctx).unwrap().facts else {
             panic!()
@@ -171,5 +328,25 @@ mod tests {
         };
         assert_eq!(s.error, Some("EIO"));
         assert_eq!(s.error_code, None);
+    }
+
+    #[test]
+    fn mirror_matches_the_skeleton_type() {
+        crate::abi::assert_same_layout!(
+            tapio_bpf::storage::types::tapio_storage_event,
+            StorageEvent,
+            hdr,
+            cgroup_id,
+            sector,
+            latency_ns,
+            bytes,
+            dev_major,
+            dev_minor,
+            pid,
+            op,
+            error,
+            flags,
+            comm
+        );
     }
 }

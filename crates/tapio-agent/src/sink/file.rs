@@ -323,7 +323,9 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{EventKind, Facts, StorageFacts};
+    use crate::event::EventKind;
+    use crate::observer::storage::StorageFacts;
+    use crate::observers::Facts;
     use tapio_wire::Severity;
 
     const T0: u64 = 1_795_328_784_500_000_000; // 2026-11-22T06:26:24.5Z

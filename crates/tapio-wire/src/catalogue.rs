@@ -1,8 +1,32 @@
-//! The event catalogue: every `type` an event can have, and the observer
-//! it belongs to. The agent emits them; the CLI filters on them; the
-//! controller's export keeps them.
+//! The catalogue: every observer, and every `type` an event can have with
+//! the observer it belongs to. The agent emits them; the CLI filters on
+//! them; the controller's export keeps them.
 
-use crate::Observer;
+use serde::{Deserialize, Serialize};
+
+/// The observers. `Unknown` catches observers a newer agent adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observer {
+    Network,
+    Storage,
+    Process,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Observer {
+    pub const ALL: [Observer; 3] = [Observer::Network, Observer::Storage, Observer::Process];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Observer::Network => "network",
+            Observer::Storage => "storage",
+            Observer::Process => "process",
+            Observer::Unknown => "unknown",
+        }
+    }
+}
 
 /// Every event type Tapio emits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

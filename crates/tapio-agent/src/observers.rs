@@ -1,0 +1,252 @@
+//! The observer table: every observer the agent has, and everything about
+//! it that the rest of the agent needs, in one place.
+//!
+//! A row's index is the observer's index in every per-observer array
+//! (metrics, counters, states). The name and the events come from the wire
+//! catalogue (`tapio_wire::Observer`, `tapio_wire::EventKind`); the
+//! tracepoints come from the compiled object itself. Adding an observer or
+//! an event kind: docs/architecture.md.
+
+use crate::event::Json;
+use crate::loader::{LoadFn, loader};
+use crate::observer::{Context, Rejected, network, process, storage};
+use crate::prototypes::Prototypes;
+use tapio_wire::Observer;
+
+/// Limits the lean gate holds each compiled object to (read by the budget
+/// test, `loader::budgets`).
+#[cfg_attr(not(test), allow(dead_code))]
+pub struct Budget {
+    pub object_bytes: usize,
+    pub maps: usize,
+    /// The largest `max_entries` of a map other than the ring buffer.
+    pub largest_map_entries: u32,
+}
+
+/// One observer.
+pub struct Spec {
+    /// Its name and identity on the wire and in metrics labels.
+    pub wire: Observer,
+    /// Its ring buffer's size (`TAPIO_RINGBUF_*_BYTES`, mirrored in
+    /// tapio-wire for the profile's limits); the budget test holds the
+    /// object to it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub ring_bytes: u32,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub budget: Budget,
+    /// Opens, loads and attaches its object.
+    pub load: LoadFn,
+    /// The tracepoints its programs attach to, read from its object.
+    pub tracepoints: fn() -> Vec<String>,
+    /// One record from its ring to an event, or why not.
+    pub to_event: fn(&[u8], u64, &Context<'_>) -> Result<crate::event::Event, Rejected>,
+}
+
+#[cfg(test)]
+pub const NETWORK: usize = 0;
+
+pub const OBSERVERS: [Spec; 3] = [
+    Spec {
+        wire: Observer::Network,
+        ring_bytes: tapio_wire::RING_BYTES_NETWORK,
+        budget: Budget {
+            object_bytes: 40 * 1024,
+            maps: 5,
+            largest_map_entries: 16_384,
+        },
+        load: load_network,
+        tracepoints: network_tracepoints,
+        to_event: network::to_event,
+    },
+    Spec {
+        wire: Observer::Storage,
+        ring_bytes: tapio_wire::RING_BYTES_STORAGE,
+        budget: Budget {
+            object_bytes: 24 * 1024,
+            maps: 5,
+            largest_map_entries: 8_192,
+        },
+        load: load_storage,
+        tracepoints: storage_tracepoints,
+        to_event: storage::to_event,
+    },
+    Spec {
+        wire: Observer::Process,
+        ring_bytes: tapio_wire::RING_BYTES_PROCESS,
+        budget: Budget {
+            object_bytes: 48 * 1024,
+            maps: 7,
+            largest_map_entries: 8_192,
+        },
+        load: load_process,
+        tracepoints: process_tracepoints,
+        to_event: process::to_event,
+    },
+];
+
+/// How many observers there are: the length of every per-observer array.
+pub const COUNT: usize = OBSERVERS.len();
+
+/// Their names (metrics labels, logs), in table order.
+pub const NAMES: [&str; COUNT] = {
+    let mut n = [""; COUNT];
+    let mut i = 0;
+    while i < COUNT {
+        n[i] = OBSERVERS[i].wire.as_str();
+        i += 1;
+    }
+    n
+};
+
+/// An observer's row, from its wire identity (`None` for `Unknown`).
+pub fn index_of(o: Observer) -> Option<usize> {
+    OBSERVERS.iter().position(|s| s.wire == o)
+}
+
+/// The facts of an event: one variant per observer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Facts {
+    Network(network::NetFacts),
+    Storage(storage::StorageFacts),
+    Process(process::ProcessFacts),
+}
+
+impl Facts {
+    pub fn write_json(&self, j: &mut Json<'_>) {
+        match self {
+            Facts::Network(f) => f.write_json(j),
+            Facts::Storage(f) => f.write_json(j),
+            Facts::Process(f) => f.write_json(j),
+        }
+    }
+
+    /// The owner's cgroup and, where it differs, memory cgroup, for
+    /// workload attribution.
+    pub fn cgroups(&self) -> (Option<u64>, Option<u64>) {
+        match self {
+            Facts::Network(f) => (f.cgroup_id, None),
+            Facts::Storage(_) => (None, None),
+            Facts::Process(f) => (Some(f.cgroup_id), f.memcg_id),
+        }
+    }
+
+    /// Representative facts of each observer, for tests of the event line.
+    #[cfg(test)]
+    pub fn sample(o: Observer) -> Facts {
+        match o {
+            Observer::Storage => Facts::Storage(storage::StorageFacts {
+                dev_major: 7,
+                dev_minor: 0,
+                sector: 8,
+                bytes: 4096,
+                op: "write",
+                latency_ns: 5,
+                error: Some("BLK_STS_IOERR"),
+                error_code: Some(10),
+                owner: None,
+                cgroup_id: None,
+            }),
+            Observer::Process => Facts::Process(process::ProcessFacts {
+                pid: 1,
+                comm: crate::event::Comm(*b"\x01ctl\0\0\0\0\0\0\0\0\0\0\0\0"),
+                cgroup_id: 5,
+                exit_code: Some(3),
+                signal: Some(0),
+                ppid: Some(1),
+                memcg_id: None,
+                total_vm_kb: None,
+                rss_kb: None,
+                oom_score_adj: Some(-1000),
+                filename: Some(Box::new([b'/'; 128])),
+            }),
+            Observer::Network | Observer::Unknown => Facts::Network(network::NetFacts {
+                src: std::net::Ipv4Addr::LOCALHOST.into(),
+                src_port: 40000,
+                dst: std::net::Ipv4Addr::LOCALHOST.into(),
+                dst_port: 9,
+                owner: None,
+                cgroup_id: Some(1),
+                retransmits: Some(2),
+                span_ns: Some(3),
+                syn_retries: None,
+                tcp_state: None,
+            }),
+        }
+    }
+}
+
+fn no_variants(_: &Prototypes) -> Vec<(&'static str, bool)> {
+    Vec::new()
+}
+
+loader!(
+    load_network,
+    network_tracepoints,
+    tapio_bpf::network::NetworkSkelBuilder,
+    no_variants,
+    |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
+);
+loader!(
+    load_storage,
+    storage_tracepoints,
+    tapio_bpf::storage::StorageSkelBuilder,
+    |p: &Prototypes| p.storage_programs().to_vec(),
+    |s: &mut tapio_bpf::storage::StorageSkel<'_>| {
+        // Requests that started before this instant may have been issued
+        // before the programs were attached.
+        if let Some(bss) = s.maps.bss_data.as_deref_mut() {
+            bss.attached_ns = crate::clock::monotonic_ns();
+        }
+    }
+);
+loader!(
+    load_process,
+    process_tracepoints,
+    tapio_bpf::process::ProcessSkelBuilder,
+    |p: &Prototypes| {
+        let mut v = p.process_programs().to_vec();
+        v.push(("tapio_sched_process_free", p.process_free_hook()));
+        v
+    },
+    |_: &mut tapio_bpf::process::ProcessSkel<'_>| {}
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_follow_the_wire_catalogue() {
+        for (i, spec) in OBSERVERS.iter().enumerate() {
+            assert_eq!(index_of(spec.wire), Some(i));
+            assert_eq!(NAMES[i], spec.wire.as_str());
+        }
+        assert_eq!(NAMES[NETWORK], "network");
+        // Every observer of the wire catalogue has a row, and every event
+        // kind belongs to one.
+        for o in Observer::ALL {
+            assert!(index_of(o).is_some(), "{o:?} has no row");
+        }
+        assert_eq!(index_of(Observer::Unknown), None);
+    }
+
+    #[test]
+    fn tracepoints_come_from_the_objects() {
+        let all: Vec<Vec<String>> = OBSERVERS.iter().map(|s| (s.tracepoints)()).collect();
+        assert_eq!(
+            all[NETWORK],
+            [
+                "inet_sock_set_state",
+                "tcp_receive_reset",
+                "tcp_retransmit_skb"
+            ]
+        );
+        assert!(all[1].contains(&"block_rq_complete".to_string()));
+        assert!(all[2].contains(&"sched_process_free".to_string()));
+        // two variants of one tracepoint are one line
+        assert_eq!(
+            all[1].iter().filter(|t| *t == "block_rq_complete").count(),
+            1
+        );
+    }
+}
