@@ -6,8 +6,15 @@
  *  - connection_refused: SYN_SENT -> CLOSE after tcp_receive_reset fired on
  *    that socket while it was in SYN_SENT.
  *  - connection_timeout: SYN_SENT -> CLOSE with no reset seen and
- *    sk_err == ETIMEDOUT (the retransmission timer gave up). An aborted
- *    connect (close() while connecting, ICMP hard error) is neither.
+ *    sk_err == ETIMEDOUT (the retransmission timer gave up).
+ *  - connection_unreachable: SYN_SENT -> CLOSE with no reset seen and an
+ *    ICMP-derived sk_err (host/network unreachable or down, administratively
+ *    filtered, ICMP port unreachable, protocol unreachable): the network,
+ *    not the peer's TCP, ended the connect. A local neighbour (ARP/NDP)
+ *    failure arrives the same way, as a local ICMP host unreachable; so
+ *    does a timeout after soft ICMP errors (the kernel then reports the
+ *    last ICMP error instead of ETIMEDOUT).
+ *  An aborted connect (close() while connecting) is none of these.
  *  - connection_reset: tcp_receive_reset on a synchronized connection.
  *  - retransmits: tcp_retransmit_skb aggregated per connection per window.
  *
@@ -22,6 +29,21 @@
 TAPIO_KEEP_RECORD_BTF(tapio_net_event)
 
 #define TAPIO_CONN_MAX 16384
+
+/* The errnos an ICMP error (or a local neighbour failure) sets on a
+ * connecting socket: icmp_err_convert[] and icmpv6_err_convert(). */
+#define ENOPROTOOPT 92
+#define ENETUNREACH 101
+#define ECONNREFUSED 111
+#define EHOSTDOWN 112
+#define EHOSTUNREACH 113
+#define EACCES 13
+
+static __always_inline bool icmp_connect_error(int err)
+{
+	return err == EHOSTUNREACH || err == ENETUNREACH || err == EHOSTDOWN ||
+	       err == ECONNREFUSED || err == ENOPROTOOPT || err == EACCES;
+}
 
 #define CONN_F_OWNER 1u      /* pid/comm/cgroup valid */
 #define CONN_F_RESET_SYN 2u  /* reset received while in SYN_SENT */
@@ -88,8 +110,10 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 	fill_tuple(ev, sk);
 	fill_owner(ev, c);
 	ev->state = state;
-	if (c && type == TAPIO_EV_NET_CONN_TIMEOUT)
+	if (c && (type == TAPIO_EV_NET_CONN_TIMEOUT || type == TAPIO_EV_NET_CONN_UNREACHABLE))
 		ev->syn_retries = c->syn_retries;
+	if (type == TAPIO_EV_NET_CONN_UNREACHABLE)
+		ev->sk_err = (__u32)BPF_CORE_READ(sk, sk_err);
 	if (c && type == TAPIO_EV_NET_RETRANSMITS) {
 		ev->retransmits = c->retrans_pending;
 		ev->span_ns = c->span_last_ns - c->span_start_ns;
@@ -133,8 +157,13 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
 			emit(cfg, sk, c, TAPIO_EV_NET_CONN_TIMEOUT, (__u8)oldstate);
+		} else if (icmp_connect_error(err)) {
+			if (!c)
+				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_UNREACHABLE, (__u8)oldstate);
 		}
-		/* else: aborted by the application or an ICMP error: no fact. */
+		/* else: aborted by the application (close or AF_UNSPEC connect while
+		 * connecting): no fact. */
 	} else if (c && c->retrans_pending) {
 		/* Final span of retransmits not reported yet. */
 		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate);

@@ -46,6 +46,7 @@ enum tapio_event_type {
 	TAPIO_EV_NET_CONN_TIMEOUT = 2,
 	TAPIO_EV_NET_CONN_RESET = 3,
 	TAPIO_EV_NET_RETRANSMITS = 4,
+	TAPIO_EV_NET_CONN_UNREACHABLE = 5,
 	TAPIO_EV_STORAGE_SLOW_IO = 16,
 	TAPIO_EV_STORAGE_IO_ERROR = 17,
 	TAPIO_EV_PROC_ABNORMAL_EXIT = 32,
@@ -82,8 +83,8 @@ struct tapio_net_event {
 	__u16 family;       /* AF_INET (2) or AF_INET6 (10) */
 	__u8 flags;         /* TAPIO_F_* */
 	__u8 state;         /* TCP state at the time of the fact */
-	__u32 syn_retries;  /* timeout: SYN retransmissions before giving up */
-	__u32 _pad;
+	__u32 syn_retries;  /* timeout, unreachable: SYN retransmissions before the outcome */
+	__u32 sk_err;       /* unreachable: the socket error connect() returns (an errno) */
 	char comm[TAPIO_COMM_LEN];
 };
 
@@ -199,6 +200,7 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, family) == 76);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, flags) == 78);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, state) == 79);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, syn_retries) == 80);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, sk_err) == 84);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_net_event, comm) == 88);
 
 TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_storage_event) == 80);

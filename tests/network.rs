@@ -195,6 +195,118 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
 }
 
 #[test]
+fn icmp_rejected_connects_are_unreachable_with_the_errno_connect_returned() {
+    if !kernel_available("network::unreachable") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // The server namespace answers SYNs with ICMP errors instead of TCP:
+    // host unreachable on one port, port unreachable on another. It drops
+    // each first SYN and rejects its retransmission: an ICMP error that a
+    // veth returns within the connect() call itself meets a socket the
+    // caller still holds, which the kernel hands over as a soft error
+    // (docs/events.md); one that arrives later, as from any real network,
+    // ends the connect in the kernel, where the observer sees it.
+    let client_ns = NetNs::new("uclient");
+    let server_ns = NetNs::new("userver");
+    let net = 250 - (std::process::id() % 200) as u8;
+    let (client_ip, server_ip) = (format!("10.251.{net}.1"), format!("10.251.{net}.2"));
+    sh(&format!(
+        "ip -n {c} link add uva type veth peer name uvb netns {s} && \
+         ip -n {c} addr add {client_ip}/30 dev uva && ip -n {c} link set uva up && \
+         ip -n {s} addr add {server_ip}/30 dev uvb && ip -n {s} link set uvb up",
+        c = client_ns.name,
+        s = server_ns.name
+    ));
+    let (host_port, port_port) = (9921u16, 9922u16);
+    server_ns.exec(&format!(
+        "nft add table ip tapio_ur && nft add chain ip tapio_ur inp '{{ type filter hook input priority 0 ; }}' && \
+         nft add rule ip tapio_ur inp tcp dport {host_port} numgen inc mod 2 0 drop && \
+         nft add rule ip tapio_ur inp tcp dport {host_port} reject with icmp type host-unreachable && \
+         nft add rule ip tapio_ur inp tcp dport {port_port} numgen inc mod 2 0 drop && \
+         nft add rule ip tapio_ur inp tcp dport {port_port} reject with icmp type port-unreachable"
+    ));
+    let server_addr: std::net::Ipv4Addr = server_ip.parse().unwrap();
+    let icmp_before = netns_counter(&client_ns.name, "/proc/net/snmp", "Icmp:", "InDestUnreachs");
+    let syn_retrans_before = netns_tcpext(&client_ns.name, "TCPSynRetrans");
+    let agent = Agent::start("unreachable", &[]);
+    const M: usize = 3;
+    let mut codes = Vec::new();
+    for port in [host_port, port_port] {
+        for _ in 0..M {
+            let name = client_ns.name.clone();
+            let code = std::thread::spawn(move || {
+                enter_netns(&name);
+                TcpStream::connect_timeout(&(server_addr, port).into(), Duration::from_secs(10))
+                    .err()
+                    .and_then(|e| e.raw_os_error())
+            })
+            .join()
+            .unwrap();
+            codes.push((port, code));
+        }
+    }
+    // The oracle for the errno: what connect() itself returned.
+    for (port, code) in &codes {
+        let want = if *port == host_port {
+            libc::EHOSTUNREACH
+        } else {
+            libc::ECONNREFUSED
+        };
+        assert_eq!(*code, Some(want), "connect to port {port}");
+    }
+    let unreachable_for = |ev: &[Value], port: u16| -> usize {
+        by_type(ev, "kernel.network.connection_unreachable")
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .count()
+    };
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
+        unreachable_for(ev, host_port) >= M && unreachable_for(ev, port_port) >= M
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    // The oracle for the count: ICMP destination-unreachable messages the
+    // client namespace received.
+    let icmp =
+        netns_counter(&client_ns.name, "/proc/net/snmp", "Icmp:", "InDestUnreachs") - icmp_before;
+    assert_eq!(icmp, 2 * M as u64, "one ICMP error per connect");
+    let syn_retrans = netns_tcpext(&client_ns.name, "TCPSynRetrans") - syn_retrans_before;
+    assert_eq!(
+        syn_retrans,
+        2 * M as u64,
+        "one SYN retransmission per connect"
+    );
+    for (port, errno, code) in [
+        (host_port, "EHOSTUNREACH", libc::EHOSTUNREACH),
+        (port_port, "ECONNREFUSED", libc::ECONNREFUSED),
+    ] {
+        let ours: Vec<&Value> = done
+            .events
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .collect();
+        assert_eq!(
+            ours.len(),
+            M,
+            "exactly one event per connect to {port}: {ours:#?}"
+        );
+        for e in ours {
+            assert_eq!(e["type"], "kernel.network.connection_unreachable");
+            let f = &e["facts"];
+            assert_eq!(f["error"], errno);
+            assert_eq!(f["error_code"].as_i64(), Some(i64::from(code)));
+            assert_eq!(f["syn_retries"], 1, "the retransmitted SYN was answered");
+            assert_eq!(f["pid"].as_u64(), Some(u64::from(std::process::id())));
+            assert_eq!(f["src_ip"].as_str(), Some(client_ip.as_str()));
+            assert_eq!(f["dst_ip"].as_str(), Some(server_ip.as_str()));
+            assert_eq!(e["severity"], "warning");
+        }
+    }
+    assert_accounting(&done.metrics, "network");
+}
+
+#[test]
 fn a_linger_zero_close_is_one_reset_on_the_receiving_side() {
     if !kernel_available("network::reset") {
         return;

@@ -380,19 +380,25 @@ pub fn closed_port() -> u16 {
 
 /// A TcpExt counter of a namespace (/proc/net/netstat as seen inside it).
 pub fn netns_tcpext(name: &str, counter: &str) -> u64 {
+    netns_counter(name, "/proc/net/netstat", "TcpExt:", counter)
+}
+
+/// A counter of a namespace's `/proc/net/snmp` or `/proc/net/netstat`
+/// (a header line and a value line per section, e.g. `Icmp:`).
+pub fn netns_counter(name: &str, file: &str, section: &str, counter: &str) -> u64 {
     let out = Command::new("ip")
-        .args(["netns", "exec", name, "cat", "/proc/net/netstat"])
+        .args(["netns", "exec", name, "cat", file])
         .output()
-        .expect("read netstat");
+        .expect("read the namespace's counters");
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
-    assert_eq!(lines.len(), 2, "TcpExt header and values");
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with(section)).collect();
+    assert_eq!(lines.len(), 2, "{section} header and values");
     let names: Vec<&str> = lines[0].split_whitespace().collect();
     let values: Vec<&str> = lines[1].split_whitespace().collect();
     let i = names
         .iter()
         .position(|n| *n == counter)
-        .unwrap_or_else(|| panic!("no TcpExt {counter}"));
+        .unwrap_or_else(|| panic!("no {section} {counter}"));
     values[i].parse().expect("counter value")
 }
 

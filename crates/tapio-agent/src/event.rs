@@ -195,19 +195,14 @@ mod tests {
             workload: None,
             memcg: None,
             facts: Facts::Network(NetFacts {
-                src: "127.0.0.1".parse().unwrap(),
-                src_port: 40000,
-                dst: "127.0.0.1".parse().unwrap(),
-                dst_port: 9,
                 owner: Some(Owner {
                     pid: 42,
-                    comm: comm("cu\"rl\n"),
+                    comm: comm(
+                        "cu\"rl
+",
+                    ),
                 }),
-                cgroup_id: Some(1),
-                retransmits: None,
-                span_ns: None,
-                syn_retries: None,
-                tcp_state: None,
+                ..NetFacts::sample()
             }),
         }
     }

@@ -160,16 +160,9 @@ impl Facts {
                 filename: Some(Box::new([b'/'; 128])),
             }),
             Observer::Network | Observer::Unknown => Facts::Network(network::NetFacts {
-                src: std::net::Ipv4Addr::LOCALHOST.into(),
-                src_port: 40000,
-                dst: std::net::Ipv4Addr::LOCALHOST.into(),
-                dst_port: 9,
-                owner: None,
-                cgroup_id: Some(1),
                 retransmits: Some(2),
                 span_ns: Some(3),
-                syn_retries: None,
-                tcp_state: None,
+                ..network::NetFacts::sample()
             }),
         }
     }

@@ -34,6 +34,7 @@ pub enum EventKind {
     ConnectionRefused,
     ConnectionTimeout,
     ConnectionReset,
+    ConnectionUnreachable,
     Retransmits,
     SlowIo,
     IoError,
@@ -43,10 +44,11 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ConnectionRefused,
         EventKind::ConnectionTimeout,
         EventKind::ConnectionReset,
+        EventKind::ConnectionUnreachable,
         EventKind::Retransmits,
         EventKind::SlowIo,
         EventKind::IoError,
@@ -61,6 +63,7 @@ impl EventKind {
             EventKind::ConnectionRefused => "kernel.network.connection_refused",
             EventKind::ConnectionTimeout => "kernel.network.connection_timeout",
             EventKind::ConnectionReset => "kernel.network.connection_reset",
+            EventKind::ConnectionUnreachable => "kernel.network.connection_unreachable",
             EventKind::Retransmits => "kernel.network.retransmits",
             EventKind::SlowIo => "kernel.storage.slow_io",
             EventKind::IoError => "kernel.storage.io_error",
@@ -75,6 +78,7 @@ impl EventKind {
             EventKind::ConnectionRefused
             | EventKind::ConnectionTimeout
             | EventKind::ConnectionReset
+            | EventKind::ConnectionUnreachable
             | EventKind::Retransmits => Observer::Network,
             EventKind::SlowIo | EventKind::IoError => Observer::Storage,
             EventKind::AbnormalExit | EventKind::OomKill | EventKind::Exec => Observer::Process,

@@ -17,7 +17,14 @@ pub mod types {
     pub const CONN_TIMEOUT: u16 = 2;
     pub const CONN_RESET: u16 = 3;
     pub const RETRANSMITS: u16 = 4;
-    pub const ALL: &[u16] = &[CONN_REFUSED, CONN_TIMEOUT, CONN_RESET, RETRANSMITS];
+    pub const CONN_UNREACHABLE: u16 = 5;
+    pub const ALL: &[u16] = &[
+        CONN_REFUSED,
+        CONN_TIMEOUT,
+        CONN_RESET,
+        RETRANSMITS,
+        CONN_UNREACHABLE,
+    ];
 }
 
 pub const AF_INET: u16 = 2;
@@ -40,7 +47,7 @@ pub struct NetEvent {
     pub flags: u8,
     pub state: u8,
     pub syn_retries: u32,
-    pub _pad: u32,
+    pub sk_err: u32,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -58,6 +65,7 @@ const _: () = {
     assert!(offset_of!(NetEvent, flags) == 78);
     assert!(offset_of!(NetEvent, state) == 79);
     assert!(offset_of!(NetEvent, syn_retries) == 80);
+    assert!(offset_of!(NetEvent, sk_err) == 84);
     assert!(offset_of!(NetEvent, comm) == 88);
 };
 
@@ -76,13 +84,35 @@ pub struct NetFacts {
     pub retransmits: Option<u32>,
     /// `retransmits` events: first to last retransmit of the span.
     pub span_ns: Option<u64>,
-    /// `connection_timeout`: SYN retransmissions before giving up.
+    /// `connection_timeout`, `connection_unreachable`: SYN retransmissions
+    /// before the outcome.
     pub syn_retries: Option<u32>,
+    /// `connection_unreachable`: the errno connect() returns.
+    pub error: Option<u32>,
     /// TCP state name at the time of the fact (`connection_reset`).
     pub tcp_state: Option<&'static str>,
 }
 
 impl NetFacts {
+    /// Loopback, ports 40000 -> 9, cgroup 1, nothing else: tests change
+    /// what they need with `..NetFacts::sample()`.
+    #[cfg(test)]
+    pub fn sample() -> NetFacts {
+        NetFacts {
+            src: Ipv4Addr::LOCALHOST.into(),
+            src_port: 40000,
+            dst: Ipv4Addr::LOCALHOST.into(),
+            dst_port: 9,
+            owner: None,
+            cgroup_id: Some(1),
+            retransmits: None,
+            span_ns: None,
+            syn_retries: None,
+            error: None,
+            tcp_state: None,
+        }
+    }
+
     pub fn write_json(&self, j: &mut Json<'_>) {
         j.str("family", if self.src.is_ipv4() { "ipv4" } else { "ipv6" });
         j.ip("src_ip", self.src);
@@ -105,6 +135,10 @@ impl NetFacts {
         if let Some(s) = self.syn_retries {
             j.num("syn_retries", s);
         }
+        if let Some(e) = self.error {
+            j.str("error", connect_errno_name(e).unwrap_or("unknown"));
+            j.num("error_code", e);
+        }
         if let Some(s) = self.tcp_state {
             j.str("tcp_state", s);
         }
@@ -120,6 +154,21 @@ pub fn ip_from_bytes(family: u16, b: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// The errnos an ICMP error (or a local neighbour failure) leaves on a
+/// connecting socket; the program emits `connection_unreachable` for
+/// exactly these.
+pub fn connect_errno_name(e: u32) -> Option<&'static str> {
+    Some(match i32::try_from(e).ok()? {
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ENOPROTOOPT => "ENOPROTOOPT",
+        libc::EACCES => "EACCES",
+        _ => return None,
+    })
+}
+
 /// A record from the network ring, checked field by field.
 pub fn decode(bytes: &[u8]) -> Result<NetEvent, ParseError> {
     let e: NetEvent = read_record(bytes, types::ALL)?;
@@ -128,6 +177,9 @@ pub fn decode(bytes: &[u8]) -> Result<NetEvent, ParseError> {
     }
     if e.hdr.kind == types::RETRANSMITS && e.retransmits == 0 {
         return Err(ParseError::BadField("retransmits"));
+    }
+    if e.hdr.kind == types::CONN_UNREACHABLE && connect_errno_name(e.sk_err).is_none() {
+        return Err(ParseError::BadField("sk_err"));
     }
     Ok(e)
 }
@@ -163,6 +215,7 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
         types::CONN_REFUSED => (EventKind::ConnectionRefused, Severity::Warning),
         types::CONN_TIMEOUT => (EventKind::ConnectionTimeout, Severity::Warning),
         types::CONN_RESET => (EventKind::ConnectionReset, Severity::Warning),
+        types::CONN_UNREACHABLE => (EventKind::ConnectionUnreachable, Severity::Warning),
         types::RETRANSMITS => (EventKind::Retransmits, Severity::Info),
         _ => return Err(Suppress::WrongObserver),
     };
@@ -188,7 +241,12 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
             cgroup_id: (e.flags & F_CGROUP_KNOWN != 0).then_some(e.cgroup_id),
             retransmits: retrans.then_some(e.retransmits),
             span_ns: retrans.then_some(e.span_ns),
-            syn_retries: (kind == EventKind::ConnectionTimeout).then_some(e.syn_retries),
+            syn_retries: matches!(
+                kind,
+                EventKind::ConnectionTimeout | EventKind::ConnectionUnreachable
+            )
+            .then_some(e.syn_retries),
+            error: (kind == EventKind::ConnectionUnreachable).then_some(e.sk_err),
             tcp_state: if kind == EventKind::ConnectionReset {
                 tcp_state_name(e.state)
             } else {
@@ -221,7 +279,7 @@ mod tests {
                 flags: 0,
                 state: 0,
                 syn_retries: 0,
-                _pad: 0,
+                sk_err: 0,
                 comm: [0; COMM_LEN],
             }
         }
@@ -411,7 +469,33 @@ mod tests {
             flags,
             state,
             syn_retries,
+            sk_err,
             comm
+        );
+    }
+
+    #[test]
+    fn unreachable_names_the_errno_and_only_known_ones_decode() {
+        let cfg = CompiledConfig::standalone_default();
+        let mut r = rec(types::CONN_UNREACHABLE);
+        r.sk_err = libc::EHOSTUNREACH as u32;
+        r.syn_retries = 1;
+        assert_eq!(decode(&record_bytes(&r)), Ok(r));
+        let ev = build(&r, 1, &ctx(&cfg)).unwrap();
+        assert_eq!(
+            (ev.kind, ev.severity),
+            (EventKind::ConnectionUnreachable, Severity::Warning)
+        );
+        let mut line = String::new();
+        ev.write_json("i", &mut line);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["facts"]["error"], "EHOSTUNREACH");
+        assert_eq!(v["facts"]["error_code"], 113);
+        assert_eq!(v["facts"]["syn_retries"], 1);
+        r.sk_err = libc::ETIMEDOUT as u32;
+        assert_eq!(
+            decode(&record_bytes(&r)),
+            Err(ParseError::BadField("sk_err"))
         );
     }
 }
