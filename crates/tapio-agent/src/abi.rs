@@ -14,7 +14,8 @@ use std::mem::{offset_of, size_of};
 pub const ABI_VERSION: u32 = 2;
 pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 128;
-pub const MAX_IGNORED_EXIT_CODES: usize = 16;
+/// `TAPIO_MAX_IGNORED_EXIT_CODES` (the limit lives in `tapio_wire::limits`).
+pub use tapio_wire::limits::MAX_IGNORED_EXIT_CODES;
 
 /// `enum tapio_counter`: indexes of each object's per-CPU counter array.
 pub mod counter {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// At most this many cgroups are mapped (a walk stops there, counted).
-pub const MAX_CGROUPS: usize = 65_536;
+pub use tapio_wire::limits::MAX_CGROUPS;
 /// Deepest directory level a walk descends to.
 const MAX_DEPTH: usize = 32;
 /// Shortest time between two walks triggered by misses.

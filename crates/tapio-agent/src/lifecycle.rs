@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tapio_wire::limits::MAX_AGENT_QUEUE;
 use tapio_wire::{CompiledConfig, ConfigResponse, ObserverState};
 
 /// Exit codes of `run`: 1 nothing could be observed (or a thread could not
@@ -91,11 +92,18 @@ fn usage(what: &str, e: impl std::fmt::Display) -> i32 {
 }
 
 fn validate(a: &RunArgs) -> Result<Settings, i32> {
-    if a.queue_capacity == 0 || a.queue_capacity > 1 << 20 {
-        return Err(usage("--queue-capacity", "must be between 1 and 1048576"));
+    let queue_ok = |n: usize| (1..=MAX_AGENT_QUEUE).contains(&n);
+    if !queue_ok(a.queue_capacity) {
+        return Err(usage(
+            "--queue-capacity",
+            format!("must be between 1 and {MAX_AGENT_QUEUE}"),
+        ));
     }
-    if a.controller_queue == 0 || a.controller_queue > 1 << 20 {
-        return Err(usage("--controller-queue", "must be between 1 and 1048576"));
+    if !queue_ok(a.controller_queue) {
+        return Err(usage(
+            "--controller-queue",
+            format!("must be between 1 and {MAX_AGENT_QUEUE}"),
+        ));
     }
     let cfg = config::initial(a.config.as_deref()).map_err(|e| usage("config", e))?;
     let endpoint = a

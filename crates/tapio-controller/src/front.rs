@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub use tapio_wire::limits::MAX_HTTP_HEAD_BYTES as MAX_HEAD_BYTES;
 
 #[derive(Default)]
 pub struct FrontCounters {

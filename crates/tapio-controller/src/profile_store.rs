@@ -11,7 +11,7 @@ use tapio_profile::EvidenceProfile;
 use tapio_wire::{CompiledConfig, ConfigResponse, WIRE_VERSION};
 
 /// Most bytes a profile file may have.
-const MAX_PROFILE_BYTES: u64 = 1024 * 1024;
+use tapio_wire::limits::MAX_CONFIG_FILE_BYTES as MAX_PROFILE_BYTES;
 
 pub fn load(path: &Path) -> Result<CompiledConfig, String> {
     let shown = path.display();

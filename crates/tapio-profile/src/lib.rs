@@ -16,20 +16,15 @@ pub use document::{
     RingbufOverrides, SlowIoOverrides, StorageOverrides,
 };
 
+use tapio_wire::limits::{self, MAX_IGNORED_EXIT_CODES, Range};
 use tapio_wire::{
-    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, ProcessConfig,
-    RingbufConfig, StorageConfig,
+    BatchingConfig, CompiledConfig, NetworkConfig, ProcessConfig, RingbufConfig, StorageConfig,
 };
 
 /// The `apiVersion` this build understands.
 pub const API_VERSION: &str = "tapio.dev/v1";
 /// The only `kind`.
 pub const KIND: &str = "EvidenceProfile";
-
-/// The largest wakeup threshold: half the smallest ring buffer
-/// (`tapio_wire::WAKEUP_BYTES_MAX`, mirroring `include/tapio_abi.h`). A
-/// larger one could never fire on the 256 KiB storage and process rings.
-pub const WAKEUP_BYTES_MAX: u64 = tapio_wire::WAKEUP_BYTES_MAX as u64;
 
 /// One problem in a profile, at an exact field path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -69,9 +64,13 @@ impl Checker {
         });
     }
 
-    fn range(&mut self, path: &str, v: u64, lo: u64, hi: u64) -> u64 {
-        if v < lo || v > hi {
-            self.fail(path, format!("must be between {lo} and {hi} (got {v})"));
+    /// `v` if it is within `r` (`tapio_wire::limits`); otherwise an error.
+    fn range(&mut self, path: &str, v: u64, r: Range) -> u64 {
+        if !r.contains(v) {
+            self.fail(
+                path,
+                format!("must be between {} and {} (got {v})", r.min, r.max),
+            );
         }
         v
     }
@@ -122,8 +121,7 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
         "overrides.network.retransmit_window_ms",
         net.retransmit_window_ms
             .unwrap_or(base.retransmit_window_ms),
-        100,
-        3_600_000,
+        limits::RETRANSMIT_WINDOW_MS,
     );
 
     // storage
@@ -133,14 +131,12 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let warning_ms = c.range(
         "overrides.storage.slow_io.warning_ms",
         slow.warning_ms.unwrap_or(base.slow_io_warning_ms),
-        0,
-        600_000,
+        limits::SLOW_IO_MS,
     );
     let critical_ms = c.range(
         "overrides.storage.slow_io.critical_ms",
         slow.critical_ms.unwrap_or(base.slow_io_critical_ms),
-        0,
-        600_000,
+        limits::SLOW_IO_MS,
     );
     // Compare only values that are themselves in range: one mistake, one error.
     if c.errors.len() == errors_before && critical_ms < warning_ms {
@@ -164,10 +160,14 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
             );
         }
         for (i, code) in list.iter().enumerate() {
-            if !(1..=255).contains(code) {
+            let r = limits::EXIT_CODE;
+            if !u64::try_from(*code).is_ok_and(|v| r.contains(v)) {
                 c.fail(
                     &format!("overrides.process.ignore_exit_codes[{i}]"),
-                    format!("must be an exit status between 1 and 255 (got {code})"),
+                    format!(
+                        "must be an exit status between {} and {} (got {code})",
+                        r.min, r.max
+                    ),
                 );
             } else {
                 codes.push(*code as i32);
@@ -191,20 +191,17 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let max_events = c.range(
         "overrides.batching.max_events",
         b.max_events.unwrap_or(base.max_events),
-        1,
-        10_000,
+        limits::MAX_EVENTS,
     );
     let max_bytes = c.range(
         "overrides.batching.max_bytes",
         b.max_bytes.unwrap_or(base.max_bytes),
-        4096,
-        16 * 1024 * 1024,
+        limits::MAX_BYTES,
     );
     let flush_ms = c.range(
         "overrides.batching.flush_interval_ms",
         b.flush_interval_ms.unwrap_or(base.flush_interval_ms),
-        1,
-        60_000,
+        limits::FLUSH_INTERVAL_MS,
     );
 
     // ring buffer
@@ -212,14 +209,12 @@ pub fn compile(profile: &EvidenceProfile) -> Result<CompiledConfig, ProfileError
     let wakeup = c.range(
         "overrides.ringbuf.wakeup_bytes",
         r.wakeup_bytes.unwrap_or(base.wakeup_bytes),
-        1,
-        WAKEUP_BYTES_MAX,
+        limits::WAKEUP_BYTES,
     );
     let poll_ms = c.range(
         "overrides.ringbuf.poll_timeout_ms",
         r.poll_timeout_ms.unwrap_or(base.poll_timeout_ms),
-        1,
-        1000,
+        limits::POLL_TIMEOUT_MS,
     );
 
     if !c.errors.is_empty() {

@@ -274,11 +274,57 @@ fn arbitrary_documents_never_panic_and_errors_are_located() {
     }
 }
 
+/// Every range in the schema is the one in `tapio_wire::limits`, which the
+/// compiler and the agent check: one source, three readers.
+#[test]
+fn the_schema_ranges_are_the_limits() {
+    use tapio_wire::limits::{self, Range};
+    let cases: [(&[&str], Range); 9] = [
+        (
+            &["network", "retransmit_window_ms"],
+            limits::RETRANSMIT_WINDOW_MS,
+        ),
+        (&["storage", "slow_io", "warning_ms"], limits::SLOW_IO_MS),
+        (&["storage", "slow_io", "critical_ms"], limits::SLOW_IO_MS),
+        (&["process", "ignore_exit_codes", "[]"], limits::EXIT_CODE),
+        (&["batching", "max_events"], limits::MAX_EVENTS),
+        (&["batching", "max_bytes"], limits::MAX_BYTES),
+        (
+            &["batching", "flush_interval_ms"],
+            limits::FLUSH_INTERVAL_MS,
+        ),
+        (&["ringbuf", "wakeup_bytes"], limits::WAKEUP_BYTES),
+        (&["ringbuf", "poll_timeout_ms"], limits::POLL_TIMEOUT_MS),
+    ];
+    let s = schema();
+    let mut seen = 0;
+    for (path, r) in cases {
+        let mut node = &s["properties"]["overrides"];
+        for p in path {
+            node = if *p == "[]" {
+                &node["items"]
+            } else {
+                &node["properties"][*p]
+            };
+        }
+        let got = (node["minimum"].as_u64(), node["maximum"].as_u64());
+        assert_eq!(got, (Some(r.min), Some(r.max)), "schema range of {path:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 9);
+    let list =
+        &s["properties"]["overrides"]["properties"]["process"]["properties"]["ignore_exit_codes"];
+    assert_eq!(
+        list["maxItems"].as_u64(),
+        Some(limits::MAX_IGNORED_EXIT_CODES as u64)
+    );
+}
+
 #[test]
 fn the_schema_caps_wakeup_bytes_where_the_compiler_does() {
     let max = &schema()["properties"]["overrides"]["properties"]["ringbuf"]["properties"]["wakeup_bytes"]
         ["maximum"];
-    assert_eq!(max.as_u64(), Some(crate::WAKEUP_BYTES_MAX));
+    assert_eq!(max.as_u64(), Some(u64::from(tapio_wire::WAKEUP_BYTES_MAX)));
     assert!(schema_ok(
         "apiVersion: tapio.dev/v1\nkind: EvidenceProfile\nmetadata:\n  name: x\nbase: production-default\noverrides:\n  ringbuf:\n    wakeup_bytes: 131072\n"
     ));

@@ -9,18 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Most exit codes a profile may ignore; matches the kernel carrier's array
-/// (`TAPIO_MAX_IGNORED_EXIT_CODES` in `include/tapio_abi.h`).
-pub const MAX_IGNORED_EXIT_CODES: usize = 16;
+use crate::limits::{self, MAX_IGNORED_EXIT_CODES};
 
-/// Ring buffer bytes per observer: the mirror of `TAPIO_RINGBUF_*_BYTES`
-/// in `include/tapio_abi.h` (a test holds the BPF objects to them).
-pub const RING_BYTES_NETWORK: u32 = 1024 * 1024;
-pub const RING_BYTES_STORAGE: u32 = 256 * 1024;
-pub const RING_BYTES_PROCESS: u32 = 256 * 1024;
-/// The largest `ringbuf.wakeup_bytes`: half the smallest ring, so the
-/// threshold can fire on every ring (`TAPIO_WAKEUP_BYTES_MAX`).
-pub const WAKEUP_BYTES_MAX: u32 = 128 * 1024;
+/// Nanoseconds per millisecond: the profile speaks ms, the carrier ns.
+const MS: u64 = 1_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CompiledConfig {
@@ -136,26 +128,68 @@ impl CompiledConfig {
         if self.process.ignore_exit_codes.len() > MAX_IGNORED_EXIT_CODES {
             return Err(bad("process.ignore_exit_codes", "at most 16 entries"));
         }
-        if self.network.retransmit_window_ns == 0 {
-            return Err(bad("network.retransmit_window_ns", "must be > 0"));
-        }
-        if self.batching.max_events == 0 || self.batching.max_events > 10_000 {
-            return Err(bad("batching.max_events", "must be 1..=10000"));
-        }
-        if self.batching.max_bytes < 4096 || self.batching.max_bytes > 16 * 1024 * 1024 {
-            return Err(bad("batching.max_bytes", "must be 4096..=16777216"));
-        }
-        if self.batching.flush_interval_ms == 0 || self.batching.flush_interval_ms > 60_000 {
-            return Err(bad("batching.flush_interval_ms", "must be 1..=60000"));
-        }
-        if self.ringbuf.poll_timeout_ms == 0 || self.ringbuf.poll_timeout_ms > 1000 {
-            return Err(bad("ringbuf.poll_timeout_ms", "must be 1..=1000"));
-        }
-        if self.ringbuf.wakeup_bytes == 0 || self.ringbuf.wakeup_bytes > WAKEUP_BYTES_MAX {
+        if let Some(code) = self
+            .process
+            .ignore_exit_codes
+            .iter()
+            .find(|c| !u64::try_from(**c).is_ok_and(|c| limits::EXIT_CODE.contains(c)))
+        {
             return Err(bad(
-                "ringbuf.wakeup_bytes",
-                "must be 1..=131072 (half the smallest ring buffer)",
+                "process.ignore_exit_codes",
+                &format!("{code} is not an exit status 1..=255"),
             ));
+        }
+        // The profile's ranges, in the carrier's units.
+        let ms = |r: limits::Range| limits::Range {
+            min: r.min * MS,
+            max: r.max * MS,
+        };
+        let checks: [(&str, u64, limits::Range); 8] = [
+            (
+                "network.retransmit_window_ns",
+                self.network.retransmit_window_ns,
+                ms(limits::RETRANSMIT_WINDOW_MS),
+            ),
+            (
+                "storage.slow_io_warning_ns",
+                self.storage.slow_io_warning_ns,
+                ms(limits::SLOW_IO_MS),
+            ),
+            (
+                "storage.slow_io_critical_ns",
+                self.storage.slow_io_critical_ns,
+                ms(limits::SLOW_IO_MS),
+            ),
+            (
+                "batching.max_events",
+                u64::from(self.batching.max_events),
+                limits::MAX_EVENTS,
+            ),
+            (
+                "batching.max_bytes",
+                u64::from(self.batching.max_bytes),
+                limits::MAX_BYTES,
+            ),
+            (
+                "batching.flush_interval_ms",
+                u64::from(self.batching.flush_interval_ms),
+                limits::FLUSH_INTERVAL_MS,
+            ),
+            (
+                "ringbuf.wakeup_bytes",
+                u64::from(self.ringbuf.wakeup_bytes),
+                limits::WAKEUP_BYTES,
+            ),
+            (
+                "ringbuf.poll_timeout_ms",
+                u64::from(self.ringbuf.poll_timeout_ms),
+                limits::POLL_TIMEOUT_MS,
+            ),
+        ];
+        for (path, v, r) in checks {
+            if !r.contains(v) {
+                return Err(bad(path, &format!("must be {}..={}", r.min, r.max)));
+            }
         }
         Ok(())
     }

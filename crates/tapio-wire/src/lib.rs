@@ -16,22 +16,26 @@ mod catalogue;
 mod config;
 mod decode;
 mod error;
+pub mod limits;
 mod messages;
 mod reasoning;
 
 pub use catalogue::{EventKind, Observer};
 pub use config::{
-    BatchingConfig, CompiledConfig, MAX_IGNORED_EXIT_CODES, NetworkConfig, ProcessConfig,
-    RING_BYTES_NETWORK, RING_BYTES_PROCESS, RING_BYTES_STORAGE, RingbufConfig, StorageConfig,
-    WAKEUP_BYTES_MAX, config_hash_of,
+    BatchingConfig, CompiledConfig, NetworkConfig, ProcessConfig, RingbufConfig, StorageConfig,
+    config_hash_of,
 };
 pub use decode::FromWire;
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, WireError};
+pub use limits::{
+    MAX_EVENTS_PER_BATCH, MAX_IGNORED_EXIT_CODES, RING_BYTES_NETWORK, RING_BYTES_PROCESS,
+    RING_BYTES_STORAGE, WAKEUP_BYTES_MAX,
+};
 pub use messages::{
     AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse, HeartbeatRequest,
-    HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, MAX_EVENTS_PER_BATCH,
-    ObserverState, ObserverStatus, Severity, StatusConfig, StatusCounters, StatusResponse,
-    WireEvent, is_config_hash, looks_like_rfc3339_utc,
+    HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, ObserverState, ObserverStatus,
+    Severity, StatusConfig, StatusCounters, StatusResponse, WireEvent, is_config_hash,
+    looks_like_rfc3339_utc,
 };
 pub use reasoning::{REASONING_KEYS, find_reasoning_key, is_reasoning_key};
 

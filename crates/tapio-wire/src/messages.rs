@@ -1,13 +1,10 @@
 //! Request and response bodies of the five v1 operations.
 
 use crate::decode::{Fields, FromWire};
-use crate::{CompiledConfig, Observer, WireError};
+use crate::{CompiledConfig, MAX_EVENTS_PER_BATCH, Observer, WireError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
-
-/// Most events in one batch a v1 controller accepts.
-pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 
 // ---------------------------------------------------------------- enums
 

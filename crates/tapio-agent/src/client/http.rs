@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-const MAX_HEADER_BYTES: usize = 64 * 1024;
+use tapio_wire::limits::MAX_HTTP_HEAD_BYTES as MAX_HEADER_BYTES;
 
 /// A bearer token. Never printed, never logged.
 #[derive(Clone, PartialEq, Eq)]

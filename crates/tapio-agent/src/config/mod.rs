@@ -12,8 +12,7 @@ pub use shared::{SharedConfig, apply_generation};
 use std::path::Path;
 use tapio_wire::CompiledConfig;
 
-/// Most bytes a config file may have.
-const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+use tapio_wire::limits::MAX_CONFIG_FILE_BYTES as MAX_CONFIG_BYTES;
 
 /// Reads and validates a `CompiledConfig` JSON file. Errors are messages
 /// for the operator, with the file and the field path.

@@ -1,0 +1,84 @@
+//! Every limit an operator can meet, in one place: the ranges of the
+//! profile's knobs (the profile compiler checks them, `CompiledConfig`
+//! re-checks them on the agent, and a test holds the JSON schema to them),
+//! the kernel-side sizes they depend on, and the bounds on what the agent
+//! and the controller read.
+//!
+//! Sizes that are part of the kernel ABI are mirrors of
+//! `include/tapio_abi.h`; a test holds the compiled objects to them.
+
+/// An inclusive range of a profile knob, in the profile's own unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+}
+
+impl Range {
+    pub const fn contains(self, v: u64) -> bool {
+        v >= self.min && v <= self.max
+    }
+}
+
+// ---- kernel-side sizes (include/tapio_abi.h)
+
+/// Ring buffer bytes per observer (`TAPIO_RINGBUF_*_BYTES`).
+pub const RING_BYTES_NETWORK: u32 = 1024 * 1024;
+pub const RING_BYTES_STORAGE: u32 = 256 * 1024;
+pub const RING_BYTES_PROCESS: u32 = 256 * 1024;
+/// The largest `ringbuf.wakeup_bytes`: half the smallest ring, so the
+/// threshold can fire on every ring (`TAPIO_WAKEUP_BYTES_MAX`).
+pub const WAKEUP_BYTES_MAX: u32 = 128 * 1024;
+/// Most exit codes a profile may ignore: the kernel carrier's array
+/// (`TAPIO_MAX_IGNORED_EXIT_CODES`).
+pub const MAX_IGNORED_EXIT_CODES: usize = 16;
+
+// ---- profile knobs (overrides.*), in the profile's units
+
+/// `network.retransmit_window_ms`
+pub const RETRANSMIT_WINDOW_MS: Range = Range {
+    min: 100,
+    max: 3_600_000,
+};
+/// `storage.slow_io.warning_ms` and `critical_ms` (0 reports every request).
+pub const SLOW_IO_MS: Range = Range {
+    min: 0,
+    max: 600_000,
+};
+/// `process.ignore_exit_codes[]`: exit statuses other than success.
+pub const EXIT_CODE: Range = Range { min: 1, max: 255 };
+/// `batching.max_events`
+pub const MAX_EVENTS: Range = Range {
+    min: 1,
+    max: MAX_EVENTS_PER_BATCH as u64,
+};
+/// `batching.max_bytes`: one controller request body.
+pub const MAX_BYTES: Range = Range {
+    min: 4096,
+    max: 16 * 1024 * 1024,
+};
+/// `batching.flush_interval_ms`
+pub const FLUSH_INTERVAL_MS: Range = Range {
+    min: 1,
+    max: 60_000,
+};
+/// `ringbuf.wakeup_bytes`
+pub const WAKEUP_BYTES: Range = Range {
+    min: 1,
+    max: WAKEUP_BYTES_MAX as u64,
+};
+/// `ringbuf.poll_timeout_ms`
+pub const POLL_TIMEOUT_MS: Range = Range { min: 1, max: 1000 };
+
+// ---- what the programs read and hold
+
+/// Most events in one batch a v1 controller accepts.
+pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
+/// Largest profile (controller) or config file (agent) read.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
+/// Largest HTTP response head (agent) or request head (controller) read.
+pub const MAX_HTTP_HEAD_BYTES: usize = 64 * 1024;
+/// Largest agent queue (`--queue-capacity`, `--controller-queue`).
+pub const MAX_AGENT_QUEUE: usize = 1 << 20;
+/// Most cgroups the agent's attribution map holds.
+pub const MAX_CGROUPS: usize = 65_536;
