@@ -8,13 +8,14 @@ use crate::event::Event;
 use crate::metrics::{Metrics, SinkId};
 use crate::observers::{NAMES as OBSERVER_NAMES, index_of};
 use crate::sink::Sink;
-use crate::{client, config, host, loader, poller, sender, signals, sink};
+use crate::{client, config, host, loader, poller, sender, sink};
 use crossbeam_channel::Receiver;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tapio_common::signals;
 use tapio_wire::limits::MAX_AGENT_QUEUE;
 use tapio_wire::{CompiledConfig, ConfigResponse, ObserverState};
 

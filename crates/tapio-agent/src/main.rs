@@ -22,7 +22,6 @@ mod observers;
 mod poller;
 mod prototypes;
 mod sender;
-mod signals;
 mod sink;
 #[cfg(test)]
 mod test_skip;
@@ -94,7 +93,7 @@ fn run(a: RunArgs) -> i32 {
         return lifecycle::EXIT_USAGE;
     };
     tapio_common::logger::init(level);
-    signals::install_handlers();
+    tapio_common::signals::install_handlers(tapio_common::signals::Interrupted::ReturnEintr);
     match lifecycle::Running::start(a) {
         Ok(mut agent) => {
             agent.serve();

@@ -3,11 +3,15 @@
 //! - [`store`]: the file store's layout (hourly buckets, late and fallback
 //!   files), shared by the agent's writer and the CLI's reader;
 //! - [`logger`]: the one logger of the agent and the controller (journald
-//!   priorities, escaped control characters).
+//!   priorities, escaped control characters);
+//! - `signals` (unix): stop and reload flags for the agent and the
+//!   controller.
 //!
 //! The agent's own data path (the ABI mirror and record parser, the event
 //! model, the sink trait) lives in the agent.
 
 pub mod logger;
+#[cfg(unix)]
+pub mod signals;
 pub mod store;
 pub mod time;

@@ -8,7 +8,7 @@ mod metrics;
 mod profile_store;
 mod registry;
 mod server;
-mod signals;
+use tapio_common::signals;
 
 use argh::FromArgs;
 use std::path::PathBuf;
@@ -231,7 +231,7 @@ fn serve(a: ServeArgs) -> i32 {
         return 2;
     };
     tapio_common::logger::init(level);
-    signals::install_handlers();
+    signals::install_handlers(signals::Interrupted::Restart);
     raise_nofile();
     let config = match profile_store::ConfigStore::open(a.profile.as_deref()) {
         Ok(c) => c,
