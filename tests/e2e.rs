@@ -48,25 +48,7 @@ fn refused_connects_reach_the_export_with_the_local_ids() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let export = tmpdir("e2e-export");
-    let store = tmpdir("e2e-store");
-    let c = Controller::start(&[
-        "--export-dir",
-        export.to_str().unwrap(),
-        "--heartbeat-interval-secs",
-        "1",
-    ]);
-    let url = format!("http://127.0.0.1:{}", c.port);
-    let agent = Agent::start(
-        "e2e",
-        &[
-            "--no-stdout",
-            "--data-dir",
-            store.to_str().unwrap(),
-            "--controller",
-            &url,
-        ],
-    );
+    let (c, agent, export, store, _port) = Linked::start("e2e", &[]).into_parts();
     // the agent applies the controller's config and reports its hash
     wait_until(
         "applied config in a heartbeat",
@@ -111,29 +93,7 @@ fn a_killed_controller_loses_nothing_uncounted() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let export = tmpdir("e2e-kill-export");
-    let store = tmpdir("e2e-kill-store");
-    let port = free_port();
-    let args = [
-        "--export-dir",
-        export.to_str().unwrap(),
-        "--heartbeat-interval-secs",
-        "1",
-    ];
-    let c = Controller::start_on(port, &args);
-    let url = format!("http://127.0.0.1:{port}");
-    let agent = Agent::start(
-        "e2e-kill",
-        &[
-            "--no-stdout",
-            "--data-dir",
-            store.to_str().unwrap(),
-            "--controller",
-            &url,
-            "--controller-timeout-ms",
-            "1000",
-        ],
-    );
+    let (c, agent, export, store, port) = Linked::start("e2e-kill", &[]).into_parts();
     wait_until("hello", Duration::from_secs(10), || {
         c.status()["agents"]
             .as_array()
@@ -151,7 +111,7 @@ fn a_killed_controller_loses_nothing_uncounted() {
     refuse(p2, 30);
     std::thread::sleep(Duration::from_millis(500));
     drop(c);
-    let c = Controller::start_on(port, &args);
+    let c = Linked::controller_on(port, &export);
     let p3 = closed_port();
     refuse(p3, 30);
     wait_until("re-hello", Duration::from_secs(20), || {
@@ -181,12 +141,7 @@ fn a_killed_controller_loses_nothing_uncounted() {
         "duplicate ids in the export"
     );
     // Every event the agent emitted is exported or counted as dropped.
-    let emitted: u64 = done
-        .metrics
-        .lines()
-        .filter(|l| l.starts_with("tapio_events_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let emitted = metric_sum(&done.metrics, "tapio_events_total");
     let dropped = metric(
         &done.metrics,
         "tapio_sink_dropped_events_total{sink=\"controller\"}",

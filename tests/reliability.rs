@@ -128,31 +128,8 @@ fn a_controller_down_for_60s_costs_only_counted_events() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let export = tmpdir("rel-down-export");
-    let store = tmpdir("rel-down-store");
-    let port = free_port();
-    let cargs = [
-        "--export-dir",
-        export.to_str().unwrap(),
-        "--heartbeat-interval-secs",
-        "1",
-    ];
-    let c = Controller::start_on(port, &cargs);
-    let url = format!("http://127.0.0.1:{port}");
-    let agent = Agent::start(
-        "rel-down",
-        &[
-            "--no-stdout",
-            "--data-dir",
-            store.to_str().unwrap(),
-            "--controller",
-            &url,
-            "--controller-timeout-ms",
-            "1000",
-            "--metrics-interval-secs",
-            "1",
-        ],
-    );
+    let (c, agent, export, store, port) =
+        Linked::start("rel-down", &["--metrics-interval-secs", "1"]).into_parts();
     let pid = agent_pid(&agent);
     let target = closed_port();
     let load = Load::start(target, 1000);
@@ -165,7 +142,7 @@ fn a_controller_down_for_60s_costs_only_counted_events() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let restarted_at = tapio_common::time::now_unix_ns();
-    let c = Controller::start_on(port, &cargs);
+    let c = Linked::controller_on(port, &export);
     std::thread::sleep(Duration::from_secs(8));
     let generated = load.stop();
     std::thread::sleep(Duration::from_secs(3));
@@ -176,17 +153,7 @@ fn a_controller_down_for_60s_costs_only_counted_events() {
         assert_controller_accounting(&done.metrics, &store, &export);
     assert_accounting(&done.metrics, "network");
     // sending resumed without a restart of the agent
-    let after: usize = tapio_common::store::read_events(&[export.as_path()], None, None)
-        .unwrap()
-        .0
-        .iter()
-        .filter(|e| {
-            e["timestamp"]
-                .as_str()
-                .and_then(tapio_common::time::parse_rfc3339)
-                .is_some_and(|t| t > restarted_at)
-        })
-        .count();
+    let after = exported_after(&export, restarted_at);
     assert!(
         after > 1000,
         "events after the restart were exported ({after})"
@@ -207,6 +174,21 @@ fn a_controller_down_for_60s_costs_only_counted_events() {
     drop(c);
 }
 
+/// Events in the export stamped after `t_ns` (Unix ns).
+fn exported_after(export: &std::path::Path, t_ns: u64) -> usize {
+    tapio_common::store::read_events(&[export], None, None)
+        .unwrap()
+        .0
+        .iter()
+        .filter(|e| {
+            e["timestamp"]
+                .as_str()
+                .and_then(tapio_common::time::parse_rfc3339)
+                .is_some_and(|t| t > t_ns)
+        })
+        .count()
+}
+
 fn agent_pid(agent: &Agent) -> u32 {
     agent.pid()
 }
@@ -217,29 +199,8 @@ fn a_stopped_controller_hits_timeouts_and_never_the_poller() {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let export = tmpdir("rel-stop-export");
-    let store = tmpdir("rel-stop-store");
-    let c = Controller::start(&[
-        "--export-dir",
-        export.to_str().unwrap(),
-        "--heartbeat-interval-secs",
-        "1",
-    ]);
-    let url = format!("http://127.0.0.1:{}", c.port);
-    let agent = Agent::start(
-        "rel-stop",
-        &[
-            "--no-stdout",
-            "--data-dir",
-            store.to_str().unwrap(),
-            "--controller",
-            &url,
-            "--controller-timeout-ms",
-            "1000",
-            "--metrics-interval-secs",
-            "1",
-        ],
-    );
+    let (c, agent, export, store, _port) =
+        Linked::start("rel-stop", &["--metrics-interval-secs", "1"]).into_parts();
     let target = closed_port();
     let load = Load::start(target, 1000);
     std::thread::sleep(Duration::from_secs(3));
@@ -274,17 +235,7 @@ fn a_stopped_controller_hits_timeouts_and_never_the_poller() {
     }
     let (emitted, exported, dropped, unconfirmed) =
         assert_controller_accounting(&done.metrics, &store, &export);
-    let after = tapio_common::store::read_events(&[export.as_path()], None, None)
-        .unwrap()
-        .0
-        .iter()
-        .filter(|e| {
-            e["timestamp"]
-                .as_str()
-                .and_then(tapio_common::time::parse_rfc3339)
-                .is_some_and(|t| t > resumed_at)
-        })
-        .count();
+    let after = exported_after(&export, resumed_at);
     assert!(after > 1000, "everything resumed after SIGCONT ({after})");
     eprintln!(
         "RELIABILITY controller_sigstop_30s generated={generated} emitted={emitted} exported={exported} dropped={dropped} unconfirmed={unconfirmed} timeouts={timeouts} after_cont={after}"
@@ -340,9 +291,11 @@ fn polite_agent(
     }
 }
 
-fn hostile(port: u16, raw: &[u8]) -> (u16, Value) {
+/// Sends `raw` and checks the answer is `status` with error `code`.
+fn refused(port: u16, raw: &[u8], status: u16, code: &str) {
     let (s, _, body) = raw_http(port, raw);
-    (s, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let b: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    assert_eq!((s, b["error"]["code"].as_str()), (status, Some(code)));
 }
 
 #[test]
@@ -403,10 +356,11 @@ fn hostile_http_never_starves_well_behaved_agents() {
         serde_json::to_vec(&h).unwrap()
     };
     // over the limit by Content-Length: answered before the body is read
-    let (s, b) = hostile(port, b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nConnection: close\r\n\r\n");
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (413, Some("PAYLOAD_TOO_LARGE"))
+    refused(
+        port,
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\nConnection: close\r\n\r\n",
+        413,
+        "PAYLOAD_TOO_LARGE",
     );
     // endless chunked body: 413 while it is still streaming
     {
@@ -430,16 +384,14 @@ fn hostile_http_never_starves_well_behaved_agents() {
     }
     // deeply nested JSON
     let deep = "[".repeat(100_000);
-    let (s, b) = hostile(
+    refused(
         port,
         &request("POST", "/v1/events", &[], Some(deep.as_bytes())),
-    );
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("MALFORMED_JSON"))
+        400,
+        "MALFORMED_JSON",
     );
     // invalid UTF-8
-    let (s, b) = hostile(
+    refused(
         port,
         &request(
             "POST",
@@ -447,13 +399,11 @@ fn hostile_http_never_starves_well_behaved_agents() {
             &[],
             Some(b"{\"wire_version\": \"\xff\xfe\"}"),
         ),
-    );
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("MALFORMED_JSON"))
+        400,
+        "MALFORMED_JSON",
     );
     // wrong and missing wire_version
-    let (s, b) = hostile(
+    refused(
         port,
         &request(
             "POST",
@@ -461,12 +411,10 @@ fn hostile_http_never_starves_well_behaved_agents() {
             &[],
             Some(&hello(json!({"wire_version": "tapio-wire/v9"}))),
         ),
+        400,
+        "UNSUPPORTED_VERSION",
     );
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("UNSUPPORTED_VERSION"))
-    );
-    let (s, b) = hostile(
+    refused(
         port,
         &request(
             "POST",
@@ -474,13 +422,11 @@ fn hostile_http_never_starves_well_behaved_agents() {
             &[],
             Some(&hello(json!({"wire_version": null}))),
         ),
-    );
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (400, Some("MISSING_FIELD"))
+        400,
+        "MISSING_FIELD",
     );
     // reasoning keys nested in arrays
-    let (s, b) = hostile(
+    refused(
         port,
         &request(
             "POST",
@@ -490,20 +436,14 @@ fn hostile_http_never_starves_well_behaved_agents() {
                 json!({"capabilities": [], "x": [[{"Root-Cause": 1}]]}),
             )),
         ),
-    );
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (422, Some("REASONING_FIELD"))
+        422,
+        "REASONING_FIELD",
     );
     // headers over 64 KiB
     let mut big = b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
     big.extend(std::iter::repeat_n(b'a', 200 * 1024));
     big.extend_from_slice(b"\r\n\r\n");
-    let (s, b) = hostile(port, &big);
-    assert_eq!(
-        (s, b["error"]["code"].as_str()),
-        (431, Some("HEADERS_TOO_LARGE"))
-    );
+    refused(port, &big, 431, "HEADERS_TOO_LARGE");
 
     std::thread::sleep(Duration::from_secs(2));
     let rss_kb = status_of(pid, "VmHWM:");

@@ -196,12 +196,7 @@ fn a_full_disk_without_fallback_counts_every_lost_event() {
         })
         .map(|p| std::fs::read_to_string(p).unwrap().lines().count() as u64)
         .sum();
-    let emitted: u64 = done
-        .metrics
-        .lines()
-        .filter(|l| l.starts_with("tapio_events_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let emitted = metric_sum(&done.metrics, "tapio_events_total");
     assert_eq!(
         lines + dropped,
         emitted,

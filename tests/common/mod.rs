@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -251,6 +251,16 @@ pub fn metric(text: &str, key: &str) -> u64 {
         .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("metric {key} not found in:\n{text}"))
+}
+
+/// The sum of a metric family's samples (every label set).
+#[allow(dead_code)]
+pub fn metric_sum(text: &str, family: &str) -> u64 {
+    let prefix = format!("{family}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// One observer's loss-accounting counters from a metrics textfile.
@@ -605,5 +615,69 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount").arg(&self.0).status();
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A controller (export on, heartbeats every second) and an agent that
+/// sends to it, with a local store: the start of every end-to-end test.
+#[allow(dead_code)]
+pub struct Linked {
+    pub controller: Controller,
+    pub agent: Agent,
+    pub export: PathBuf,
+    pub store: PathBuf,
+    pub port: u16,
+}
+
+#[allow(dead_code)]
+impl Linked {
+    /// `agent_extra` goes after `--no-stdout --data-dir <store>
+    /// --controller <url> --controller-timeout-ms 1000`.
+    pub fn start(name: &str, agent_extra: &[&str]) -> Linked {
+        let export = tmpdir(&format!("{name}-export"));
+        let store = tmpdir(&format!("{name}-store"));
+        let port = free_port();
+        let controller = Linked::controller_on(port, &export);
+        let url = format!("http://127.0.0.1:{port}");
+        let store_s = store.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--no-stdout",
+            "--data-dir",
+            &store_s,
+            "--controller",
+            &url,
+            "--controller-timeout-ms",
+            "1000",
+        ];
+        args.extend_from_slice(agent_extra);
+        let agent = Agent::start(name, &args);
+        Linked {
+            controller,
+            agent,
+            export,
+            store,
+            port,
+        }
+    }
+
+    /// (controller, agent, export dir, store dir, controller port)
+    pub fn into_parts(self) -> (Controller, Agent, PathBuf, PathBuf, u16) {
+        (
+            self.controller,
+            self.agent,
+            self.export,
+            self.store,
+            self.port,
+        )
+    }
+
+    /// A controller exporting to `export` on `port`: how `start` starts
+    /// one, and how a test starts it again after killing it.
+    pub fn controller_on(port: u16, export: &Path) -> Controller {
+        let export = export.to_string_lossy().into_owned();
+        Controller::start_on(
+            port,
+            &["--export-dir", &export, "--heartbeat-interval-secs", "1"],
+        )
     }
 }

@@ -202,45 +202,31 @@ mod tests {
                "config_generation": 1, "facts": {"dst_port": 9}, "future_field": 1})
     }
 
+    /// A result with nothing failed.
+    fn written(exported: u64, duplicates: u64) -> ExportResult {
+        ExportResult {
+            exported,
+            duplicates,
+            failed: 0,
+            write_failed: 0,
+        }
+    }
+
     #[test]
     fn exports_once_per_id_also_across_a_restart() {
         let dir = std::env::temp_dir().join(format!("tapio-export-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut ex = Exporter::open(dir.clone(), Duration::from_secs(1)).unwrap();
         let r = ex.export("a1", "n1", &[ev("i-1"), ev("i-2"), ev("i-2")]);
-        assert_eq!(
-            r,
-            ExportResult {
-                exported: 2,
-                duplicates: 1,
-                failed: 0,
-                write_failed: 0
-            }
-        );
+        assert_eq!(r, written(2, 1));
         let r = ex.export("a1", "n1", &[ev("i-1"), ev("i-3")]);
-        assert_eq!(
-            r,
-            ExportResult {
-                exported: 1,
-                duplicates: 1,
-                failed: 0,
-                write_failed: 0
-            }
-        );
+        assert_eq!(r, written(1, 1));
         ex.sync();
         drop(ex);
         let mut ex = Exporter::open(dir.clone(), Duration::from_secs(1)).unwrap();
         assert_eq!(ex.remembered_ids(), 3);
         let r = ex.export("a1", "n1", &[ev("i-3"), ev("i-4")]);
-        assert_eq!(
-            r,
-            ExportResult {
-                exported: 1,
-                duplicates: 1,
-                failed: 0,
-                write_failed: 0
-            }
-        );
+        assert_eq!(r, written(1, 1));
         let (all, st) = store::read_events(&[dir.as_path()], None, None).unwrap();
         assert_eq!((all.len(), st.duplicates, st.corrupt), (4, 0, 0));
         assert_eq!(all[0]["agent_id"], "a1");
