@@ -9,7 +9,7 @@
 //! the mirrors against the skeleton types libbpf-cargo generates from the
 //! compiled objects' BTF.
 
-use std::mem::{offset_of, size_of};
+use std::mem::size_of;
 
 pub const ABI_VERSION: u32 = 2;
 pub const COMM_LEN: usize = 16;
@@ -77,80 +77,23 @@ pub struct KernelConfig {
 impl KernelConfig {
     /// The little-endian/native bytes the BPF map holds.
     pub fn to_bytes(self) -> [u8; size_of::<KernelConfig>()] {
-        let mut out = [0u8; size_of::<KernelConfig>()];
-        let mut put = |off: usize, b: &[u8]| out[off..off + b.len()].copy_from_slice(b);
-        put(
-            offset_of!(KernelConfig, abi_version),
-            &self.abi_version.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, generation),
-            &self.generation.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, network_enabled),
-            &[self.network_enabled],
-        );
-        put(
-            offset_of!(KernelConfig, storage_enabled),
-            &[self.storage_enabled],
-        );
-        put(
-            offset_of!(KernelConfig, process_enabled),
-            &[self.process_enabled],
-        );
-        put(offset_of!(KernelConfig, exec_enabled), &[self.exec_enabled]);
-        put(offset_of!(KernelConfig, test_flags), &[self.test_flags]);
-        put(
-            offset_of!(KernelConfig, retransmit_window_ns),
-            &self.retransmit_window_ns.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, slow_io_threshold_ns),
-            &self.slow_io_threshold_ns.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, ringbuf_wakeup_bytes),
-            &self.ringbuf_wakeup_bytes.to_ne_bytes(),
-        );
-        put(
-            offset_of!(KernelConfig, ignore_exit_count),
-            &self.ignore_exit_count.to_ne_bytes(),
-        );
-        let base = offset_of!(KernelConfig, ignore_exit_codes);
-        for (i, code) in self.ignore_exit_codes.iter().enumerate() {
-            put(base + i * 4, &code.to_ne_bytes());
-        }
-        put(
-            offset_of!(KernelConfig, slow_io_critical_ns),
-            &self.slow_io_critical_ns.to_ne_bytes(),
-        );
-        out
+        // SAFETY: repr(C), integers and integer arrays only, and no
+        // implicit padding (`_pad0` is explicit; the fields fill the
+        // struct, asserted below), so every byte is initialized.
+        unsafe { std::mem::transmute::<KernelConfig, [u8; size_of::<KernelConfig>()]>(self) }
     }
 }
 
-// ---- layout pins: the same numbers as the _Static_asserts in tapio_abi.h
+// ---- layout: the sizes at compile time; every field's offset is held to
+// the C struct's (asserted in tapio_abi.h) by the skeleton test below.
 const _: () = {
     assert!(size_of::<EventHeader>() == 16);
-    assert!(offset_of!(EventHeader, kind) == 0);
-    assert!(offset_of!(EventHeader, size) == 2);
-    assert!(offset_of!(EventHeader, config_generation) == 4);
-    assert!(offset_of!(EventHeader, timestamp_ns) == 8);
-
     assert!(size_of::<KernelConfig>() == 112);
-    assert!(offset_of!(KernelConfig, abi_version) == 0);
-    assert!(offset_of!(KernelConfig, generation) == 4);
-    assert!(offset_of!(KernelConfig, network_enabled) == 8);
-    assert!(offset_of!(KernelConfig, storage_enabled) == 9);
-    assert!(offset_of!(KernelConfig, process_enabled) == 10);
-    assert!(offset_of!(KernelConfig, exec_enabled) == 11);
-    assert!(offset_of!(KernelConfig, test_flags) == 12);
-    assert!(offset_of!(KernelConfig, retransmit_window_ns) == 16);
-    assert!(offset_of!(KernelConfig, slow_io_threshold_ns) == 24);
-    assert!(offset_of!(KernelConfig, ringbuf_wakeup_bytes) == 32);
-    assert!(offset_of!(KernelConfig, ignore_exit_count) == 36);
-    assert!(offset_of!(KernelConfig, ignore_exit_codes) == 40);
-    assert!(offset_of!(KernelConfig, slow_io_critical_ns) == 104);
+    // No implicit padding in the carrier: its fields' sizes (five bytes of
+    // flags, then `_pad0`) add up to it.
+    assert!(
+        4 + 4 + 5 + 3 + 8 + 8 + 4 + 4 + 4 * MAX_IGNORED_EXIT_CODES + 8 == size_of::<KernelConfig>()
+    );
 };
 
 /// Why a record was rejected. Each one is counted as malformed.
@@ -212,6 +155,20 @@ fn read_exact<T: Pod>(bytes: &[u8]) -> Result<T, ParseError> {
     Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
 }
 
+/// Declares `$t` a ring-buffer record: its size, checked at compile time
+/// (every field's offset is held to the C struct's, whose offsets
+/// tapio_abi.h asserts, by the observer's skeleton test), and `Pod`.
+/// `$t` must be `#[repr(C)]` with integer and integer-array fields only.
+macro_rules! record {
+    ($t:ty, $size:expr) => {
+        const _: () = assert!(std::mem::size_of::<$t>() == $size);
+        // SAFETY: repr(C), integers and integer arrays only (the macro's
+        // contract, and the skeleton test compares every field).
+        unsafe impl $crate::abi::Pod for $t {}
+    };
+}
+pub(crate) use record;
+
 /// One ring-buffer record of an observer whose record struct is `T` and
 /// whose record types are `types`: the header must state the record's
 /// exact length and one of those types. Never panics, never reads past
@@ -258,6 +215,19 @@ macro_rules! assert_same_layout {
 }
 #[cfg(test)]
 pub(crate) use assert_same_layout;
+
+/// The header of a `T` record of type `kind`, for tests.
+#[cfg(test)]
+impl EventHeader {
+    pub fn for_record<T>(kind: u16, config_generation: u32, timestamp_ns: u64) -> EventHeader {
+        EventHeader {
+            kind,
+            size: size_of::<T>() as u16,
+            config_generation,
+            timestamp_ns,
+        }
+    }
+}
 
 /// The bytes of a record, for tests and fuzzing.
 #[cfg(test)]

@@ -262,12 +262,7 @@ mod tests {
     fn a_full_queue_is_a_counted_drop_and_never_blocks() {
         let (st, rx) = state(2);
         let mut e = NetEvent::zeroed();
-        e.hdr = EventHeader {
-            kind: types::CONN_REFUSED,
-            size: 104,
-            config_generation: 1,
-            timestamp_ns: 1,
-        };
+        e.hdr = EventHeader::for_record::<NetEvent>(types::CONN_REFUSED, 1, 1);
         let b = record_bytes(&e);
         for _ in 0..5 {
             st.handle(0, &b);

@@ -2,12 +2,9 @@
 //! `struct tapio_net_event`, its checks, and the `kernel.network.*` facts.
 
 use super::{Context, Rejected};
-use crate::abi::{
-    COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_OWNER_KNOWN, ParseError, Pod, read_record,
-};
+use crate::abi::{COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_OWNER_KNOWN, ParseError, read_record};
 use crate::event::{Comm, Event, EventKind, Json, Owner};
 use crate::metrics::Suppress;
-use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use tapio_wire::Severity;
 
@@ -51,26 +48,7 @@ pub struct NetEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = {
-    assert!(size_of::<NetEvent>() == 104);
-    assert!(offset_of!(NetEvent, cgroup_id) == 16);
-    assert!(offset_of!(NetEvent, pid) == 24);
-    assert!(offset_of!(NetEvent, retransmits) == 28);
-    assert!(offset_of!(NetEvent, span_ns) == 32);
-    assert!(offset_of!(NetEvent, saddr) == 40);
-    assert!(offset_of!(NetEvent, daddr) == 56);
-    assert!(offset_of!(NetEvent, sport) == 72);
-    assert!(offset_of!(NetEvent, dport) == 74);
-    assert!(offset_of!(NetEvent, family) == 76);
-    assert!(offset_of!(NetEvent, flags) == 78);
-    assert!(offset_of!(NetEvent, state) == 79);
-    assert!(offset_of!(NetEvent, syn_retries) == 80);
-    assert!(offset_of!(NetEvent, sk_err) == 84);
-    assert!(offset_of!(NetEvent, comm) == 88);
-};
-
-// SAFETY: repr(C), integers and integer arrays only.
-unsafe impl Pod for NetEvent {}
+crate::abi::record!(NetEvent, 104);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NetFacts {
@@ -186,8 +164,7 @@ pub fn decode(bytes: &[u8]) -> Result<NetEvent, ParseError> {
 
 /// The table's entry point: ring bytes to event.
 pub fn to_event(bytes: &[u8], seq: u64, ctx: &Context<'_>) -> Result<Event, Rejected> {
-    let e = decode(bytes).map_err(Rejected::Malformed)?;
-    build(&e, seq, ctx).map_err(Rejected::Suppressed)
+    super::to_event(bytes, decode, |e| build(e, seq, ctx))
 }
 
 pub fn tcp_state_name(s: u8) -> Option<&'static str> {
@@ -224,15 +201,12 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
         comm: Comm(e.comm),
     });
     let retrans = kind == EventKind::Retransmits;
-    Ok(Event {
+    Ok(ctx.event(
+        &e.hdr,
         seq,
         kind,
         severity,
-        timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
-        config_generation: e.hdr.config_generation,
-        workload: None,
-        memcg: None,
-        facts: crate::observers::Facts::Network(NetFacts {
+        crate::observers::Facts::Network(NetFacts {
             src: ip_from_bytes(e.family, &e.saddr),
             src_port: e.sport,
             dst: ip_from_bytes(e.family, &e.daddr),
@@ -253,7 +227,7 @@ pub fn build(e: &NetEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppres
                 None
             },
         }),
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -287,12 +261,7 @@ mod tests {
 
     fn net(kind: u16) -> NetEvent {
         let mut e = NetEvent::zeroed();
-        e.hdr = EventHeader {
-            kind,
-            size: size_of::<NetEvent>() as u16,
-            config_generation: 3,
-            timestamp_ns: 42,
-        };
+        e.hdr = EventHeader::for_record::<NetEvent>(kind, 3, 42);
         e.dport = 8080;
         e
     }
@@ -353,12 +322,7 @@ mod tests {
 
     fn rec(kind: u16) -> NetEvent {
         let mut e = NetEvent::zeroed();
-        e.hdr = EventHeader {
-            kind,
-            size: 104,
-            config_generation: 4,
-            timestamp_ns: 1_000,
-        };
+        e.hdr = EventHeader::for_record::<NetEvent>(kind, 4, 1_000);
         e.family = AF_INET;
         e.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
         e.daddr[..4].copy_from_slice(&[10, 1, 2, 3]);

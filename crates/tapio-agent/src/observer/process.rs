@@ -3,10 +3,9 @@
 //! facts.
 
 use super::{Context, Rejected};
-use crate::abi::{COMM_LEN, EventHeader, F_MM_KNOWN, FILENAME_LEN, ParseError, Pod, read_record};
+use crate::abi::{COMM_LEN, EventHeader, F_MM_KNOWN, FILENAME_LEN, ParseError, read_record};
 use crate::event::{Comm, Event, EventKind, Json};
 use crate::metrics::Suppress;
-use std::mem::{offset_of, size_of};
 use tapio_wire::Severity;
 
 /// Its record types (`enum tapio_event_type`).
@@ -37,24 +36,7 @@ pub struct ProcessEvent {
     pub filename: [u8; FILENAME_LEN],
 }
 
-const _: () = {
-    assert!(size_of::<ProcessEvent>() == 216);
-    assert!(offset_of!(ProcessEvent, cgroup_id) == 16);
-    assert!(offset_of!(ProcessEvent, memcg_id) == 24);
-    assert!(offset_of!(ProcessEvent, total_vm_pages) == 32);
-    assert!(offset_of!(ProcessEvent, rss_pages) == 40);
-    assert!(offset_of!(ProcessEvent, pid) == 48);
-    assert!(offset_of!(ProcessEvent, ppid) == 52);
-    assert!(offset_of!(ProcessEvent, exit_code) == 56);
-    assert!(offset_of!(ProcessEvent, signal) == 60);
-    assert!(offset_of!(ProcessEvent, oom_score_adj) == 64);
-    assert!(offset_of!(ProcessEvent, flags) == 66);
-    assert!(offset_of!(ProcessEvent, comm) == 72);
-    assert!(offset_of!(ProcessEvent, filename) == 88);
-};
-
-// SAFETY: repr(C), integers and integer arrays only.
-unsafe impl Pod for ProcessEvent {}
+crate::abi::record!(ProcessEvent, 216);
 
 /// The process facts; which are present depends on the kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,8 +98,7 @@ pub fn decode(bytes: &[u8]) -> Result<ProcessEvent, ParseError> {
 
 /// The table's entry point: ring bytes to event.
 pub fn to_event(bytes: &[u8], seq: u64, ctx: &Context<'_>) -> Result<Event, Rejected> {
-    let e = decode(bytes).map_err(Rejected::Malformed)?;
-    build(&e, seq, ctx).map_err(Rejected::Suppressed)
+    super::to_event(bytes, decode, |e| build(e, seq, ctx))
 }
 
 pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Suppress> {
@@ -165,16 +146,13 @@ pub fn build(e: &ProcessEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
         }
         _ => return Err(Suppress::WrongObserver),
     };
-    Ok(Event {
+    Ok(ctx.event(
+        &e.hdr,
         seq,
         kind,
         severity,
-        timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
-        config_generation: e.hdr.config_generation,
-        workload: None,
-        memcg: None,
-        facts: crate::observers::Facts::Process(f),
-    })
+        crate::observers::Facts::Process(f),
+    ))
 }
 
 #[cfg(test)]

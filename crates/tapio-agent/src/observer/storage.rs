@@ -4,12 +4,11 @@
 
 use super::{Context, Rejected};
 use crate::abi::{
-    COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, ParseError, Pod,
+    COMM_LEN, EventHeader, F_CGROUP_KNOWN, F_CRITICAL, F_ERRNO, F_OWNER_KNOWN, ParseError,
     read_record,
 };
 use crate::event::{Comm, Event, EventKind, Json, Owner};
 use crate::metrics::Suppress;
-use std::mem::{offset_of, size_of};
 use tapio_wire::Severity;
 
 /// Its record types (`enum tapio_event_type`).
@@ -47,23 +46,7 @@ pub struct StorageEvent {
     pub comm: [u8; COMM_LEN],
 }
 
-const _: () = {
-    assert!(size_of::<StorageEvent>() == 80);
-    assert!(offset_of!(StorageEvent, cgroup_id) == 16);
-    assert!(offset_of!(StorageEvent, sector) == 24);
-    assert!(offset_of!(StorageEvent, latency_ns) == 32);
-    assert!(offset_of!(StorageEvent, bytes) == 40);
-    assert!(offset_of!(StorageEvent, dev_major) == 44);
-    assert!(offset_of!(StorageEvent, dev_minor) == 48);
-    assert!(offset_of!(StorageEvent, pid) == 52);
-    assert!(offset_of!(StorageEvent, op) == 56);
-    assert!(offset_of!(StorageEvent, error) == 57);
-    assert!(offset_of!(StorageEvent, flags) == 58);
-    assert!(offset_of!(StorageEvent, comm) == 64);
-};
-
-// SAFETY: repr(C), integers and integer arrays only.
-unsafe impl Pod for StorageEvent {}
+crate::abi::record!(StorageEvent, 80);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StorageFacts {
@@ -118,8 +101,7 @@ pub fn decode(bytes: &[u8]) -> Result<StorageEvent, ParseError> {
 
 /// The table's entry point: ring bytes to event.
 pub fn to_event(bytes: &[u8], seq: u64, ctx: &Context<'_>) -> Result<Event, Rejected> {
-    let e = decode(bytes).map_err(Rejected::Malformed)?;
-    build(&e, seq, ctx).map_err(Rejected::Suppressed)
+    super::to_event(bytes, decode, |e| build(e, seq, ctx))
 }
 
 pub fn op_name(op: u8) -> &'static str {
@@ -203,15 +185,12 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
     };
     let is_err = kind == EventKind::IoError;
     let errno = e.flags & F_ERRNO != 0;
-    Ok(Event {
+    Ok(ctx.event(
+        &e.hdr,
         seq,
         kind,
         severity,
-        timestamp_ns: ctx.wall_ns(e.hdr.timestamp_ns),
-        config_generation: e.hdr.config_generation,
-        workload: None,
-        memcg: None,
-        facts: crate::observers::Facts::Storage(StorageFacts {
+        crate::observers::Facts::Storage(StorageFacts {
             dev_major: e.dev_major,
             dev_minor: e.dev_minor,
             sector: e.sector,
@@ -231,7 +210,7 @@ pub fn build(e: &StorageEvent, seq: u64, ctx: &Context<'_>) -> Result<Event, Sup
             }),
             cgroup_id: (e.flags & F_CGROUP_KNOWN != 0).then_some(e.cgroup_id),
         }),
-    })
+    ))
 }
 
 #[cfg(test)]
@@ -264,12 +243,7 @@ mod tests {
     #[test]
     fn decode_checks_op_and_error() {
         let mut e = StorageEvent::zeroed();
-        e.hdr = EventHeader {
-            kind: types::IO_ERROR,
-            size: 80,
-            config_generation: 1,
-            timestamp_ns: 5,
-        };
+        e.hdr = EventHeader::for_record::<StorageEvent>(types::IO_ERROR, 1, 5);
         assert_eq!(
             decode(&record_bytes(&e)),
             Err(ParseError::BadField("error"))
@@ -292,12 +266,7 @@ mod tests {
             page_kb: 4,
         };
         let mut e = StorageEvent::zeroed();
-        e.hdr = EventHeader {
-            kind: types::SLOW_IO,
-            size: 80,
-            config_generation: 1,
-            timestamp_ns: 5,
-        };
+        e.hdr = EventHeader::for_record::<StorageEvent>(types::SLOW_IO, 1, 5);
         // Severity follows the kernel's flag (the record's generation), not
         // the thresholds in force in user space now.
         e.latency_ns = cfg.storage.slow_io_critical_ns * 10;
