@@ -366,8 +366,159 @@ impl ClientThread {
         }
     }
 
+    /// Hello, config polls and heartbeats, each when it is due.
+    fn converse(&self, session: &mut Session, control: &mut Control, jitter: &mut Jitter) {
+        let now = Instant::now();
+        match session {
+            Session::Introducing { next, backoff } => {
+                if now < *next {
+                    return;
+                }
+                match self.hello() {
+                    Ok(h) => {
+                        log::info!(
+                            "controller {}: hello accepted (config_version {})",
+                            self.http.endpoint,
+                            h.config_version
+                        );
+                        *session = Session::Ready {
+                            hello: Box::new(h),
+                            next_poll: now,
+                            next_heartbeat: now,
+                        };
+                    }
+                    Err(()) => {
+                        *next = now + jitter.spread(*backoff);
+                        *backoff = (*backoff * 2).min(self.cfg.backoff_max);
+                    }
+                }
+            }
+            Session::Ready {
+                hello,
+                next_poll,
+                next_heartbeat,
+            } => {
+                let poll_every =
+                    Duration::from_secs(u64::from(hello.config_poll_interval_secs.max(1)));
+                let hb_every = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.max(1)));
+                if now >= *next_poll {
+                    control.fetch_failing = !self.poll_config(&mut control.etag);
+                    *next_poll = now + jitter.spread(poll_every);
+                }
+                if now >= *next_heartbeat {
+                    *next_heartbeat = now + hb_every;
+                    let dropped =
+                        self.metrics.sink_dropped[SinkId::Controller as usize].load(Relaxed);
+                    let sending_failed = dropped > control.drops_at_last_hb;
+                    control.drops_at_last_hb = dropped;
+                    if let Ok(r) = self.heartbeat(control.fetch_failing, sending_failed) {
+                        if !r.known_agent {
+                            log::info!(
+                                "controller {} does not know this agent; saying hello again",
+                                self.http.endpoint
+                            );
+                            *session = self.introduce_now();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A session that says hello at once (the controller forgot us).
+    fn introduce_now(&self) -> Session {
+        Session::Introducing {
+            next: Instant::now(),
+            backoff: self.cfg.backoff_base,
+        }
+    }
+
+    /// Takes lines from the channel into the outbox, waiting at most until
+    /// the next thing is due. Bounded: past `cap` lines the channel fills
+    /// up and the sink counts the drops.
+    fn gather(&self, out: &mut Outbox, session: &Session, b: &Batching) {
+        let now = Instant::now();
+        let mut wait = match &out.pending {
+            Some(p) => p.next_try.saturating_duration_since(now),
+            None if out.queue.len() >= b.max_events => Duration::ZERO,
+            None => out
+                .first_queued
+                .map_or(b.flush, |t| (t + b.flush).saturating_duration_since(now)),
+        };
+        if let Session::Introducing { next, .. } = session {
+            wait = wait.max(next.saturating_duration_since(now));
+        }
+        let wait = wait.min(Duration::from_millis(200));
+        if out.closed_at.is_some() {
+            return;
+        }
+        if out.queue.len() < b.cap {
+            match self.rx.recv_timeout(wait) {
+                Ok(l) => out.queue.push_back(l),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => out.closed_at = Some(Instant::now()),
+            }
+            while out.queue.len() < b.cap {
+                match self.rx.try_recv() {
+                    Ok(l) => out.queue.push_back(l),
+                    Err(_) => break,
+                }
+            }
+        } else {
+            std::thread::sleep(wait);
+        }
+        if out.first_queued.is_none() && !out.queue.is_empty() {
+            out.first_queued = Some(Instant::now());
+        }
+    }
+
+    /// Out of time at shutdown: everything still held is dropped, counted.
+    fn abandon(&self, out: &mut Outbox) {
+        let n = out.queue.len() as u64;
+        if let Some(p) = out.pending.take() {
+            self.drop_batch(&p, "shutdown");
+        }
+        if n > 0 {
+            self.metrics.sink_dropped[SinkId::Controller as usize].fetch_add(n, Relaxed);
+            self.metrics.controller_send_failures[Failure::GaveUp as usize].fetch_add(1, Relaxed);
+            log::warn!("controller: {n} events not delivered before shutdown (counted)");
+        }
+    }
+
+    /// Sends the batch in flight if its attempt is due; schedules a retry
+    /// with backoff, or gives it up (counted) after `max_attempts`.
+    /// Returns `false` when the controller does not know this agent.
+    fn deliver(&self, out: &mut Outbox, jitter: &mut Jitter) -> bool {
+        let now = Instant::now();
+        let Some(p) = out.pending.as_mut().filter(|p| now >= p.next_try) else {
+            return true;
+        };
+        match self.send_batch(p) {
+            Ok(known) => {
+                out.pending = None;
+                known
+            }
+            Err(()) if p.attempts >= self.cfg.max_attempts => {
+                self.metrics.controller_send_failures[Failure::GaveUp as usize]
+                    .fetch_add(1, Relaxed);
+                self.metrics.sink_failures[SinkId::Controller as usize].fetch_add(1, Relaxed);
+                self.drop_batch(p, "retries exhausted");
+                out.pending = None;
+                true
+            }
+            Err(()) => {
+                let exp = self.cfg.backoff_base
+                    * 2u32.saturating_pow(p.attempts.saturating_sub(1)).min(1024);
+                p.next_try = Instant::now() + jitter.spread(exp.min(self.cfg.backoff_max));
+                true
+            }
+        }
+    }
+
     /// Runs until the queue is closed (the sender stopped) and drained, or
-    /// the drain timeout after closing passes.
+    /// the drain timeout after closing passes. Each turn: talk to the
+    /// controller (`Session`), gather events (`Outbox`), and, once
+    /// introduced, cut a batch when one is due and deliver it.
     pub fn run(self) {
         let mut jitter = Jitter(
             self.cfg
@@ -378,199 +529,136 @@ impl ClientThread {
                 })
                 | 1,
         );
-        let mut hello: Option<HelloResponse> = None;
-        let mut next_hello = Instant::now();
-        let mut hello_backoff = self.cfg.backoff_base;
-        let mut next_poll = Instant::now();
-        let mut next_heartbeat = Instant::now();
-        let mut etag: Option<String> = None;
-        let mut fetch_failing = false;
-        let mut drops_at_last_hb = 0u64;
-        let mut pending: Option<Pending> = None;
-        let mut sequence = 0u64;
-        let mut closed_at: Option<Instant> = None;
-        let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-        let mut first_queued: Option<Instant> = None;
+        let mut session = self.introduce_now();
+        let mut control = Control::default();
+        let mut out = Outbox::default();
         loop {
+            self.converse(&mut session, &mut control, &mut jitter);
+            let b = Batching::of(&self.shared.snapshot().1);
+            self.gather(&mut out, &session, &b);
             let now = Instant::now();
-            if hello.is_none() && now >= next_hello {
-                match self.hello() {
-                    Ok(h) => {
-                        log::info!(
-                            "controller {}: hello accepted (config_version {})",
-                            self.http.endpoint,
-                            h.config_version
-                        );
-                        hello = Some(h);
-                        hello_backoff = self.cfg.backoff_base;
-                        next_poll = now;
-                        next_heartbeat = now;
-                    }
-                    Err(()) => {
-                        next_hello = now + jitter.spread(hello_backoff);
-                        hello_backoff = (hello_backoff * 2).min(self.cfg.backoff_max);
-                    }
-                }
-            }
-            if let Some((poll_every, hb_every)) = hello.as_ref().map(|h| {
-                (
-                    Duration::from_secs(u64::from(h.config_poll_interval_secs.max(1))),
-                    Duration::from_secs(u64::from(h.heartbeat_interval_secs.max(1))),
-                )
-            }) {
-                if now >= next_poll {
-                    fetch_failing = !self.poll_config(&mut etag);
-                    next_poll = now + jitter.spread(poll_every);
-                }
-                if now >= next_heartbeat {
-                    let dropped =
-                        self.metrics.sink_dropped[SinkId::Controller as usize].load(Relaxed);
-                    if let Ok(r) = self.heartbeat(fetch_failing, dropped > drops_at_last_hb) {
-                        if !r.known_agent {
-                            log::info!(
-                                "controller {} does not know this agent; saying hello again",
-                                self.http.endpoint
-                            );
-                            hello = None;
-                            next_hello = now;
-                        }
-                    }
-                    drops_at_last_hb = dropped;
-                    next_heartbeat = now + hb_every;
-                }
-            }
-            // Gather events, bounded: past `cap` lines the channel fills up
-            // and the sink counts the drops.
-            let (_, cfg) = self.shared.snapshot();
-            let max_events = cfg.batching.max_events as usize;
-            let max_bytes = cfg.batching.max_bytes as usize;
-            let flush = Duration::from_millis(u64::from(cfg.batching.flush_interval_ms));
-            let cap = max_events.saturating_mul(4);
-            let now = Instant::now();
-            let mut wait = match &pending {
-                Some(p) => p.next_try.saturating_duration_since(now),
-                None if queue.len() >= max_events => Duration::ZERO,
-                None => first_queued.map_or(flush, |t| (t + flush).saturating_duration_since(now)),
-            };
-            if hello.is_none() {
-                wait = wait.max(next_hello.saturating_duration_since(now));
-            }
-            let wait = wait.min(Duration::from_millis(200));
-            if closed_at.is_none() {
-                if queue.len() < cap {
-                    match self.rx.recv_timeout(wait) {
-                        Ok(l) => queue.push_back(l),
-                        Err(RecvTimeoutError::Timeout) => {}
-                        Err(RecvTimeoutError::Disconnected) => closed_at = Some(Instant::now()),
-                    }
-                    while queue.len() < cap {
-                        match self.rx.try_recv() {
-                            Ok(l) => queue.push_back(l),
-                            Err(_) => break,
-                        }
-                    }
-                } else {
-                    std::thread::sleep(wait);
-                }
-                if first_queued.is_none() && !queue.is_empty() {
-                    first_queued = Some(Instant::now());
-                }
-            }
-            let now = Instant::now();
-            if let Some(t) = closed_at {
+            if let Some(t) = out.closed_at {
                 if now.duration_since(t) >= self.cfg.drain_timeout {
-                    // Out of time: everything still here is dropped, counted.
-                    let n = queue.len() as u64;
-                    if let Some(p) = pending.take() {
-                        self.drop_batch(&p, "shutdown");
-                    }
-                    if n > 0 {
-                        self.metrics.sink_dropped[SinkId::Controller as usize]
-                            .fetch_add(n, Relaxed);
-                        self.metrics.controller_send_failures[Failure::GaveUp as usize]
-                            .fetch_add(1, Relaxed);
-                        log::warn!(
-                            "controller: {n} events not delivered before shutdown (counted)"
-                        );
-                    }
+                    self.abandon(&mut out);
                     return;
                 }
-                if queue.is_empty() && pending.is_none() {
+                if out.queue.is_empty() && out.pending.is_none() {
                     return;
                 }
-                if hello.is_none() && now < next_hello {
-                    std::thread::sleep(Duration::from_millis(20).min(next_hello - now));
-                    continue;
+                if let Session::Introducing { next, .. } = &session {
+                    if now < *next {
+                        std::thread::sleep(Duration::from_millis(20).min(*next - now));
+                        continue;
+                    }
                 }
             }
-            if hello.is_none() {
+            if matches!(session, Session::Introducing { .. }) {
                 continue;
             }
-            let due = queue.len() >= max_events
-                || closed_at.is_some()
-                || first_queued.is_some_and(|t| now.duration_since(t) >= flush);
-            if pending.is_none() && !queue.is_empty() && due {
-                let mut lines = Vec::new();
-                let mut bytes = 256;
-                while let Some(l) = queue.front() {
-                    if lines.len() >= max_events
-                        || (!lines.is_empty() && bytes + l.len() + 1 > max_bytes)
-                    {
-                        break;
-                    }
-                    bytes += l.len() + 1;
-                    if let Some(l) = queue.pop_front() {
-                        lines.push(l);
-                    }
-                }
-                first_queued = (!queue.is_empty()).then_some(now);
-                sequence += 1;
-                pending = Some(Pending {
-                    sequence,
-                    lines,
-                    attempts: 0,
-                    next_try: now,
-                    maybe_delivered: false,
-                });
-            }
-            let retry = match &mut pending {
-                Some(p) if now >= p.next_try => match self.send_batch(p) {
-                    Ok(known) => {
-                        if !known {
-                            hello = None;
-                            next_hello = now;
-                        }
-                        pending = None;
-                        None
-                    }
-                    Err(()) if p.attempts >= self.cfg.max_attempts => {
-                        self.metrics.controller_send_failures[Failure::GaveUp as usize]
-                            .fetch_add(1, Relaxed);
-                        self.metrics.sink_failures[SinkId::Controller as usize]
-                            .fetch_add(1, Relaxed);
-                        self.drop_batch(p, "retries exhausted");
-                        pending = None;
-                        None
-                    }
-                    Err(()) => {
-                        let exp = self.cfg.backoff_base
-                            * 2u32.saturating_pow(p.attempts.saturating_sub(1)).min(1024);
-                        Some(jitter.spread(exp.min(self.cfg.backoff_max)))
-                    }
-                },
-                _ => None,
-            };
-            if let (Some(d), Some(p)) = (retry, pending.as_mut()) {
-                p.next_try = Instant::now() + d;
+            out.cut_batch_if_due(now, &b);
+            if !self.deliver(&mut out, &mut jitter) {
+                session = self.introduce_now();
             }
             // While a batch waits for its retry, the queue keeps filling
             // (bounded by the channel, drops counted by the sink).
-            if let Some(p) = &pending {
+            if let Some(p) = &out.pending {
                 let now = Instant::now();
-                if p.next_try > now && closed_at.is_some() {
+                if p.next_try > now && out.closed_at.is_some() {
                     std::thread::sleep((p.next_try - now).min(Duration::from_millis(50)));
                 }
             }
+        }
+    }
+}
+
+/// Where the client stands with the controller.
+enum Session {
+    /// No hello accepted yet (or the controller forgot this agent): the
+    /// next attempt is at `next`; a failure doubles `backoff`.
+    Introducing { next: Instant, backoff: Duration },
+    /// Hello accepted: config polls and heartbeats on their own schedules.
+    Ready {
+        hello: Box<HelloResponse>,
+        next_poll: Instant,
+        next_heartbeat: Instant,
+    },
+}
+
+/// What the heartbeats report, and the config poll's validator.
+#[derive(Default)]
+struct Control {
+    etag: Option<String>,
+    fetch_failing: bool,
+    drops_at_last_hb: u64,
+}
+
+/// The events the client holds: a bounded queue and at most one batch in
+/// flight.
+#[derive(Default)]
+struct Outbox {
+    queue: std::collections::VecDeque<String>,
+    first_queued: Option<Instant>,
+    pending: Option<Pending>,
+    sequence: u64,
+    /// When the sender closed the channel (shutdown): drain, then stop.
+    closed_at: Option<Instant>,
+}
+
+impl Outbox {
+    /// Cuts the next batch (at most `max_events` lines and `max_bytes`)
+    /// when none is in flight and one is due: full, flush interval
+    /// reached, or shutting down.
+    fn cut_batch_if_due(&mut self, now: Instant, b: &Batching) {
+        let due = self.queue.len() >= b.max_events
+            || self.closed_at.is_some()
+            || self
+                .first_queued
+                .is_some_and(|t| now.duration_since(t) >= b.flush);
+        if self.pending.is_some() || self.queue.is_empty() || !due {
+            return;
+        }
+        let mut lines = Vec::new();
+        let mut bytes = 256;
+        while let Some(l) = self.queue.front() {
+            if lines.len() >= b.max_events
+                || (!lines.is_empty() && bytes + l.len() + 1 > b.max_bytes)
+            {
+                break;
+            }
+            bytes += l.len() + 1;
+            if let Some(l) = self.queue.pop_front() {
+                lines.push(l);
+            }
+        }
+        self.first_queued = (!self.queue.is_empty()).then_some(now);
+        self.sequence += 1;
+        self.pending = Some(Pending {
+            sequence: self.sequence,
+            lines,
+            attempts: 0,
+            next_try: now,
+            maybe_delivered: false,
+        });
+    }
+}
+
+/// The batching knobs of the config in force.
+struct Batching {
+    max_events: usize,
+    max_bytes: usize,
+    flush: Duration,
+    /// Most lines held before the channel is left to fill.
+    cap: usize,
+}
+
+impl Batching {
+    fn of(cfg: &tapio_wire::CompiledConfig) -> Batching {
+        let max_events = cfg.batching.max_events as usize;
+        Batching {
+            max_events,
+            max_bytes: cfg.batching.max_bytes as usize,
+            flush: Duration::from_millis(u64::from(cfg.batching.flush_interval_ms)),
+            cap: max_events.saturating_mul(4),
         }
     }
 }
