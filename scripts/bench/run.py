@@ -29,10 +29,26 @@ IDLE_SECS = float(os.environ.get("BENCH_IDLE_SECS", "60"))
 CTL_SECS = float(os.environ.get("BENCH_CTL_SECS", "30"))
 CLK = os.sysconf("SC_CLK_TCK")
 COMMANDS = []
+TMP = tempfile.gettempdir()
+
+
+def shown(cmd):
+    """A command as docs/benchmarks.md prints it: paths relative to the
+    repository root, this run's temporary directories as <tmp>."""
+    import re
+    out = []
+    for c in cmd:
+        c = str(c)
+        if c.startswith(str(ROOT) + "/"):
+            c = c[len(str(ROOT)) + 1:]
+        c = re.sub(re.escape(TMP) + r"/tapio-bench[^/ .]*", "<tmp>", c)
+        c = re.sub(re.escape(TMP) + r"/tmp[^/ ]*", "<tmp>", c)
+        out.append(c)
+    return " ".join(out)
 
 
 def sh(cmd, **kw):
-    COMMANDS.append(" ".join(str(c) for c in cmd))
+    COMMANDS.append(shown(cmd))
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
@@ -67,7 +83,7 @@ class Agent:
         self.metrics = self.dir / "m.prom"
         # default settings (metrics every 5 s); the final metrics are written at exit
         cmd = [AGENT, "run", "--no-stdout", "--data-dir", self.dir / "store", "--metrics-file", self.metrics, *extra]
-        COMMANDS.append(" ".join(str(c) for c in cmd))
+        COMMANDS.append(shown(cmd))
         self.log = open(self.dir / "agent.log", "w")
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log)
         deadline = time.time() + 30
@@ -283,7 +299,7 @@ def main():
             d = Path(tempfile.mkdtemp(prefix="tapio-bench-ctl-"))
             port = 17000 + (os.getpid() % 1000)
             cmd = [CTL, "serve", "--listen", f"127.0.0.1:{port}", "--export-dir", d / "export", "--workers", "8"]
-            COMMANDS.append(" ".join(map(str, cmd)))
+            COMMANDS.append(shown(cmd))
             p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             c0, t0 = cpu_ticks(p.pid), time.time()

@@ -139,10 +139,9 @@ impl Event {
         out.push_str("\",\"severity\":\"");
         out.push_str(self.severity.as_str());
         out.push_str("\",\"timestamp\":\"");
-        // RFC 3339 is ASCII; no escaping needed.
-        let mut ts = String::with_capacity(32);
-        format_rfc3339_ns(self.timestamp_ns, &mut ts);
-        out.push_str(&ts);
+        // RFC 3339 is ASCII: written straight into the line, no escaping
+        // and no allocation.
+        format_rfc3339_ns(self.timestamp_ns, out);
         out.push_str("\",\"config_generation\":");
         {
             use std::fmt::Write;

@@ -9,8 +9,7 @@
 use crate::abi::{ABI_VERSION, KernelConfig, MAX_IGNORED_EXIT_CODES};
 use tapio_wire::CompiledConfig;
 
-/// The lowest slow-I/O latency the kernel must report: the warning
-/// threshold (critical only changes the severity, decided in user space).
+/// The kernel carrier of `cfg` under `generation`.
 pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
     let mut k = KernelConfig {
         abi_version: ABI_VERSION,
@@ -21,6 +20,8 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
         exec_enabled: u8::from(cfg.process.enabled && cfg.process.exec_enabled),
         test_flags: test_flags(),
         retransmit_window_ns: cfg.network.retransmit_window_ns,
+        // The lowest latency the kernel must report is the warning
+        // threshold; the critical one only flags the record.
         slow_io_threshold_ns: cfg.storage.slow_io_warning_ns,
         slow_io_critical_ns: cfg.storage.slow_io_critical_ns,
         ringbuf_wakeup_bytes: cfg.ringbuf.wakeup_bytes,
