@@ -291,15 +291,10 @@ pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut failed = Vec::new();
     let protos = Prototypes::of_running_kernel();
     log::info!("tracepoint prototypes: {}", protos.describe());
-    let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
     for (idx, spec) in OBSERVERS.iter().enumerate() {
-        // Test hook: `TAPIO_FAULT_INJECT=load:<observer>` makes that
-        // observer's load fail, to prove the others keep running.
-        let name = spec.wire.as_str();
-        if inject
-            .split(',')
-            .any(|f| f.strip_prefix("load:") == Some(name))
-        {
+        // Test hook (crate::fault): this observer's load fails, to prove
+        // the others keep running.
+        if crate::fault::injected(&format!("load:{}", spec.wire.as_str())) {
             failed.push((idx, "fault injected by TAPIO_FAULT_INJECT".to_string()));
             continue;
         }

@@ -13,6 +13,7 @@ mod client;
 mod clock;
 mod config;
 mod event;
+mod fault;
 mod host;
 mod lifecycle;
 mod loader;
@@ -57,12 +58,8 @@ fn main() {
 }
 
 fn run_check(c: &args::CheckArgs) -> i32 {
-    // Test hook: TAPIO_FAULT_INJECT=check:hide_tracepoint:<name>.
-    let hidden: Vec<String> = std::env::var("TAPIO_FAULT_INJECT")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|f| f.strip_prefix("check:hide_tracepoint:").map(String::from))
-        .collect();
+    // Test hook (crate::fault): report these tracepoints as missing.
+    let hidden = fault::values("check:hide_tracepoint:");
     let checks = check::run_all(&hidden);
     if c.human {
         print!("{}", check::to_table(&checks));

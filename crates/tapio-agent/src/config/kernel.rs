@@ -37,12 +37,11 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
     k
 }
 
-/// Test hook: `TAPIO_FAULT_INJECT=storage:double_issue` sets
+/// Test hook (crate::fault) `storage:double_issue` sets
 /// `TAPIO_TEST_DOUBLE_ISSUE`, which makes the storage program record every
 /// issue twice, so a real completion meets an ambiguous key. 0 otherwise.
 fn test_flags() -> u8 {
-    let inject = std::env::var("TAPIO_FAULT_INJECT").unwrap_or_default();
-    if inject.split(',').any(|f| f == "storage:double_issue") {
+    if crate::fault::injected("storage:double_issue") {
         crate::abi::TEST_DOUBLE_ISSUE
     } else {
         0
