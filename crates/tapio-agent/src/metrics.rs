@@ -10,7 +10,9 @@
 
 use crate::abi::counter;
 use crate::event::EventKind;
-use crate::observers::{COUNT as OBS_COUNT, NAMES as OBSERVER_NAMES, index_of as observer_index};
+use crate::observers::{
+    COUNT as OBS_COUNT, NAMES as OBSERVER_NAMES, OBSERVERS, index_of as observer_index,
+};
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -58,17 +60,6 @@ impl KernelCounters {
         self.0[obs][idx as usize]
     }
 }
-
-/// Correlation-drop reasons kept by the BPF programs, with the observer
-/// each applies to.
-pub const CORRELATION_REASONS: [(usize, u32, &str); 6] = [
-    (0, counter::CORR_OWNER_MISSING, "owner_state_missing"),
-    (0, counter::CORR_STATE_FULL, "state_map_full"),
-    (1, counter::CORR_AMBIGUOUS_IO, "ambiguous_inflight_io"),
-    (1, counter::CORR_STATE_FULL, "inflight_map_full"),
-    (1, counter::CORR_NO_ISSUE, "completion_without_issue"),
-    (2, counter::CORR_STATE_FULL, "state_map_full"),
-];
 
 fn zeros<const N: usize>() -> [AtomicU64; N] {
     std::array::from_fn(|_| AtomicU64::new(0))
@@ -272,38 +263,20 @@ impl Metrics {
                 self.emitted[i].load(Relaxed),
             );
         }
-        for (o, idx, reason) in CORRELATION_REASONS {
-            push(
-                "tapio_correlation_drops_total",
-                format!("observer=\"{}\",reason=\"{reason}\"", OBSERVER_NAMES[o]),
-                k.get(o, idx),
-            );
+        for (o, spec) in OBSERVERS.iter().enumerate() {
+            for (idx, reason) in spec.correlation {
+                push(
+                    "tapio_correlation_drops_total",
+                    format!("observer=\"{}\",reason=\"{reason}\"", OBSERVER_NAMES[o]),
+                    k.get(o, *idx),
+                );
+            }
         }
-        push(
-            "tapio_process_exits_folded_into_oom_total",
-            String::new(),
-            k.get(2, counter::OOM_EXIT_DEDUP),
-        );
-        push(
-            "tapio_storage_inflight_at_attach_total",
-            String::new(),
-            k.get(1, counter::INFLIGHT_AT_ATTACH),
-        );
-        push(
-            "tapio_storage_completed_without_dispatch_total",
-            String::new(),
-            k.get(1, counter::NOT_DISPATCHED),
-        );
-        push(
-            "tapio_network_resets_folded_total",
-            String::new(),
-            k.get(0, counter::RESET_DEDUP),
-        );
-        push(
-            "tapio_storage_flush_sequence_ends_total",
-            String::new(),
-            k.get(1, counter::FLUSH_SEQ_END),
-        );
+        for (o, spec) in OBSERVERS.iter().enumerate() {
+            for i in spec.informational {
+                push(i.family, String::new(), k.get(o, i.counter));
+            }
+        }
         let abi: u64 = (0..OBS_COUNT)
             .map(|o| k.get(o, counter::ABI_MISMATCH))
             .sum();
@@ -472,21 +445,6 @@ fn help(name: &str) -> &'static str {
         "tapio_observer_up" => "1 when the observer is loaded and attached.",
         "tapio_events_total" => "Events emitted, by observer and type.",
         "tapio_correlation_drops_total" => "Facts the kernel side could not correlate, by reason.",
-        "tapio_process_exits_folded_into_oom_total" => {
-            "Process deaths reported as their oom_kill instead of a second event."
-        }
-        "tapio_storage_inflight_at_attach_total" => {
-            "Completions of requests already in flight when the agent attached (informational)."
-        }
-        "tapio_storage_completed_without_dispatch_total" => {
-            "Requests completed without reaching the driver (informational)."
-        }
-        "tapio_network_resets_folded_total" => {
-            "Further resets of a connection whose reset was already reported (informational)."
-        }
-        "tapio_storage_flush_sequence_ends_total" => {
-            "Second, 0-byte completions that end a flush sequence already reported (informational)."
-        }
         "tapio_config_abi_mismatch_total" => {
             "Program runs that ignored a config of another ABI version."
         }
@@ -510,7 +468,12 @@ fn help(name: &str) -> &'static str {
             "Walks stopped at the bound on mapped cgroups (65,536)."
         }
         "tapio_build_info" => "The agent's version and commit; always 1.",
-        _ => "Tapio agent metric.",
+        // An observer's own counters carry their help in its row.
+        _ => OBSERVERS
+            .iter()
+            .flat_map(|s| s.informational)
+            .find(|i| i.family == name)
+            .map_or("Tapio agent metric.", |i| i.help),
     }
 }
 

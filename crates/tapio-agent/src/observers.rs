@@ -7,6 +7,7 @@
 //! tracepoints come from the compiled object itself. Adding an observer or
 //! an event kind: docs/architecture.md.
 
+use crate::abi::counter;
 use crate::event::Json;
 use crate::loader::{LoadFn, loader};
 use crate::observer::{Context, Rejected, network, process, storage};
@@ -21,6 +22,14 @@ pub struct Budget {
     pub maps: usize,
     /// The largest `max_entries` of a map other than the ring buffer.
     pub largest_map_entries: u32,
+}
+
+/// A kernel counter of one observer that the metrics expose on its own
+/// family: the counter's index, the family and its `# HELP`.
+pub struct Informational {
+    pub counter: u32,
+    pub family: &'static str,
+    pub help: &'static str,
 }
 
 /// One observer.
@@ -40,6 +49,11 @@ pub struct Spec {
     pub tracepoints: fn() -> Vec<String>,
     /// One record from its ring to an event, or why not.
     pub to_event: fn(&[u8], u64, &Context<'_>) -> Result<crate::event::Event, Rejected>,
+    /// Its correlation-drop counters: (counter, `reason` label of
+    /// `tapio_correlation_drops_total`).
+    pub correlation: &'static [(u32, &'static str)],
+    /// Its informational counters, each on its own family.
+    pub informational: &'static [Informational],
 }
 
 #[cfg(test)]
@@ -57,6 +71,15 @@ pub const OBSERVERS: [Spec; 3] = [
         load: load_network,
         tracepoints: network_tracepoints,
         to_event: network::to_event,
+        correlation: &[
+            (counter::CORR_OWNER_MISSING, "owner_state_missing"),
+            (counter::CORR_STATE_FULL, "state_map_full"),
+        ],
+        informational: &[Informational {
+            counter: counter::RESET_DEDUP,
+            family: "tapio_network_resets_folded_total",
+            help: "Further resets of a connection whose reset was already reported (informational).",
+        }],
     },
     Spec {
         wire: Observer::Storage,
@@ -69,6 +92,28 @@ pub const OBSERVERS: [Spec; 3] = [
         load: load_storage,
         tracepoints: storage_tracepoints,
         to_event: storage::to_event,
+        correlation: &[
+            (counter::CORR_AMBIGUOUS_IO, "ambiguous_inflight_io"),
+            (counter::CORR_STATE_FULL, "inflight_map_full"),
+            (counter::CORR_NO_ISSUE, "completion_without_issue"),
+        ],
+        informational: &[
+            Informational {
+                counter: counter::INFLIGHT_AT_ATTACH,
+                family: "tapio_storage_inflight_at_attach_total",
+                help: "Completions of requests already in flight when the agent attached (informational).",
+            },
+            Informational {
+                counter: counter::NOT_DISPATCHED,
+                family: "tapio_storage_completed_without_dispatch_total",
+                help: "Requests completed without reaching the driver (informational).",
+            },
+            Informational {
+                counter: counter::FLUSH_SEQ_END,
+                family: "tapio_storage_flush_sequence_ends_total",
+                help: "Second, 0-byte completions that end a flush sequence already reported (informational).",
+            },
+        ],
     },
     Spec {
         wire: Observer::Process,
@@ -81,6 +126,12 @@ pub const OBSERVERS: [Spec; 3] = [
         load: load_process,
         tracepoints: process_tracepoints,
         to_event: process::to_event,
+        correlation: &[(counter::CORR_STATE_FULL, "state_map_full")],
+        informational: &[Informational {
+            counter: counter::OOM_EXIT_DEDUP,
+            family: "tapio_process_exits_folded_into_oom_total",
+            help: "Process deaths reported as their oom_kill instead of a second event.",
+        }],
     },
 ];
 

@@ -128,25 +128,21 @@ mod property_tests {
             items[(self.next() % items.len() as u64) as usize]
         }
 
+        /// A key of a request (a hello's, or another), or of an event.
+        fn key(&mut self, keys: &[&'static str]) -> &'static str {
+            match self.next() % 4 {
+                0 => self.pick(&messages::WIRE_EVENT_FIELDS),
+                1 => self.pick(&messages::HELLO_FIELDS),
+                _ => self.pick(keys),
+            }
+        }
+
         fn value(&mut self, depth: u32) -> Value {
             const KEYS: &[&str] = &[
                 "wire_version",
-                "agent_id",
-                "node_name",
-                "instance_id",
-                "agent_version",
-                "kernel_release",
-                "arch",
                 "capabilities",
                 "sequence",
                 "events",
-                "id",
-                "type",
-                "observer",
-                "severity",
-                "timestamp",
-                "config_generation",
-                "facts",
                 "config_version",
                 "config_hash",
                 "uptime_secs",
@@ -191,7 +187,7 @@ mod property_tests {
                 _ => {
                     let mut m = Map::new();
                     for _ in 0..self.next() % 8 {
-                        let k = self.pick(KEYS).to_string();
+                        let k = self.key(KEYS).to_string();
                         let v = self.value(depth + 1);
                         m.insert(k, v);
                     }

@@ -6,6 +6,30 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
+/// The fields every event of a batch must have (tests hold the decoder to
+/// them).
+#[cfg(test)]
+pub(crate) const WIRE_EVENT_FIELDS: [&str; 7] = [
+    "id",
+    "type",
+    "observer",
+    "severity",
+    "timestamp",
+    "config_generation",
+    "facts",
+];
+
+/// The text fields a hello must have, non-blank.
+#[cfg(test)]
+pub(crate) const HELLO_FIELDS: [&str; 6] = [
+    "agent_id",
+    "node_name",
+    "instance_id",
+    "agent_version",
+    "kernel_release",
+    "arch",
+];
+
 // ---------------------------------------------------------------- enums
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -604,14 +628,7 @@ mod tests {
 
     #[test]
     fn missing_and_invalid_fields_carry_paths() {
-        for field in [
-            "agent_id",
-            "node_name",
-            "instance_id",
-            "agent_version",
-            "kernel_release",
-            "arch",
-        ] {
+        for field in HELLO_FIELDS {
             let mut v = hello();
             v.as_object_mut().unwrap().remove(field);
             assert_eq!(
@@ -625,15 +642,7 @@ mod tests {
                 WireError::MissingField(field.into())
             );
         }
-        for field in [
-            "id",
-            "type",
-            "observer",
-            "severity",
-            "timestamp",
-            "config_generation",
-            "facts",
-        ] {
+        for field in WIRE_EVENT_FIELDS {
             let mut v = batch();
             v["events"][0].as_object_mut().unwrap().remove(field);
             let e = decode_request::<EventBatch>(&bytes(&v)).unwrap_err();
