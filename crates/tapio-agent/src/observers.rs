@@ -186,29 +186,17 @@ impl Facts {
     pub fn sample(o: Observer) -> Facts {
         match o {
             Observer::Storage => Facts::Storage(storage::StorageFacts {
-                dev_major: 7,
-                dev_minor: 0,
-                sector: 8,
-                bytes: 4096,
-                op: "write",
-                latency_ns: 5,
                 error: Some("BLK_STS_IOERR"),
                 error_code: Some(10),
-                owner: None,
-                cgroup_id: None,
+                ..storage::StorageFacts::sample()
             }),
             Observer::Process => Facts::Process(process::ProcessFacts {
-                pid: 1,
-                comm: crate::event::Comm(*b"\x01ctl\0\0\0\0\0\0\0\0\0\0\0\0"),
-                cgroup_id: 5,
                 exit_code: Some(3),
                 signal: Some(0),
                 ppid: Some(1),
-                memcg_id: None,
-                total_vm_kb: None,
-                rss_kb: None,
                 oom_score_adj: Some(-1000),
                 filename: Some(Box::new([b'/'; 128])),
+                ..process::ProcessFacts::sample()
             }),
             Observer::Network | Observer::Unknown => Facts::Network(network::NetFacts {
                 retransmits: Some(2),

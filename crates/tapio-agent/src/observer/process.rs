@@ -56,6 +56,25 @@ pub struct ProcessFacts {
 }
 
 impl ProcessFacts {
+    /// pid 1 in cgroup 5, nothing optional set: tests change what they
+    /// need with `..ProcessFacts::sample()`.
+    #[cfg(test)]
+    pub fn sample() -> ProcessFacts {
+        ProcessFacts {
+            pid: 1,
+            comm: Comm(*b"\x01ctl\0\0\0\0\0\0\0\0\0\0\0\0"),
+            cgroup_id: 5,
+            exit_code: None,
+            signal: None,
+            ppid: None,
+            memcg_id: None,
+            total_vm_kb: None,
+            rss_kb: None,
+            oom_score_adj: None,
+            filename: None,
+        }
+    }
+
     pub fn write_json(&self, j: &mut Json<'_>) {
         j.num("pid", self.pid);
         j.str("comm", &self.comm.as_str());

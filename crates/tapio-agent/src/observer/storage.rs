@@ -64,6 +64,24 @@ pub struct StorageFacts {
 }
 
 impl StorageFacts {
+    /// A 4 KiB write on 7:0, nothing optional set: tests change what they
+    /// need with `..StorageFacts::sample()`.
+    #[cfg(test)]
+    pub fn sample() -> StorageFacts {
+        StorageFacts {
+            dev_major: 7,
+            dev_minor: 0,
+            sector: 8,
+            bytes: 4096,
+            op: "write",
+            latency_ns: 5,
+            error: None,
+            error_code: None,
+            owner: None,
+            cgroup_id: None,
+        }
+    }
+
     pub fn write_json(&self, j: &mut Json<'_>) {
         j.num("dev_major", self.dev_major);
         j.num("dev_minor", self.dev_minor);

@@ -341,16 +341,8 @@ mod tests {
             workload: None,
             memcg: None,
             facts: Facts::Storage(StorageFacts {
-                dev_major: 7,
-                dev_minor: 0,
                 sector: seq,
-                bytes: 4096,
-                op: "write",
-                latency_ns: 1,
-                error: None,
-                error_code: None,
-                owner: None,
-                cgroup_id: None,
+                ..StorageFacts::sample()
             }),
         }
     }
