@@ -14,7 +14,10 @@
  *    failure arrives the same way, as a local ICMP host unreachable; so
  *    does a timeout after soft ICMP errors (the kernel then reports the
  *    last ICMP error instead of ETIMEDOUT).
- *  An aborted connect (close() while connecting) is none of these.
+ *  An aborted connect (close() while connecting) is none of these. A
+ *  connect the kernel failed with an errno none of these describe, or
+ *  whose errno the application read before the close (kernels that wake
+ *  the caller before tcp_done), is counted, never guessed.
  *  - connection_reset: tcp_receive_reset on a synchronized connection.
  *  - retransmits: tcp_retransmit_skb aggregated per connection per window.
  *
@@ -100,7 +103,7 @@ static __always_inline bool is_tcp(const struct sock *sk)
 }
 
 static __always_inline void emit(const struct tapio_config *cfg, const struct sock *sk,
-				 const struct conn *c, __u16 type, __u8 state)
+				 const struct conn *c, __u16 type, __u8 state, int err)
 {
 	struct tapio_net_event *ev;
 
@@ -113,7 +116,7 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 	if (c && (type == TAPIO_EV_NET_CONN_TIMEOUT || type == TAPIO_EV_NET_CONN_UNREACHABLE))
 		ev->syn_retries = c->syn_retries;
 	if (type == TAPIO_EV_NET_CONN_UNREACHABLE)
-		ev->sk_err = (__u32)BPF_CORE_READ(sk, sk_err);
+		ev->sk_err = (__u32)err;
 	if (c && type == TAPIO_EV_NET_RETRANSMITS) {
 		ev->retransmits = c->retrans_pending;
 		ev->span_ns = c->span_last_ns - c->span_start_ns;
@@ -152,21 +155,36 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		int err = BPF_CORE_READ(sk, sk_err);
 
 		if (reset) {
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_REFUSED, (__u8)oldstate);
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_REFUSED, (__u8)oldstate, 0);
 		} else if (err == ETIMEDOUT) {
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_TIMEOUT, (__u8)oldstate);
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_TIMEOUT, (__u8)oldstate, err);
 		} else if (icmp_connect_error(err)) {
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_UNREACHABLE, (__u8)oldstate);
+			emit(cfg, sk, c, TAPIO_EV_NET_CONN_UNREACHABLE, (__u8)oldstate, err);
+		} else if (err) {
+			/* Ended by the kernel with an errno no event kind
+			 * describes (an ICMP parameter problem, a socket
+			 * destroyed with ss -K): missing evidence, counted. */
+			tapio_count(TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED);
+		} else if (!BPF_CORE_READ(sk, sk_lock.owned)) {
+			/* sk_err is 0, yet no task holds the socket: the
+			 * kernel closed it from softirq or timer context,
+			 * which it does only on an error. Before
+			 * tcp_done_with_error() the kernel woke the
+			 * application first (tcp_v4_err, tcp_write_err), and
+			 * getsockopt(SO_ERROR) clears sk_err without the
+			 * socket lock: the application took the errno before
+			 * this tracepoint could read it. Outcome unknown. */
+			tapio_count(TAPIO_CNT_CONNECT_ERROR_TAKEN);
 		}
-		/* else: aborted by the application (close or AF_UNSPEC connect while
-		 * connecting): no fact. */
+		/* else: aborted by the application (close or AF_UNSPEC connect
+		 * while connecting, both under the socket lock): no fact. */
 	} else if (c && c->retrans_pending) {
 		/* Final span of retransmits not reported yet. */
-		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate);
+		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate, 0);
 	}
 	if (c)
 		bpf_map_delete_elem(&conns, &key);
@@ -209,7 +227,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 		}
 		c->flags |= CONN_F_RESET_DONE;
 	}
-	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state);
+	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state, 0);
 }
 
 static __always_inline void on_retransmit(const struct sock *sk)
@@ -250,7 +268,7 @@ static __always_inline void on_retransmit(const struct sock *sk)
 	c->span_last_ns = now;
 	c->retrans_pending++;
 	if (!c->last_emit_ns || now - c->last_emit_ns >= cfg->retransmit_window_ns) {
-		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, state);
+		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, state, 0);
 		c->last_emit_ns = now;
 		c->retrans_pending = 0;
 	}

@@ -150,6 +150,8 @@ enum tapio_counter {
 	TAPIO_CNT_NOT_DISPATCHED = 9,       /* storage: completed without ever reaching the driver */
 	TAPIO_CNT_FLUSH_SEQ_END = 10,       /* storage: a flush sequence's final, 0-byte completion of a write already reported */
 	TAPIO_CNT_RESET_DEDUP = 11,         /* network: a further reset of a connection whose reset was already reported */
+	TAPIO_CNT_CONNECT_ERROR_TAKEN = 12, /* network: the kernel failed a connect, but the application read (and cleared) its error before the close */
+	TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED = 13, /* network: a connect ended with an errno no event kind describes */
 	TAPIO_CNT_MAX = 16,
 };
 

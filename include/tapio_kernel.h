@@ -102,8 +102,15 @@ struct sock_common {
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+/* owned != 0: a task holds the socket (lock_sock); the kernel's own
+ * softirq and timer paths run with it 0. */
+typedef struct {
+	int owned;
+} socket_lock_t;
+
 struct sock {
 	struct sock_common __sk_common;
+	socket_lock_t sk_lock;
 	int sk_err;
 	u16 sk_protocol;
 };

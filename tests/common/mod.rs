@@ -372,6 +372,118 @@ pub fn enter_netns(name: &str) {
     assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
 }
 
+/// An IPv4 TCP socket, closed on drop.
+struct RawTcp(i32);
+
+impl RawTcp {
+    fn new(nonblocking: bool) -> RawTcp {
+        let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0) };
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        RawTcp(fd)
+    }
+
+    fn connect(&self, to: std::net::SocketAddrV4) -> i32 {
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*to.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = unsafe {
+            libc::connect(
+                self.0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+        }
+    }
+
+    fn so_error(&self) -> i32 {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        v
+    }
+}
+
+impl Drop for RawTcp {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// A blocking `connect()` bounded by `SO_SNDTIMEO`: the errno it returned
+/// (`Some(0)` never: a connect that succeeds is `None`). A blocking
+/// connect takes the socket lock to read the error, so the kernel has
+/// closed the socket (and the observer has seen it) before it returns.
+pub fn connect_blocking(to: std::net::SocketAddrV4, deadline: Duration) -> Option<i32> {
+    let s = RawTcp::new(false);
+    let tv = libc::timeval {
+        tv_sec: deadline.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    let rc = unsafe {
+        libc::setsockopt(
+            s.0,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_SNDTIMEO: {}", std::io::Error::last_os_error());
+    match s.connect(to) {
+        0 => None,
+        e => Some(e),
+    }
+}
+
+/// A non-blocking `connect()` that the caller abandons at once with
+/// `close()`, while the socket is still connecting.
+pub fn connect_then_close(to: std::net::SocketAddrV4) {
+    let s = RawTcp::new(true);
+    assert_eq!(s.connect(to), libc::EINPROGRESS, "connect to {to}");
+}
+
+/// A non-blocking `connect()` whose caller spins on `getsockopt(SO_ERROR)`
+/// until it reads an error, as an event loop does, as fast as it can: on
+/// kernels that wake the caller before they close the socket, this read
+/// can clear the error before the observer sees the close. The errno read,
+/// or `None` at the deadline.
+pub fn connect_spinning_on_so_error(to: std::net::SocketAddrV4, deadline: Duration) -> Option<i32> {
+    let s = RawTcp::new(true);
+    let rc = s.connect(to);
+    if rc != libc::EINPROGRESS {
+        return Some(rc);
+    }
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        let e = s.so_error();
+        if e != 0 {
+            return Some(e);
+        }
+        std::hint::spin_loop();
+    }
+    None
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip")

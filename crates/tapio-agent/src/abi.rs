@@ -31,6 +31,8 @@ pub mod counter {
     pub const NOT_DISPATCHED: u32 = 9;
     pub const FLUSH_SEQ_END: u32 = 10;
     pub const RESET_DEDUP: u32 = 11;
+    pub const CONNECT_ERROR_TAKEN: u32 = 12;
+    pub const CONNECT_ERROR_UNCLASSIFIED: u32 = 13;
     pub const MAX: u32 = 16;
 }
 

@@ -74,6 +74,11 @@ pub const OBSERVERS: [Spec; 3] = [
         correlation: &[
             (counter::CORR_OWNER_MISSING, "owner_state_missing"),
             (counter::CORR_STATE_FULL, "state_map_full"),
+            (counter::CONNECT_ERROR_TAKEN, "connect_error_taken"),
+            (
+                counter::CONNECT_ERROR_UNCLASSIFIED,
+                "connect_error_unclassified",
+            ),
         ],
         informational: &[Informational {
             counter: counter::RESET_DEDUP,
