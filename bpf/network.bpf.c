@@ -64,12 +64,77 @@ struct conn {
 	char comm[TAPIO_COMM_LEN];
 };
 
+/*
+ * Where a socket's `struct conn` lives, chosen at load time by
+ * `use_sk_storage` (the loader tries per-socket storage first and loads
+ * again without it when the kernel refuses; docs/architecture.md). The
+ * verifier never visits the branch a read-only constant rules out, so a
+ * kernel without the helper for tracing programs accepts the other one:
+ *  - per-socket storage (BPF_MAP_TYPE_SK_STORAGE): freed with the socket,
+ *    never evicted, never inherited by another socket. Kernels that allow
+ *    bpf_sk_storage_get() in tracing programs (5.11 and newer);
+ *  - elsewhere a plain hash keyed by the socket's address: never evicted
+ *    either (a full map is counted as state_map_full), emptied at CLOSE,
+ *    and reset when a socket is born (connect(), or a child created in
+ *    SYN_RECV) so that a socket reusing a freed one's address can never
+ *    inherit its state, even one whose CLOSE was missed.
+ */
+const volatile bool use_sk_storage = true;
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn);
+} conn_storage SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TAPIO_CONN_MAX);
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+static __always_inline struct conn *conn_get(const struct sock *sk, bool sks)
+{
+	__u64 key = (__u64)sk;
+
+	if (sks)
+		return bpf_sk_storage_get(&conn_storage, (void *)sk, 0, 0);
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+/* sk's entry, created as `init` when it has none (or replaced by it with
+ * `replace`); NULL when no entry could be made: counted. */
+static __always_inline struct conn *conn_put(const struct sock *sk, bool sks,
+					     const struct conn *init, bool replace)
+{
+	__u64 key = (__u64)sk;
+	struct conn *c;
+
+	if (sks) {
+		c = bpf_sk_storage_get(&conn_storage, (void *)sk, (void *)init,
+				       BPF_SK_STORAGE_GET_F_CREATE);
+		if (c && replace)
+			*c = *init;
+	} else {
+		tapio_map_update(&conns, &key, init, replace ? BPF_ANY : BPF_NOEXIST);
+		c = bpf_map_lookup_elem(&conns, &key);
+	}
+	if (!c)
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+	return c;
+}
+
+static __always_inline void conn_forget(const struct sock *sk, bool sks)
+{
+	__u64 key = (__u64)sk;
+
+	if (sks)
+		bpf_sk_storage_delete(&conn_storage, (void *)sk);
+	else
+		bpf_map_delete_elem(&conns, &key);
+}
 
 static __always_inline void fill_tuple(struct tapio_net_event *ev, const struct sock *sk)
 {
@@ -124,14 +189,22 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 	tapio_submit(cfg, ev);
 }
 
-static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate)
+static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate, bool sks)
 {
 	const struct tapio_config *cfg = tapio_cfg();
-	__u64 key = (__u64)sk;
+	bool born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
 	struct conn *c;
 
-	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
+	if (!cfg || !is_tcp(sk))
 		return;
+	if (!cfg->network_enabled) {
+		/* Switched off: no facts, but no state outlives its socket
+		 * either, so nothing seen before is inherited after it is
+		 * switched on again. */
+		if (born || newstate == TCP_CLOSE)
+			conn_forget(sk, sks);
+		return;
+	}
 
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): process context, the caller is the owner. */
@@ -142,14 +215,20 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.flags = CONN_F_OWNER;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		if (tapio_map_update(&conns, &key, &fresh, BPF_ANY))
-			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+		conn_put(sk, sks, &fresh, true);
+		return;
+	}
+	if (born) {
+		/* A child socket, new in SYN_RECV: whatever a freed socket at
+		 * this address left behind is not its state. */
+		if (!sks)
+			conn_forget(sk, sks);
 		return;
 	}
 	if (newstate != TCP_CLOSE)
 		return;
 
-	c = bpf_map_lookup_elem(&conns, &key);
+	c = conn_get(sk, sks);
 	if (oldstate == TCP_SYN_SENT) {
 		bool reset = c && (c->flags & CONN_F_RESET_SYN);
 		int err = BPF_CORE_READ(sk, sk_err);
@@ -187,20 +266,19 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate, 0);
 	}
 	if (c)
-		bpf_map_delete_elem(&conns, &key);
+		conn_forget(sk, sks);
 }
 
-static __always_inline void on_receive_reset(struct sock *sk)
+static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 {
 	const struct tapio_config *cfg = tapio_cfg();
-	__u64 key = (__u64)sk;
 	__u8 state;
 	struct conn *c;
 
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	c = bpf_map_lookup_elem(&conns, &key);
+	c = conn_get(sk, sks);
 
 	if (state == TCP_SYN_SENT) {
 		if (c) {
@@ -210,8 +288,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 			struct conn fresh = { .flags = CONN_F_RESET_SYN };
 
 			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			if (tapio_map_update(&conns, &key, &fresh, BPF_ANY))
-				tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+			conn_put(sk, sks, &fresh, true);
 		}
 		return;
 	}
@@ -230,10 +307,9 @@ static __always_inline void on_receive_reset(struct sock *sk)
 	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state, 0);
 }
 
-static __always_inline void on_retransmit(const struct sock *sk)
+static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, bool sks)
 {
 	const struct tapio_config *cfg = tapio_cfg();
-	__u64 key = (__u64)sk;
 	__u64 now;
 	__u8 state;
 	struct conn *c;
@@ -241,7 +317,7 @@ static __always_inline void on_retransmit(const struct sock *sk)
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	c = bpf_map_lookup_elem(&conns, &key);
+	c = conn_get(sk, sks);
 	if (state == TCP_SYN_SENT) {
 		/* SYN retries belong to the connect outcome, not to a span. */
 		if (c)
@@ -254,19 +330,14 @@ static __always_inline void on_retransmit(const struct sock *sk)
 		 * (accepted, or older than the agent): track it ownerless. */
 		struct conn fresh = {};
 
-		if (tapio_map_update(&conns, &key, &fresh, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&conns, &key)) {
-			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
-			return;
-		}
-		c = bpf_map_lookup_elem(&conns, &key);
+		c = conn_put(sk, sks, &fresh, false);
 		if (!c)
 			return;
 	}
 	if (!c->retrans_pending)
 		c->span_start_ns = now;
 	c->span_last_ns = now;
-	c->retrans_pending++;
+	c->retrans_pending += segs;
 	if (!c->last_emit_ns || now - c->last_emit_ns >= cfg->retransmit_window_ns) {
 		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, state, 0);
 		c->last_emit_ns = now;
@@ -274,36 +345,52 @@ static __always_inline void on_retransmit(const struct sock *sk)
 	}
 }
 
+/*
+ * Newer kernels also fire tcp_retransmit_skb for attempts that failed
+ * locally (err != 0: nothing left the host). Only count what was sent, as
+ * older kernels (which fire on success only) do. The branch is resolved
+ * at load time; on kernels without the argument it is dead code and never
+ * verified.
+ */
+static __always_inline bool retransmit_failed(unsigned long long *ctx)
+{
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err))
+		return (int)ctx[2] != 0;
+	return false;
+}
+
+/*
+ * The segments one retransmitted skb carries (tcp_skb_pcount(): a GSO skb
+ * holds several), as the kernel adds them to tcpi_total_retrans. At least
+ * one.
+ */
+static __always_inline __u32 retransmit_segs(const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *cb = (const void *)__builtin_preserve_access_index(&skb->cb);
+	__u16 segs = BPF_CORE_READ(cb, tcp_gso_segs);
+
+	return segs ? segs : 1;
+}
+
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tapio_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	on_state(sk, oldstate, newstate);
+	on_state(sk, oldstate, newstate, use_sk_storage);
 	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tapio_tcp_receive_reset, struct sock *sk)
 {
-	on_receive_reset(sk);
+	on_receive_reset(sk, use_sk_storage);
 	return 0;
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tapio_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
 {
-	/*
-	 * Newer kernels also fire this tracepoint for attempts that failed
-	 * locally (err != 0: nothing left the host). Only count what was
-	 * sent, as older kernels (which fire on success only) do. The
-	 * branch is resolved at load time; on kernels without the argument
-	 * it is dead code and never verified.
-	 */
-	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err)) {
-		int err = (int)ctx[2];
-
-		if (err)
-			return 0;
-	}
-	on_retransmit(sk);
+	if (retransmit_failed(ctx))
+		return 0;
+	on_retransmit(sk, retransmit_segs(skb), use_sk_storage);
 	return 0;
 }

@@ -41,13 +41,16 @@ enum bpf_map_type {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
 	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
-	BPF_MAP_TYPE_LRU_HASH = 9,
+	BPF_MAP_TYPE_SK_STORAGE = 24,
 	BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum {
 	BPF_ANY = 0,
 	BPF_NOEXIST = 1,
 	BPF_EXIST = 2,
+};
+enum {
+	BPF_SK_STORAGE_GET_F_CREATE = 1,
 };
 enum {
 	BPF_RB_NO_WAKEUP = 1,
@@ -122,7 +125,22 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
-struct sk_buff;
+/* The control block where TCP keeps a segment's metadata (tcp_skb_cb). */
+struct sk_buff {
+	char cb[48];
+};
+
+struct tcp_skb_cb {
+	__u32 seq;
+	__u32 end_seq;
+	union {
+		__u32 tcp_tw_isn;
+		struct {
+			u16 tcp_gso_segs; /* segments in this skb: tcp_skb_pcount() */
+			u16 tcp_gso_size;
+		};
+	};
+};
 
 /* Used only to ask, through CO-RE, whether this kernel's tcp_retransmit_skb
  * tracepoint carries the transmit result (6.x+ fires it for failed

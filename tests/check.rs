@@ -83,7 +83,6 @@ fn all_required_checks_pass_here_and_nothing_stays_loaded() {
         "capabilities",
         "map_type:ringbuf",
         "map_type:hash",
-        "map_type:lru_hash",
         "map_type:percpu_array",
         "map_type:array",
         "prog_type:tracing",

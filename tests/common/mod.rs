@@ -253,6 +253,14 @@ pub fn metric(text: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("metric {key} not found in:\n{text}"))
 }
 
+/// The sum of the samples whose key starts with `prefix`.
+pub fn metric_prefix_sum(text: &str, prefix: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<u64>().ok())
+        .sum()
+}
+
 /// The sum of a metric family's samples (every label set).
 #[allow(dead_code)]
 pub fn metric_sum(text: &str, family: &str) -> u64 {

@@ -225,7 +225,6 @@ fn probe_maps() -> Vec<Check> {
     for (name, ty, k, v, n) in [
         ("map_type:ringbuf", 27u32, 0u32, 0u32, page),
         ("map_type:hash", 1, 8, 8, 1),
-        ("map_type:lru_hash", 9, 8, 8, 16),
         ("map_type:percpu_array", 6, 4, 8, 1),
         ("map_type:array", 2, 4, 4, 1),
     ] {

@@ -105,7 +105,7 @@ impl CounterReaders {
 }
 
 pub fn storage() -> &'static mut MaybeUninit<OpenObject> {
-    // One small allocation per observer for the process lifetime: it gives
+    // One small allocation per load attempt for the process lifetime: it gives
     // the skeleton a 'static borrow, so it can move to the poller thread.
     Box::leak(Box::new(MaybeUninit::uninit()))
 }
@@ -119,6 +119,45 @@ pub fn handles(
 
 pub fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()> {
     cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
+}
+
+/// While set, libbpf's messages (a refused program's verifier log) go to
+/// the debug log: an attempt that is expected to be refused on some
+/// kernels, with another one after it, is not a warning.
+static LIBBPF_QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
+    use libbpf_rs::PrintLevel;
+    let msg = msg.trim_end();
+    let quiet = LIBBPF_QUIET.load(std::sync::atomic::Ordering::Relaxed);
+    match level {
+        PrintLevel::Warn if !quiet => log::warn!("libbpf: {msg}"),
+        PrintLevel::Info if !quiet => log::info!("libbpf: {msg}"),
+        _ => log::debug!("libbpf: {msg}"),
+    }
+}
+
+/// libbpf's own messages through the agent's logger (escaped, levelled),
+/// not raw onto stderr.
+pub fn route_libbpf_log() {
+    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_print)));
+}
+
+/// Runs `f` with libbpf's messages in the debug log when `quiet`.
+pub fn libbpf_quiet<T>(quiet: bool, f: impl FnOnce() -> T) -> T {
+    use std::sync::atomic::Ordering;
+    LIBBPF_QUIET.store(quiet, Ordering::Relaxed);
+    let out = f();
+    LIBBPF_QUIET.store(false, Ordering::Relaxed);
+    out
+}
+
+/// The error for an observer whose variant list is empty (a build bug).
+pub fn no_variant_set() -> libbpf_rs::Error {
+    libbpf_rs::Error::from(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no program variant set to load",
+    ))
 }
 
 /// Turns autoload off for the program variants this kernel cannot run
@@ -211,14 +250,17 @@ impl ProgramReaders {
 
 /// Defines, for one skeleton type:
 /// - `fn $fn(index, config, prototypes) -> Observer`: opens it, turns off
-///   the program variants this kernel cannot run (`$variants`), loads,
+///   the program variants this kernel cannot run (`$variants`: sets of
+///   choices, tried in order until one loads: a kernel that refuses a
+///   helper in the preferred set gets the next), lets `$prepare` set the
+///   object's load-time constants for that attempt, loads,
 ///   writes the initial config, attaches, runs `$after` on the attached
 ///   skeleton, and keeps it type-erased;
 /// - `fn $tps() -> Vec<String>`: the tracepoints its programs attach to,
 ///   from the `tp_btf/<name>` sections of the object (opened, not loaded;
 ///   variants share one).
 macro_rules! loader {
-    ($fn:ident, $tps:ident, $builder:path, $variants:expr, $after:expr) => {
+    ($fn:ident, $tps:ident, $builder:path, $variants:expr, $prepare:expr, $after:expr) => {
         pub fn $tps() -> Vec<String> {
             use libbpf_rs::skel::{OpenSkel, SkelBuilder};
             let mut obj = std::mem::MaybeUninit::uninit();
@@ -244,10 +286,35 @@ macro_rules! loader {
         ) -> libbpf_rs::Result<$crate::loader::Observer> {
             use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
             use $crate::loader::*;
-            let mut open = <$builder>::default().open(storage())?;
             #[allow(clippy::redundant_closure_call)]
-            choose_variants(open.open_object_mut(), &($variants)(protos))?;
-            let mut skel = open.load()?;
+            let sets: Vec<Vec<(&str, bool)>> = ($variants)(protos);
+            let mut skel = None;
+            let mut refused = Vec::new();
+            for (attempt, set) in sets.iter().enumerate() {
+                let mut open = <$builder>::default().open(storage())?;
+                choose_variants(open.open_object_mut(), set)?;
+                #[allow(clippy::redundant_closure_call)]
+                ($prepare)(&mut open, attempt);
+                // Only the last attempt's refusal is the observer's own.
+                let last = attempt + 1 == sets.len();
+                match libbpf_quiet(!last, || open.load()) {
+                    Ok(s) => {
+                        skel = Some(s);
+                        break;
+                    }
+                    Err(e) => refused.push(e),
+                }
+            }
+            let mut skel = match skel {
+                Some(s) => s,
+                None => return Err(refused.pop().unwrap_or_else(no_variant_set)),
+            };
+            for e in refused {
+                log::info!(
+                    "{}: the preferred program variants do not load on this kernel ({e}); using the next ones",
+                    stringify!($fn)
+                );
+            }
             let (config_map, counters_map) =
                 handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
             let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
@@ -272,6 +339,7 @@ pub(crate) use loader;
 /// Loads and attaches each observer, then drops it again: the feasibility
 /// probe. Nothing stays loaded.
 pub fn probe_each(k: &KernelConfig) -> Vec<(usize, Result<(), String>)> {
+    route_libbpf_log();
     let protos = Prototypes::of_running_kernel();
     OBSERVERS
         .iter()
@@ -289,6 +357,7 @@ pub type LoadFn = fn(usize, &KernelConfig, &Prototypes) -> libbpf_rs::Result<Obs
 pub fn load_all(k: &KernelConfig) -> (Vec<Observer>, Vec<(usize, String)>) {
     let mut ok = Vec::new();
     let mut failed = Vec::new();
+    route_libbpf_log();
     let protos = Prototypes::of_running_kernel();
     log::info!("tracepoint prototypes: {}", protos.describe());
     for (idx, spec) in OBSERVERS.iter().enumerate() {
