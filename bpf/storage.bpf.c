@@ -8,7 +8,8 @@
  *    completion could belong to either issue, so it is dropped and counted
  *    (ambiguous_inflight_io), never matched by guess.
  *  - The map is a plain hash, not an LRU: an LRU would evict silently,
- *    and a full map must be counted (inflight_map_full).
+ *    and a full map must be counted (inflight_map_full), once: the
+ *    request's completion is then not also a completion without issue.
  *  - A completion for fewer bytes than remain is partial: the entry stays
  *    and only the final completion reports, once.
  *  - block_rq_requeue hands a request back to the queue: its next issue
@@ -53,6 +54,21 @@ struct {
 	__type(key, __u64); /* struct request * */
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+/*
+ * Requests whose issue found `inflight` full, already counted as
+ * inflight_map_full: their completion must not be counted a second time as
+ * a completion without issue. Bounded too; a refusal it cannot remember is
+ * left to the completion to count (as completion_without_issue), so every
+ * lost request is counted exactly once either way.
+ */
+#define TAPIO_REFUSED_MAX 1024
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TAPIO_REFUSED_MAX);
+	__type(key, __u64); /* struct request * */
+	__type(value, __u8);
+} refused SEC(".maps");
 
 /* CLOCK_MONOTONIC (the clock of request.start_time_ns) just after the
  * programs were attached, written by the agent; 0 until then. A completion
@@ -108,7 +124,14 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 		else if (old)
 			old->ambiguous = 1;
 	} else if (err) {
-		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+		__u8 one = 1;
+
+		if (!tapio_map_update(&refused, &key, &one, BPF_ANY))
+			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+	} else {
+		/* Recorded: a refusal of an earlier dispatch of this request
+		 * (requeued, then issued again) no longer stands. */
+		bpf_map_delete_elem(&refused, &key);
 	}
 }
 
@@ -179,6 +202,15 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 		return 0;
 	e = bpf_map_lookup_elem(&inflight, &key);
 	if (!e) {
+		/* One count per request, at its final completion (a partial
+		 * one leaves the rest of the request in flight). */
+		if (!error && nr_bytes < BPF_CORE_READ(rq, __data_len))
+			return 0;
+		if (bpf_map_lookup_elem(&refused, &key)) {
+			/* Counted as inflight_map_full at issue. */
+			bpf_map_delete_elem(&refused, &key);
+			return 0;
+		}
 		attached = attached_ns;
 		if (BPF_CORE_READ(rq, state) == MQ_RQ_IDLE)
 			tapio_count(TAPIO_CNT_NOT_DISPATCHED);

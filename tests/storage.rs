@@ -232,3 +232,60 @@ fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
         "no record emitted at all"
     );
 }
+
+#[test]
+fn a_full_inflight_map_counts_each_lost_request_once() {
+    if !kernel_available("storage::map_full") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lp = Loop::new("full");
+    let devno = lp.numbers();
+    let cfg = threshold_zero_config("full");
+    // One request fits in the map: any second one in flight is refused.
+    let agent = Agent::start_with_env(
+        "storage-full",
+        &["--config", cfg.to_str().unwrap()],
+        &[("TAPIO_FAULT_INJECT", "storage:inflight_entries:1")],
+    );
+    agent.wait_log("observer storage attached", SLOW_KERNEL_DEADLINE);
+    let before = lp.stat();
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 64;
+    sh(&format!(
+        "for i in $(seq 0 {last}); do dd if=/dev/zero of={dev} bs=4k count={EACH} seek=$((i * {EACH})) oflag=direct status=none & done; wait",
+        last = WRITERS - 1,
+        dev = lp.dev
+    ));
+    let after = lp.stat();
+    let writes = after[4] - before[4];
+    assert_eq!(writes, WRITERS * EACH, "the kernel's own count of writes");
+    std::thread::sleep(Duration::from_millis(500));
+    let done = agent.stop();
+    let events = for_dev(&done.events, devno).len() as u64;
+    let drop = |reason: &str| {
+        metric(
+            &done.metrics,
+            &format!("tapio_correlation_drops_total{{observer=\"storage\",reason=\"{reason}\"}}"),
+        )
+    };
+    let full = drop("inflight_map_full");
+    // Other devices' requests can be refused too, so the counter is at
+    // least what this device lost; never counted again at completion.
+    assert!(full >= 1, "concurrent writers must overflow a 1-entry map");
+    assert!(events <= writes, "{events} events for {writes} writes");
+    assert!(
+        events + full >= writes,
+        "every write is an event or a counted refusal: {events} + {full} < {writes}"
+    );
+    assert_eq!(
+        drop("completion_without_issue"),
+        0,
+        "a refused request's completion is not counted a second time"
+    );
+    for e in for_dev(&done.events, devno) {
+        assert_eq!(e["facts"]["bytes"], 4096);
+        assert_eq!(e["facts"]["op"], "write");
+    }
+    assert_accounting(&done.metrics, "storage");
+}

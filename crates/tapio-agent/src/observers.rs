@@ -91,7 +91,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_STORAGE,
         budget: Budget {
             object_bytes: 24 * 1024,
-            maps: 5,
+            maps: 6,
             largest_map_entries: 8_192,
         },
         load: load_storage,
@@ -226,6 +226,18 @@ fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>, attempt: 
     }
 }
 
+/// Test hook (crate::fault): `storage:inflight_entries:<n>` shrinks the
+/// in-flight map, so a test can fill it.
+fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>, _: usize) {
+    for n in crate::fault::values("storage:inflight_entries:") {
+        if let Ok(n) = n.parse::<u32>() {
+            if let Err(e) = open.maps.inflight.set_max_entries(n) {
+                log::warn!("fault hook storage:inflight_entries: {e}");
+            }
+        }
+    }
+}
+
 /// For an object with one way to load.
 fn one_way<T>(_: &mut T, _: usize) {}
 
@@ -242,7 +254,7 @@ loader!(
     storage_tracepoints,
     tapio_bpf::storage::StorageSkelBuilder,
     |p: &Prototypes| vec![p.storage_programs().to_vec()],
-    one_way,
+    storage_prepare,
     |s: &mut tapio_bpf::storage::StorageSkel<'_>| {
         // Requests that started before this instant may have been issued
         // before the programs were attached.
