@@ -30,10 +30,19 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, TAPIO_CONFIG_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
 	__type(value, struct tapio_config);
 } tapio_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32); /* the tapio_config slot in force */
+} tapio_config_active SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -55,22 +64,46 @@ static __always_inline void tapio_count(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
-/*
- * The config in force, or NULL when the agent has not written one yet or
- * wrote an ABI version this program does not understand (counted).
- */
-static __always_inline const struct tapio_config *tapio_cfg(void)
+/* Copies config slot `slot` into `snap`; whether the copy is whole (the
+ * slot's seq was even before and unchanged after: tapio_abi.h). */
+static __always_inline bool tapio_cfg_copy(__u32 slot, struct tapio_config *snap)
 {
-	__u32 zero = 0;
-	const struct tapio_config *cfg = bpf_map_lookup_elem(&tapio_config, &zero);
+	const struct tapio_config *c = bpf_map_lookup_elem(&tapio_config, &slot);
+	__u32 seq;
 
-	if (!cfg || cfg->abi_version == 0)
+	if (!c)
+		return false;
+	seq = *(volatile const __u32 *)&c->seq;
+	asm volatile("" ::: "memory");
+	__builtin_memcpy(snap, c, sizeof(*snap));
+	asm volatile("" ::: "memory");
+	return !(seq & 1) && *(volatile const __u32 *)&c->seq == seq;
+}
+
+/*
+ * A consistent copy of the config in force, in `snap`; NULL when the agent
+ * has not written one yet, wrote an ABI version this program does not
+ * understand (counted), or was rewriting both slots (counted).
+ */
+static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config *snap)
+{
+	__u32 zero = 0, slot;
+	const __u32 *active = bpf_map_lookup_elem(&tapio_config_active, &zero);
+
+	if (!active)
+		return 0;
+	slot = *(volatile const __u32 *)active & 1;
+	if (!tapio_cfg_copy(slot, snap) && !tapio_cfg_copy(slot ^ 1, snap)) {
+		tapio_count(TAPIO_CNT_CONFIG_SKIPPED);
+		return 0;
+	}
+	if (snap->abi_version == 0)
 		return 0; /* not configured yet: observe nothing */
-	if (cfg->abi_version != TAPIO_ABI_VERSION) {
+	if (snap->abi_version != TAPIO_ABI_VERSION) {
 		tapio_count(TAPIO_CNT_ABI_MISMATCH);
 		return 0;
 	}
-	return cfg;
+	return snap;
 }
 
 /*

@@ -191,11 +191,18 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 
 static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate, bool sks)
 {
-	const struct tapio_config *cfg = tapio_cfg();
 	bool born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
+	const struct tapio_config *cfg;
+	struct tapio_config snap;
 	struct conn *c;
 
-	if (!cfg || !is_tcp(sk))
+	/* Most transitions matter to no fact: leave before any map. */
+	if (!born && newstate != TCP_CLOSE)
+		return;
+	if (!is_tcp(sk))
+		return;
+	cfg = tapio_cfg(&snap);
+	if (!cfg)
 		return;
 	if (!cfg->network_enabled) {
 		/* Switched off: no facts, but no state outlives its socket
@@ -225,9 +232,8 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 			conn_forget(sk, sks);
 		return;
 	}
-	if (newstate != TCP_CLOSE)
-		return;
 
+	/* newstate == TCP_CLOSE */
 	c = conn_get(sk, sks);
 	if (oldstate == TCP_SYN_SENT) {
 		bool reset = c && (c->flags & CONN_F_RESET_SYN);
@@ -271,7 +277,8 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 
 static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u8 state;
 	struct conn *c;
 
@@ -309,7 +316,8 @@ static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 
 static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, bool sks)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u64 now;
 	__u8 state;
 	struct conn *c;

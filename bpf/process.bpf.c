@@ -142,7 +142,8 @@ static __always_inline void emit_oom(const struct tapio_config *cfg, struct task
 SEC("tp_btf/mark_victim")
 int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 tgid;
 	__u8 v = OOM_REPORTED;
 
@@ -164,7 +165,8 @@ int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 SEC("tp_btf/mark_victim")
 int BPF_PROG(tapio_mark_victim_pid, int pid)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 key = pid;
 	__u8 one = 1;
 
@@ -234,7 +236,8 @@ static __always_inline void group_died(const struct tapio_config *cfg, struct ta
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tapio_sched_process_exit_gd, struct task_struct *task, bool group_dead)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 tgid;
 
 	if (!cfg || !cfg->process_enabled)
@@ -252,7 +255,8 @@ int BPF_PROG(tapio_sched_process_exit_gd, struct task_struct *task, bool group_d
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tapio_sched_process_exit, struct task_struct *task)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 tgid;
 	__u8 one = 1;
 	int err;
@@ -293,7 +297,8 @@ int BPF_PROG(tapio_sched_process_free, struct task_struct *task)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tapio_sched_process_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	struct tapio_process_event *ev;
 	const char *filename;
 

@@ -138,7 +138,8 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 SEC("tp_btf/block_rq_issue")
 int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u64 key = (__u64)rq;
 
 	if (!cfg || !cfg->storage_enabled)
@@ -152,7 +153,8 @@ int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 SEC("tp_btf/block_rq_requeue")
 int BPF_PROG(tapio_block_rq_requeue, struct request *rq)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u64 key = (__u64)rq;
 	struct inflight *e;
 
@@ -192,7 +194,8 @@ static __always_inline bool in_flight_at_attach(struct request *rq, __u64 attach
 
 static __always_inline int on_complete(struct request *rq, __u8 error, __u8 eflags, unsigned int nr_bytes)
 {
-	const struct tapio_config *cfg = tapio_cfg();
+	struct tapio_config snap;
+	const struct tapio_config *cfg = tapio_cfg(&snap);
 	struct tapio_storage_event *ev;
 	struct inflight *e, v;
 	__u64 key = (__u64)rq;

@@ -24,7 +24,7 @@
 #include <linux/types.h>
 #endif
 
-#define TAPIO_ABI_VERSION 2
+#define TAPIO_ABI_VERSION 3
 
 /* Ring buffer sizes, per observer (each ring is mapped twice into the
  * agent, so its size counts double in RSS; the low-rate observers get a
@@ -152,15 +152,31 @@ enum tapio_counter {
 	TAPIO_CNT_RESET_DEDUP = 11,         /* network: a further reset of a connection whose reset was already reported */
 	TAPIO_CNT_CONNECT_ERROR_TAKEN = 12, /* network: the kernel failed a connect, but the application read (and cleared) its error before the close */
 	TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED = 13, /* network: a connect ended with an errno no event kind describes */
+	TAPIO_CNT_CONFIG_SKIPPED = 14,      /* any: a run skipped because both config slots were being rewritten */
 	TAPIO_CNT_MAX = 16,
 };
 
 /*
  * Runtime configuration: a private fixed layout (not CO-RE), written by the
- * agent into each object's single-entry BPF_MAP_TYPE_ARRAY "tapio_config".
- * The programs read it once per invocation; an unknown abi_version makes
- * them emit nothing and count TAPIO_CNT_ABI_MISMATCH.
+ * agent into each object's "tapio_config" map: a BPF_MAP_TYPE_ARRAY of
+ * TAPIO_CONFIG_SLOTS slots, mmap'ed by the agent (BPF_F_MMAPABLE), and the
+ * index of the slot in force in "tapio_config_active".
+ *
+ * A consistent snapshot, never a record stamped with one generation and
+ * another's thresholds: the agent (one writer at a time) rewrites the slot
+ * not in force, making its `seq` odd while it writes and even after, and
+ * only then points tapio_config_active at it. A program copies the slot in
+ * force to its stack and keeps the copy only if `seq` was even and did not
+ * change; otherwise it copies the other slot, which is complete whenever
+ * the first is being written. Both failing needs two full rewrites within
+ * one program run: the run is skipped and counted
+ * (TAPIO_CNT_CONFIG_SKIPPED).
+ *
+ * An unknown abi_version makes the programs emit nothing and count
+ * TAPIO_CNT_ABI_MISMATCH.
  */
+#define TAPIO_CONFIG_SLOTS 2
+
 struct tapio_config {
 	__u32 abi_version;        /* must equal TAPIO_ABI_VERSION */
 	__u32 generation;         /* config generation; stamped on every record */
@@ -176,6 +192,8 @@ struct tapio_config {
 	__u32 ignore_exit_count;     /* used entries of ignore_exit_codes */
 	__s32 ignore_exit_codes[TAPIO_MAX_IGNORED_EXIT_CODES];
 	__u64 slow_io_critical_ns;   /* slow_io at or above this: TAPIO_F_CRITICAL */
+	__u32 seq;                   /* odd while the agent writes this slot */
+	__u32 _pad1;
 };
 
 /* tapio_config.test_flags */
@@ -232,7 +250,7 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, flags) == 66)
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, comm) == 72);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_process_event, filename) == 88);
 
-TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 112);
+TAPIO_ASSERT_LAYOUT(sizeof(struct tapio_config) == 120);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, abi_version) == 0);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, generation) == 4);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, network_enabled) == 8);
@@ -246,5 +264,6 @@ TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ringbuf_wakeup_bytes
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_count) == 36);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, ignore_exit_codes) == 40);
 TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, slow_io_critical_ns) == 104);
+TAPIO_ASSERT_LAYOUT(__builtin_offsetof(struct tapio_config, seq) == 112);
 
 #endif /* TAPIO_ABI_H */

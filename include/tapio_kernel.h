@@ -60,6 +60,7 @@ enum {
 	BPF_RB_AVAIL_DATA = 0,
 };
 #define BPF_F_NO_PREALLOC (1U << 0)
+#define BPF_F_MMAPABLE (1U << 10)
 
 #define AF_INET 2
 #define AF_INET6 10

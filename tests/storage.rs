@@ -289,3 +289,93 @@ fn a_full_inflight_map_counts_each_lost_request_once() {
     }
     assert_accounting(&done.metrics, "storage");
 }
+
+/// A config rewritten while programs run is never half-read: each write
+/// pauses halfway (debug-build hook), generations alternate between
+/// "every slow_io is critical" and "none is", and every record's severity
+/// must be the one of the generation it carries.
+#[test]
+fn a_config_written_while_io_flows_is_never_read_half_written() {
+    if !kernel_available("storage::config_snapshot") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let lp = Loop::new("snap");
+    let devno = lp.numbers();
+    let dir = tmpdir("cfg-snap");
+    let path = dir.join("config.json");
+    let write_cfg = |critical: bool| {
+        let mut cfg = tapio_wire::CompiledConfig::standalone_default();
+        cfg.storage.slow_io_warning_ns = 0;
+        cfg.storage.slow_io_critical_ns = if critical { 0 } else { 600_000_000_000 };
+        std::fs::write(&path, serde_json::to_vec(&cfg).unwrap()).unwrap();
+    };
+    write_cfg(true); // generation 1: odd generations are critical
+    let agent = Agent::start_with_env(
+        "storage-snap",
+        &[
+            "--config",
+            path.to_str().unwrap(),
+            "--metrics-interval-secs",
+            "1",
+        ],
+        &[("TAPIO_FAULT_INJECT", "config:slow_write:300")],
+    );
+    agent.wait_log("observer storage attached", SLOW_KERNEL_DEADLINE);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let io = {
+        let (stop, dev) = (stop.clone(), lp.dev.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sh(&format!(
+                    "dd if=/dev/zero of={dev} bs=4k count=32 oflag=direct status=none"
+                ));
+            }
+        })
+    };
+    const GENERATIONS: u64 = 5;
+    for g in 2..=GENERATIONS {
+        write_cfg(g % 2 == 1);
+        agent.signal("HUP");
+        let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+        while {
+            let m = agent.metrics_now();
+            m.is_empty() || metric(&m, "tapio_config_generation") < g
+        } {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "generation {g} never applied"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    io.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    let ours = for_dev(&done.events, devno);
+    let mut seen = std::collections::BTreeSet::new();
+    for e in &ours {
+        let g = e["config_generation"].as_u64().expect("config_generation");
+        let want = if g % 2 == 1 { "critical" } else { "warning" };
+        assert_eq!(
+            e["severity"], want,
+            "a record of generation {g} decided under another one: {e:#}"
+        );
+        seen.insert(g);
+    }
+    assert!(
+        seen.len() >= 3,
+        "records under several generations, each written with a pause: {seen:?}"
+    );
+    assert_eq!(
+        metric(
+            &done.metrics,
+            "tapio_kernel_config_skips_total{observer=\"storage\"}"
+        ),
+        0,
+        "the slot in force is always whole"
+    );
+    assert_accounting(&done.metrics, "storage");
+}

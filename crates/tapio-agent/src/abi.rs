@@ -11,7 +11,7 @@
 
 use std::mem::size_of;
 
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 pub const COMM_LEN: usize = 16;
 pub const FILENAME_LEN: usize = 128;
 /// `TAPIO_MAX_IGNORED_EXIT_CODES` (the limit lives in `tapio_wire::limits`).
@@ -33,6 +33,7 @@ pub mod counter {
     pub const RESET_DEDUP: u32 = 11;
     pub const CONNECT_ERROR_TAKEN: u32 = 12;
     pub const CONNECT_ERROR_UNCLASSIFIED: u32 = 13;
+    pub const CONFIG_SKIPPED: u32 = 14;
     pub const MAX: u32 = 16;
 }
 
@@ -74,7 +75,14 @@ pub struct KernelConfig {
     pub ignore_exit_count: u32,
     pub ignore_exit_codes: [i32; MAX_IGNORED_EXIT_CODES],
     pub slow_io_critical_ns: u64,
+    /// Odd while the agent rewrites the slot (`TAPIO_CONFIG_SLOTS`); the
+    /// writer owns it (`crate::loader::ConfigSlots`), `to_kernel` leaves 0.
+    pub seq: u32,
+    pub _pad1: u32,
 }
+
+/// `TAPIO_CONFIG_SLOTS`
+pub const CONFIG_SLOTS: usize = 2;
 
 impl KernelConfig {
     /// The little-endian/native bytes the BPF map holds.
@@ -90,11 +98,12 @@ impl KernelConfig {
 // the C struct's (asserted in tapio_abi.h) by the skeleton test below.
 const _: () = {
     assert!(size_of::<EventHeader>() == 16);
-    assert!(size_of::<KernelConfig>() == 112);
+    assert!(size_of::<KernelConfig>() == 120);
     // No implicit padding in the carrier: its fields' sizes (five bytes of
-    // flags, then `_pad0`) add up to it.
+    // flags, then `_pad0`; `seq` and `_pad1` at the end) add up to it.
     assert!(
-        4 + 4 + 5 + 3 + 8 + 8 + 4 + 4 + 4 * MAX_IGNORED_EXIT_CODES + 8 == size_of::<KernelConfig>()
+        4 + 4 + 5 + 3 + 8 + 8 + 4 + 4 + 4 * MAX_IGNORED_EXIT_CODES + 8 + 4 + 4
+            == size_of::<KernelConfig>()
     );
 };
 
@@ -337,7 +346,8 @@ mod tests {
             ringbuf_wakeup_bytes,
             ignore_exit_count,
             ignore_exit_codes,
-            slow_io_critical_ns
+            slow_io_critical_ns,
+            seq
         );
     }
 
@@ -354,7 +364,7 @@ mod tests {
         };
         c.ignore_exit_codes[1] = 143;
         let b = c.to_bytes();
-        assert_eq!(&b[0..4], &2u32.to_ne_bytes(), "TAPIO_ABI_VERSION 2");
+        assert_eq!(&b[0..4], &3u32.to_ne_bytes(), "TAPIO_ABI_VERSION 3");
         assert_eq!(&b[4..8], &7u32.to_ne_bytes());
         assert_eq!(b[8], 1);
         assert_eq!(&b[16..24], &5u64.to_ne_bytes());

@@ -6,6 +6,7 @@
 //! Hooks: `load:<observer>` (that observer's load fails),
 //! `storage:double_issue` (the storage program records every issue twice),
 //! `storage:inflight_entries:<n>` (the in-flight map holds n requests),
+//! `config:slow_write:<ms>` (every config write pauses halfway),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 
 /// The hooks set in the environment.

@@ -26,6 +26,7 @@ pub struct Observer {
     /// Owned handles (dup'ed fds): usable from any thread and after the
     /// skeleton is gone.
     pub config_map: MapHandle,
+    pub config_active: MapHandle,
     pub counters_map: MapHandle,
 }
 
@@ -41,28 +42,52 @@ impl Observer {
     }
 }
 
-/// Handles for writing config into every loaded object.
+/// Writes config into every loaded object (`crate::config::ConfigSlots`),
+/// one writer at a time.
 #[derive(Default)]
-pub struct ConfigWriters(pub Vec<MapHandle>);
+pub struct ConfigWriters {
+    slots: std::sync::Mutex<Vec<crate::config::ConfigSlots>>,
+    /// Objects whose config maps could not be mapped: every write to them
+    /// fails.
+    unmapped: usize,
+}
 
 impl ConfigWriters {
     pub fn from_observers(observers: &[Observer]) -> ConfigWriters {
-        ConfigWriters(
-            observers
-                .iter()
-                .filter_map(|o| MapHandle::try_from(&o.config_map).ok())
-                .collect(),
-        )
+        let mut slots = Vec::new();
+        let mut unmapped = 0;
+        for o in observers {
+            match crate::config::ConfigSlots::open(&o.config_map, &o.config_active) {
+                Ok(s) => slots.push(s),
+                Err(e) => {
+                    log::error!("mapping the config of observer {}: {e}", o.index);
+                    unmapped += 1;
+                }
+            }
+        }
+        ConfigWriters {
+            slots: std::sync::Mutex::new(slots),
+            unmapped,
+        }
     }
 
     /// Writes `k` to all objects; returns how many writes failed.
     pub fn write(&self, k: &KernelConfig) -> usize {
-        let key = 0u32.to_ne_bytes();
-        let bytes = k.to_bytes();
-        self.0
-            .iter()
-            .filter(|m| m.update(&key, &bytes, MapFlags::ANY).is_err())
-            .count()
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        for s in slots.iter_mut() {
+            s.write(k, slow_write_pause);
+        }
+        self.unmapped
+    }
+}
+
+/// Test hook (crate::fault) `config:slow_write:<ms>`: a config write pauses
+/// halfway, so a test can prove that no program keeps a half-written one.
+fn slow_write_pause() {
+    for ms in crate::fault::values("config:slow_write:") {
+        if let Ok(ms) = ms.parse::<u64>() {
+            std::thread::sleep(std::time::Duration::from_millis(ms.min(5_000)));
+        }
     }
 }
 
@@ -112,13 +137,26 @@ pub fn storage() -> &'static mut MaybeUninit<OpenObject> {
 
 pub fn handles(
     config: &libbpf_rs::MapMut<'_>,
+    active: &libbpf_rs::MapMut<'_>,
     counters: &libbpf_rs::MapMut<'_>,
-) -> libbpf_rs::Result<(MapHandle, MapHandle)> {
-    Ok((MapHandle::try_from(config)?, MapHandle::try_from(counters)?))
+) -> libbpf_rs::Result<(MapHandle, MapHandle, MapHandle)> {
+    Ok((
+        MapHandle::try_from(config)?,
+        MapHandle::try_from(active)?,
+        MapHandle::try_from(counters)?,
+    ))
 }
 
-pub fn write_initial(cfg_map: &MapHandle, k: &KernelConfig) -> libbpf_rs::Result<()> {
-    cfg_map.update(&0u32.to_ne_bytes(), &k.to_bytes(), MapFlags::ANY)
+/// The config a freshly loaded object starts with, before it is attached.
+pub fn write_initial(
+    config: &MapHandle,
+    active: &MapHandle,
+    k: &KernelConfig,
+) -> libbpf_rs::Result<()> {
+    let mut slots =
+        crate::config::ConfigSlots::open(config, active).map_err(libbpf_rs::Error::from)?;
+    slots.write(k, || {});
+    Ok(())
 }
 
 /// While set, libbpf's messages (a refused program's verifier log) go to
@@ -315,10 +353,13 @@ macro_rules! loader {
                     stringify!($fn)
                 );
             }
-            let (config_map, counters_map) =
-                handles(&skel.maps.tapio_config, &skel.maps.tapio_counters)?;
+            let (config_map, config_active, counters_map) = handles(
+                &skel.maps.tapio_config,
+                &skel.maps.tapio_config_active,
+                &skel.maps.tapio_counters,
+            )?;
             let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
-            write_initial(&config_map, k)?;
+            write_initial(&config_map, &config_active, k)?;
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
@@ -329,6 +370,7 @@ macro_rules! loader {
                 skel: Some(Box::new(skel)),
                 events,
                 config_map,
+                config_active,
                 counters_map,
             })
         }

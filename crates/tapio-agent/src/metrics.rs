@@ -281,6 +281,13 @@ impl Metrics {
             .map(|o| k.get(o, counter::ABI_MISMATCH))
             .sum();
         push("tapio_config_abi_mismatch_total", String::new(), abi);
+        for (o, name) in OBSERVER_NAMES.iter().enumerate() {
+            push(
+                "tapio_kernel_config_skips_total",
+                format!("observer=\"{name}\""),
+                k.get(o, counter::CONFIG_SKIPPED),
+            );
+        }
         for (s, name) in SINK_NAMES.iter().enumerate() {
             let l = format!("sink=\"{name}\"");
             push(
@@ -447,6 +454,9 @@ fn help(name: &str) -> &'static str {
         "tapio_correlation_drops_total" => "Facts the kernel side could not correlate, by reason.",
         "tapio_config_abi_mismatch_total" => {
             "Program runs that ignored a config of another ABI version."
+        }
+        "tapio_kernel_config_skips_total" => {
+            "Program runs skipped because both config slots were being rewritten."
         }
         "tapio_sink_failures_total" => "Failed writes, by sink.",
         "tapio_sink_dropped_events_total" => "Events a sink could not store, by sink.",

@@ -65,7 +65,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_NETWORK,
         budget: Budget {
             object_bytes: 40 * 1024,
-            maps: 6,
+            maps: 7,
             largest_map_entries: 16_384,
         },
         load: load_network,
@@ -90,8 +90,8 @@ pub const OBSERVERS: [Spec; 3] = [
         wire: Observer::Storage,
         ring_bytes: tapio_wire::RING_BYTES_STORAGE,
         budget: Budget {
-            object_bytes: 24 * 1024,
-            maps: 6,
+            object_bytes: 32 * 1024,
+            maps: 7,
             largest_map_entries: 8_192,
         },
         load: load_storage,
@@ -124,8 +124,8 @@ pub const OBSERVERS: [Spec; 3] = [
         wire: Observer::Process,
         ring_bytes: tapio_wire::RING_BYTES_PROCESS,
         budget: Budget {
-            object_bytes: 48 * 1024,
-            maps: 7,
+            object_bytes: 56 * 1024,
+            maps: 8,
             largest_map_entries: 8_192,
         },
         load: load_process,

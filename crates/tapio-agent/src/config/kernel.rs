@@ -1,10 +1,11 @@
 //! `CompiledConfig` -> `struct tapio_config`, the kernel carrier.
 //!
 //! The agent writes the whole struct into every loaded object's
-//! single-entry `tapio_config` array map. A BPF program reads the entry once
-//! per invocation, so it sees either the old or the new values of each
-//! field; every record it emits carries the generation it read, which is
-//! how user space tells which config a fact was produced under.
+//! `tapio_config` map (`slots`: the slot not in force, then flipped). A BPF
+//! program copies the slot in force once per invocation and keeps the copy
+//! only when it is whole, so it sees the old or the new config, never a mix;
+//! every record it emits carries the generation it read, which is how user
+//! space tells which config a fact was produced under.
 
 use crate::abi::{ABI_VERSION, KernelConfig, MAX_IGNORED_EXIT_CODES};
 use tapio_wire::CompiledConfig;

@@ -1,13 +1,15 @@
 //! The agent's config: where it comes from (`--config FILE` or the builtin
-//! default, here), how it reaches the kernel (`kernel`), and the config in
+//! default, here), how it reaches the kernel (`kernel`, `slots`), and the config in
 //! force shared between threads, applied one generation at a time
 //! (`shared`).
 
 mod kernel;
 mod shared;
+mod slots;
 
 pub use kernel::to_kernel;
 pub use shared::{SharedConfig, apply_generation};
+pub use slots::ConfigSlots;
 
 use std::path::Path;
 use tapio_wire::CompiledConfig;

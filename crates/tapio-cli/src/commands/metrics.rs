@@ -69,6 +69,11 @@ pub const LOSSES: &[(&str, &str, &str)] = &[
         "see docs/events.md for each reason; a full map means the workload exceeds the map size",
     ),
     (
+        "tapio_kernel_config_skips_total",
+        "BPF program runs skipped because both config slots were being rewritten at once",
+        "config writes come faster than a program runs: look for a reload loop (SIGHUP or controller)",
+    ),
+    (
         "tapio_config_abi_mismatch_total",
         "BPF programs saw a config layout they do not know and emitted nothing",
         "the agent binary and its programs disagree: reinstall the agent",

@@ -1,0 +1,125 @@
+//! How the kernel carrier reaches one object: written into the slot not in
+//! force of its mmap'ed `tapio_config` map, then made the slot in force
+//! (`tapio_config_active`). The protocol is in `include/tapio_abi.h`: a
+//! program never keeps a copy stamped with one generation and another's
+//! thresholds.
+
+use crate::abi::{CONFIG_SLOTS, KernelConfig};
+use std::mem::{offset_of, size_of};
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::atomic::{Ordering, fence};
+
+/// One mmap'ed BPF array map, unmapped on drop.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; every access goes through
+// `ConfigSlots::write`, which its owner serialises (`&mut self`).
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    /// Maps `bytes` of the array map behind `map` read-write.
+    fn new(map: &impl AsFd, bytes: usize) -> std::io::Result<Mapping> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| *p > 0)
+            .unwrap_or(4096);
+        let len = bytes.div_ceil(page) * page;
+        // SAFETY: a fresh shared mapping of a BPF_F_MMAPABLE array map's
+        // fd; the kernel refuses (MAP_FAILED) a map that is not one, or a
+        // length beyond its values.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Mapping {
+            ptr: ptr.cast(),
+            len,
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping this struct made, unmapped once.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// An array map's values are laid out every `round_up(value_size, 8)`.
+const STRIDE: usize = size_of::<KernelConfig>().next_multiple_of(8);
+const SEQ: usize = offset_of!(KernelConfig, seq);
+
+/// The two config slots of one object and its slot-in-force index.
+pub struct ConfigSlots {
+    slots: Mapping,
+    active: Mapping,
+}
+
+impl ConfigSlots {
+    /// Maps `config` (`tapio_config`) and `active` (`tapio_config_active`).
+    pub fn open(config: &impl AsFd, active: &impl AsFd) -> std::io::Result<ConfigSlots> {
+        Ok(ConfigSlots {
+            slots: Mapping::new(config, STRIDE * CONFIG_SLOTS)?,
+            active: Mapping::new(active, size_of::<u32>())?,
+        })
+    }
+
+    /// Writes `k` into the slot not in force and makes it the one in
+    /// force. `pause` runs between the two halves of the write (a test
+    /// hook: `crate::fault`, `config:slow_write:<ms>`).
+    pub fn write(&mut self, k: &KernelConfig, pause: impl Fn()) {
+        let bytes = k.to_bytes();
+        // SAFETY: `active` maps at least one u32 and `slots` two strides of
+        // a KernelConfig (`open`); every offset below stays inside them,
+        // the u32s are 4-aligned (page-aligned bases, SEQ % 4 == 0), and
+        // volatile accesses keep the compiler from merging or reordering
+        // them with the fences. The programs only read this memory.
+        unsafe {
+            let active = self.active.ptr.cast::<u32>();
+            let next = ((std::ptr::read_volatile(active) & 1) ^ 1) as usize;
+            let slot = self.slots.ptr.add(next * STRIDE);
+            let seq = slot.add(SEQ).cast::<u32>();
+            let s = std::ptr::read_volatile(seq);
+            // Odd: a program that copies this slot now throws the copy away.
+            std::ptr::write_volatile(seq, s.wrapping_add(1) | 1);
+            fence(Ordering::SeqCst);
+            let half = SEQ / 2;
+            for (i, b) in bytes.iter().enumerate().take(SEQ) {
+                if i == half {
+                    pause();
+                }
+                std::ptr::write_volatile(slot.add(i), *b);
+            }
+            fence(Ordering::SeqCst);
+            std::ptr::write_volatile(seq, (s.wrapping_add(1) | 1).wrapping_add(1));
+            fence(Ordering::SeqCst);
+            std::ptr::write_volatile(active, next as u32);
+            fence(Ordering::SeqCst);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_field_ends_the_carrier_and_is_aligned() {
+        assert_eq!(SEQ, 112);
+        assert_eq!(SEQ % 4, 0);
+        assert_eq!(STRIDE, 120);
+    }
+}
