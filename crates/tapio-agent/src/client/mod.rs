@@ -403,7 +403,7 @@ impl ClientThread {
                 let hb_every = Duration::from_secs(u64::from(hello.heartbeat_interval_secs.max(1)));
                 if now >= *next_poll {
                     control.fetch_failing = !self.poll_config(&mut control.etag);
-                    *next_poll = now + jitter.spread(poll_every);
+                    *next_poll = now + jitter.spread(control.next_fetch_in(poll_every));
                 }
                 if now >= *next_heartbeat {
                     *next_heartbeat = now + hb_every;
@@ -589,8 +589,36 @@ enum Session {
 struct Control {
     etag: Option<String>,
     fetch_failing: bool,
+    /// Config polls failed in a row.
+    fetch_failures: u32,
     drops_at_last_hb: u64,
 }
+
+impl Control {
+    /// When to poll the config next (before jitter): the controller's
+    /// interval after a success; after `n` failures in a row the interval
+    /// doubled `n` times, up to `FETCH_BACKOFF_FACTOR` intervals (and never
+    /// beyond `FETCH_BACKOFF_MAX`, unless the interval itself is longer),
+    /// so a fleet backs away from a controller that fails.
+    fn next_fetch_in(&mut self, interval: Duration) -> Duration {
+        if !self.fetch_failing {
+            self.fetch_failures = 0;
+            return interval;
+        }
+        self.fetch_failures = self.fetch_failures.saturating_add(1);
+        let doubled = interval.saturating_mul(1u32 << self.fetch_failures.min(16));
+        let cap = interval
+            .saturating_mul(FETCH_BACKOFF_FACTOR)
+            .min(FETCH_BACKOFF_MAX)
+            .max(interval);
+        doubled.min(cap)
+    }
+}
+
+/// Failed config polls back off to at most this many intervals...
+const FETCH_BACKOFF_FACTOR: u32 = 8;
+/// ...and at most this long.
+const FETCH_BACKOFF_MAX: Duration = Duration::from_secs(300);
 
 /// The events the client holds: a bounded queue and at most one batch in
 /// flight.
@@ -678,6 +706,27 @@ fn encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn failed_config_polls_back_off_and_a_success_resets() {
+        let every = Duration::from_secs(10);
+        let mut c = Control {
+            fetch_failing: true,
+            ..Default::default()
+        };
+        let waits: Vec<u64> = (0..5).map(|_| c.next_fetch_in(every).as_secs()).collect();
+        assert_eq!(waits, [20, 40, 80, 80, 80]);
+        c.fetch_failing = false;
+        assert_eq!(c.next_fetch_in(every), every);
+        c.fetch_failing = true;
+        assert_eq!(c.next_fetch_in(every).as_secs(), 20, "counted afresh");
+        // capped at five minutes, and an interval longer than that is kept
+        let long = Duration::from_secs(60);
+        let waits: Vec<u64> = (0..4).map(|_| c.next_fetch_in(long).as_secs()).collect();
+        assert_eq!(waits, [240, 300, 300, 300]);
+        let longer = Duration::from_secs(600);
+        assert_eq!(c.next_fetch_in(longer), longer);
+    }
+
     use super::*;
 
     #[test]
