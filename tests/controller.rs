@@ -634,3 +634,35 @@ fn a_failed_export_is_503_and_the_resend_is_stored_once() {
     drop(c);
     drop(tmpfs);
 }
+
+#[test]
+fn status_is_paged_by_agent_id() {
+    let c = Controller::start(&[]);
+    for (agent, inst) in [("a3", "i3"), ("a1", "i1"), ("a2", "i2"), ("a2", "i2b")] {
+        assert_eq!(c.post("/v1/agents/hello", &hello(agent, inst)).0, 200);
+    }
+    let page = |q: &str| -> Value {
+        let (s, _, body) = c.get(&format!("/v1/status{q}"));
+        assert_eq!(s, 200);
+        serde_json::from_slice(&body).unwrap()
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["agent_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let p1 = page("?limit=2");
+    assert_eq!(ids(&p1), ["a1", "a2"]);
+    assert_eq!(p1["next_after"], "a2");
+    assert_eq!(p1["instances_total"], 4);
+    assert_eq!(p1["agents"][1]["instances"].as_array().unwrap().len(), 2);
+    let p2 = page("?limit=2&after=a2");
+    assert_eq!(ids(&p2), ["a3"]);
+    assert!(p2.get("next_after").is_none(), "the last page: {p2:#}");
+    // no limit: the default page holds all three; a limit of 0 means 1
+    assert_eq!(ids(&page("")), ["a1", "a2", "a3"]);
+    assert_eq!(ids(&page("?limit=0")), ["a1"]);
+}

@@ -2,7 +2,9 @@
 //! with their last heartbeat and per-instance batch sequence state.
 //!
 //! Bounded: at most `max_instances` records; when full, the instance seen
-//! least recently is forgotten (counted). A forgotten agent is told
+//! least recently is forgotten (counted). Finding it is not a scan: every
+//! instance holds its place in a recency index (`O(log n)` per touch and
+//! per eviction, under the registry lock). A forgotten agent is told
 //! `known_agent: false` on its next heartbeat and says hello again.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -109,6 +111,8 @@ pub struct Instance {
     pub last_hello: Option<Instant>,
     pub last_heartbeat: Option<Instant>,
     pub last_seen: Instant,
+    /// Its key in `Registry::recency`.
+    touch: u64,
     pub config_version: String,
     pub applied_hash: String,
     pub uptime_secs: u64,
@@ -128,6 +132,7 @@ impl Instance {
             last_hello: None,
             last_heartbeat: None,
             last_seen: now,
+            touch: 0,
             config_version: tapio_wire::UNCONFIGURED_VERSION.into(),
             applied_hash: String::new(),
             uptime_secs: 0,
@@ -146,6 +151,9 @@ pub struct Registry {
     /// client can claim another agent's instance (and with it its event
     /// ids, which the export de-duplicates on).
     owners: HashMap<String, String>,
+    /// Touch number -> instance key, oldest first.
+    recency: BTreeMap<u64, (String, String)>,
+    touches: u64,
     max_instances: usize,
     pub evicted: u64,
 }
@@ -159,6 +167,8 @@ impl Registry {
         Registry {
             map: HashMap::new(),
             owners: HashMap::new(),
+            recency: BTreeMap::new(),
+            touches: 0,
             max_instances: max_instances.max(1),
             evicted: 0,
         }
@@ -172,12 +182,7 @@ impl Registry {
     fn entry(&mut self, agent: &str, instance: &str, node: &str, now: Instant) -> &mut Instance {
         let key = (agent.to_string(), instance.to_string());
         if !self.map.contains_key(&key) && self.map.len() >= self.max_instances {
-            if let Some(oldest) = self
-                .map
-                .iter()
-                .min_by_key(|(_, i)| i.last_seen)
-                .map(|(k, _)| k.clone())
-            {
+            if let Some((_, oldest)) = self.recency.pop_first() {
                 self.map.remove(&oldest);
                 self.owners.remove(&oldest.1);
                 self.evicted += 1;
@@ -186,10 +191,15 @@ impl Registry {
         self.owners
             .entry(instance.to_string())
             .or_insert_with(|| agent.to_string());
+        self.touches += 1;
+        let touch = self.touches;
         let inst = self
             .map
-            .entry(key)
+            .entry(key.clone())
             .or_insert_with(|| Instance::new(node, now));
+        self.recency.remove(&inst.touch);
+        self.recency.insert(touch, key);
+        inst.touch = touch;
         inst.last_seen = now;
         inst.node_name = node.to_string();
         inst
@@ -215,6 +225,10 @@ impl Registry {
         let Some(inst) = self.map.get_mut(&key) else {
             return false;
         };
+        self.touches += 1;
+        self.recency.remove(&inst.touch);
+        self.recency.insert(self.touches, key);
+        inst.touch = self.touches;
         let known = inst.first_hello.is_some();
         inst.last_seen = now;
         inst.last_heartbeat = Some(now);
@@ -261,13 +275,38 @@ impl Registry {
     }
 
     /// Per-agent status, sorted by agent id then instance id.
+    /// Every agent, by agent id (tests).
+    #[cfg(test)]
     pub fn status(&self, now: Instant) -> Vec<tapio_wire::AgentStatus> {
+        self.status_page(now, None, usize::MAX).0
+    }
+
+    /// At most `limit` agents whose id sorts after `after`, by agent id,
+    /// and the `after` of the next page when there are more.
+    pub fn status_page(
+        &self,
+        now: Instant,
+        after: Option<&str>,
+        limit: usize,
+    ) -> (Vec<tapio_wire::AgentStatus>, Option<String>) {
         let mut by_agent: BTreeMap<&str, Vec<(&str, &Instance)>> = BTreeMap::new();
         for ((agent, inst_id), inst) in &self.map {
+            if after.is_some_and(|a| agent.as_str() <= a) {
+                continue;
+            }
             by_agent.entry(agent).or_default().push((inst_id, inst));
         }
-        by_agent
+        let next = (by_agent.len() > limit)
+            .then(|| {
+                by_agent
+                    .keys()
+                    .nth(limit.saturating_sub(1))
+                    .map(|a| a.to_string())
+            })
+            .flatten();
+        let page = by_agent
             .into_iter()
+            .take(limit)
             .map(|(agent, mut list)| {
                 list.sort_by_key(|(id, _)| *id);
                 let node_name = list
@@ -303,7 +342,13 @@ impl Registry {
                         .collect(),
                 }
             })
-            .collect()
+            .collect();
+        (page, next)
+    }
+
+    /// Instances known.
+    pub fn instances(&self) -> u64 {
+        self.map.len() as u64
     }
 }
 
@@ -352,5 +397,61 @@ mod tests {
         assert_eq!((r.len(), r.evicted), (2, 1));
         let ids: Vec<String> = r.status(t).into_iter().map(|a| a.agent_id).collect();
         assert_eq!(ids, ["b", "c"]);
+        // a heartbeat makes b the most recent: d evicts c, not b
+        let hb = HeartbeatRequest {
+            wire_version: tapio_wire::WIRE_VERSION.into(),
+            agent_id: "b".into(),
+            instance_id: "1".into(),
+            node_name: "n".into(),
+            config_version: "1".into(),
+            config_hash: String::new(),
+            uptime_secs: 1,
+            counters: BTreeMap::new(),
+            observers: vec![],
+            degraded_reasons: vec![],
+        };
+        assert!(r.heartbeat(&hb, t + std::time::Duration::from_secs(3)));
+        r.hello(&h("d", "1"), t + std::time::Duration::from_secs(4));
+        let ids: Vec<String> = r.status(t).into_iter().map(|a| a.agent_id).collect();
+        assert_eq!(ids, ["b", "d"]);
+        assert_eq!((r.len(), r.evicted, r.recency.len()), (2, 2, 2));
+    }
+
+    #[test]
+    fn status_pages_by_agent_id() {
+        let mut r = Registry::new(100);
+        let t = Instant::now();
+        for a in ["d", "a", "c", "b", "e"] {
+            r.hello(
+                &HelloRequest {
+                    wire_version: tapio_wire::WIRE_VERSION.into(),
+                    agent_id: a.into(),
+                    node_name: "n".into(),
+                    instance_id: format!("i-{a}"),
+                    agent_version: "v".into(),
+                    kernel_release: "k".into(),
+                    arch: "x".into(),
+                    capabilities: vec![],
+                },
+                t,
+            );
+        }
+        let ids = |p: &[tapio_wire::AgentStatus]| -> Vec<String> {
+            p.iter().map(|a| a.agent_id.clone()).collect()
+        };
+        let (p1, next) = r.status_page(t, None, 2);
+        assert_eq!(
+            (ids(&p1), next.as_deref()),
+            (vec!["a".into(), "b".into()], Some("b"))
+        );
+        let (p2, next) = r.status_page(t, next.as_deref(), 2);
+        assert_eq!(
+            (ids(&p2), next.as_deref()),
+            (vec!["c".into(), "d".into()], Some("d"))
+        );
+        let (p3, next) = r.status_page(t, next.as_deref(), 2);
+        assert_eq!((ids(&p3), next), (vec!["e".to_string()], None));
+        let (all, next) = r.status_page(t, None, 5);
+        assert_eq!((all.len(), next), (5, None));
     }
 }

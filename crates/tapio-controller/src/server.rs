@@ -372,7 +372,7 @@ fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         "/v1/agents/heartbeat" => heartbeat(state, req),
         "/v1/events" => events(state, req),
         "/metrics" => Ok(metrics(state)),
-        _ => Ok(status(state)),
+        _ => Ok(status(state, &url)),
     }
 }
 
@@ -572,13 +572,25 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
     ))
 }
 
-fn status(state: &State) -> Reply {
+/// `GET /v1/status[?limit=N][&after=AGENT_ID]`: one page of agents.
+fn status(state: &State, url: &str) -> Reply {
+    use tapio_wire::limits::{STATUS_PAGE_DEFAULT, STATUS_PAGE_MAX};
     let active = state.config.current();
     let c = &state.counters;
-    let agents = state
+    let limit = query_param(url, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(STATUS_PAGE_DEFAULT)
+        .clamp(1, STATUS_PAGE_MAX);
+    let after = query_param(url, "after");
+    let ((agents, next_after), instances_total) = state
         .registry
         .lock()
-        .map(|r| r.status(Instant::now()))
+        .map(|r| {
+            (
+                r.status_page(Instant::now(), after.as_deref(), limit),
+                r.instances(),
+            )
+        })
         .unwrap_or_default();
     Reply::json(
         200,
@@ -609,6 +621,8 @@ fn status(state: &State) -> Reply {
             },
             stale_after_secs: state.settings.stale_after_secs,
             agents,
+            instances_total,
+            next_after,
         },
     )
 }

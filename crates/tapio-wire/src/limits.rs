@@ -80,5 +80,9 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 pub const MAX_HTTP_HEAD_BYTES: usize = 64 * 1024;
 /// Largest agent queue (`--queue-capacity`, `--controller-queue`).
 pub const MAX_AGENT_QUEUE: usize = 1 << 20;
+/// `GET /v1/status`: agents per page when `limit` is not given, and the
+/// most a page holds whatever `limit` says.
+pub const STATUS_PAGE_DEFAULT: usize = 500;
+pub const STATUS_PAGE_MAX: usize = 1000;
 /// Most cgroups the agent's attribution map holds.
 pub const MAX_CGROUPS: usize = 65_536;

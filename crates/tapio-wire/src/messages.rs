@@ -448,7 +448,15 @@ pub struct StatusResponse {
     pub counters: StatusCounters,
     /// Reported as configuration beside the ages; not applied as a verdict.
     pub stale_after_secs: u64,
+    /// One page of agents, by agent id (`?limit=` and `?after=`).
     pub agents: Vec<AgentStatus>,
+    /// Instances the controller knows, on every page. Added within v1.
+    #[serde(default)]
+    pub instances_total: u64,
+    /// The `after=` of the next page; absent on the last one. Added within
+    /// v1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -761,6 +769,8 @@ mod tests {
             counters: StatusCounters::default(),
             stale_after_secs: 90,
             agents: vec![],
+            instances_total: 3,
+            next_after: Some("a1".into()),
         };
         let v = serde_json::to_value(&s).unwrap();
         let back: StatusResponse = serde_json::from_value(v).unwrap();
