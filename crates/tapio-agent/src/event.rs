@@ -87,36 +87,64 @@ impl<'a> Json<'a> {
         escape_into(v, self.out);
     }
 
-    pub fn num<T: std::fmt::Display>(&mut self, k: &str, v: T) {
-        use std::fmt::Write;
+    pub fn num<T: itoa::Integer>(&mut self, k: &str, v: T) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        self.out.push_str(itoa::Buffer::new().format(v));
     }
 
     pub fn ip(&mut self, k: &str, v: IpAddr) {
-        use std::fmt::Write;
         self.key(k);
-        let _ = write!(self.out, "\"{v}\"");
+        self.out.push('"');
+        match v {
+            // The common case, without core::fmt: four decimal octets.
+            IpAddr::V4(a) => {
+                let mut b = itoa::Buffer::new();
+                for (i, o) in a.octets().iter().enumerate() {
+                    if i > 0 {
+                        self.out.push('.');
+                    }
+                    self.out.push_str(b.format(*o));
+                }
+            }
+            IpAddr::V6(a) => {
+                use std::fmt::Write;
+                let _ = write!(self.out, "{a}");
+            }
+        }
+        self.out.push('"');
     }
 }
 
-/// A JSON string literal of `s`, escaped.
+/// A JSON string literal of `s`, escaped. Runs of bytes that need no
+/// escape (everything but `"`, `\` and control characters; UTF-8
+/// continuation bytes are all >= 0x80) are copied whole.
 pub fn escape_into(s: &str, out: &mut String) {
-    use std::fmt::Write;
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let esc: &str = match c {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            c if c < 0x20 || c == 0x7f => "",
+            _ => continue,
+        };
+        // `i` is at an ASCII byte, so both slices end on char boundaries.
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(c >> 4)]));
+            out.push(char::from(HEX[usize::from(c & 0xf)]));
+        } else {
+            out.push_str(esc);
         }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -124,8 +152,9 @@ impl Event {
     /// The event id: `<instance>-<seq>`, unique per agent instance and the
     /// same on every resend.
     pub fn write_id(&self, instance: &str, out: &mut String) {
-        use std::fmt::Write;
-        let _ = write!(out, "{instance}-{}", self.seq);
+        out.push_str(instance);
+        out.push('-');
+        out.push_str(itoa::Buffer::new().format(self.seq));
     }
 
     /// Appends the event's JSON object (no newline) to `out`.
@@ -143,10 +172,7 @@ impl Event {
         // and no allocation.
         format_rfc3339_ns(self.timestamp_ns, out);
         out.push_str("\",\"config_generation\":");
-        {
-            use std::fmt::Write;
-            let _ = write!(out, "{}", self.config_generation);
-        }
+        out.push_str(itoa::Buffer::new().format(self.config_generation));
         out.push_str(",\"facts\":{");
         let mut j = Json { out, first: true };
         self.facts.write_json(&mut j);
@@ -174,6 +200,27 @@ impl Event {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn escaped_strings_read_back_exactly() {
+        // serde_json is the oracle: whatever escape_into writes must parse
+        // back to the very string.
+        for s in [
+            "",
+            "plain",
+            "cu\"rl\\x",
+            "tab\there\nline\r",
+            "\u{1}\u{1f}\u{7f}bell",
+            "ünïcødé ✓ 𝄞",
+            "mixed\u{0}\"ü\\",
+        ] {
+            let mut out = String::new();
+            escape_into(s, &mut out);
+            let back: String = serde_json::from_str(&out).unwrap();
+            assert_eq!(back, s, "{out}");
+            assert!(!out[1..out.len() - 1].bytes().any(|b| b < 0x20 || b == 0x7f));
+        }
+    }
+
     use super::*;
     use crate::observer::network::NetFacts;
     use tapio_wire::WireEvent;

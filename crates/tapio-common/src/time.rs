@@ -59,13 +59,25 @@ impl Utc {
 
 /// `2026-11-22T06:01:02.123456789Z` (always nine fraction digits).
 pub fn format_rfc3339_ns(ns: u64, out: &mut String) {
-    use std::fmt::Write;
     let t = Utc::from_unix_ns(ns);
-    let _ = write!(
-        out,
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
-        t.year, t.month, t.day, t.hour, t.minute, t.second, t.nanos
-    );
+    // Fixed-width digits into a stack buffer, without core::fmt (once per
+    // event on the agent's hot path). A u64 of ns ends before year 2555.
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, t.year.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(t.month));
+    put(8, 2, u64::from(t.day));
+    put(11, 2, u64::from(t.hour));
+    put(14, 2, u64::from(t.minute));
+    put(17, 2, u64::from(t.second));
+    put(20, 9, u64::from(t.nanos));
+    // Every byte is ASCII.
+    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
 }
 
 pub fn rfc3339_ns(ns: u64) -> String {
@@ -211,6 +223,7 @@ mod tests {
             rfc3339_ns(951_782_400_000_000_001),
             "2000-02-29T00:00:00.000000001Z"
         );
+        assert_eq!(rfc3339_ns(u64::MAX), "2554-07-21T23:34:33.709551615Z");
     }
 
     #[test]
