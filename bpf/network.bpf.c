@@ -65,29 +65,14 @@ struct conn {
 };
 
 /*
- * Where a socket's `struct conn` lives, chosen at load time by
- * `use_sk_storage` (the loader tries per-socket storage first and loads
- * again without it when the kernel refuses; docs/architecture.md). The
- * verifier never visits the branch a read-only constant rules out, so a
- * kernel without the helper for tracing programs accepts the other one:
- *  - per-socket storage (BPF_MAP_TYPE_SK_STORAGE): freed with the socket,
- *    never evicted, never inherited by another socket. Kernels that allow
- *    bpf_sk_storage_get() in tracing programs (5.11 and newer);
- *  - elsewhere a plain hash keyed by the socket's address: never evicted
- *    either (a full map is counted as state_map_full), emptied at CLOSE,
- *    and reset when a socket is born (connect(), or a child created in
- *    SYN_RECV) so that a socket reusing a freed one's address can never
- *    inherit its state, even one whose CLOSE was missed.
+ * A socket's `struct conn`, in a plain hash keyed by the socket's address:
+ * never evicted (a full map is counted as state_map_full), emptied at
+ * CLOSE, and reset when a socket is born (connect(), or a child created in
+ * SYN_RECV), so that a socket reusing a freed one's address never inherits
+ * its state, even one whose CLOSE was missed. (Per-socket storage would
+ * need no capacity, but its allocation doubled this program's cost per
+ * connect: docs/architecture.md, "Decisions".)
  */
-const volatile bool use_sk_storage = true;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct conn);
-} conn_storage SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TAPIO_CONN_MAX);
@@ -95,45 +80,33 @@ struct {
 	__type(value, struct conn);
 } conns SEC(".maps");
 
-static __always_inline struct conn *conn_get(const struct sock *sk, bool sks)
+static __always_inline struct conn *conn_get(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 
-	if (sks)
-		return bpf_sk_storage_get(&conn_storage, (void *)sk, 0, 0);
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
 /* sk's entry, created as `init` when it has none (or replaced by it with
  * `replace`); NULL when no entry could be made: counted. */
-static __always_inline struct conn *conn_put(const struct sock *sk, bool sks,
-					     const struct conn *init, bool replace)
+static __always_inline struct conn *conn_put(const struct sock *sk, const struct conn *init,
+					     bool replace)
 {
 	__u64 key = (__u64)sk;
 	struct conn *c;
 
-	if (sks) {
-		c = bpf_sk_storage_get(&conn_storage, (void *)sk, (void *)init,
-				       BPF_SK_STORAGE_GET_F_CREATE);
-		if (c && replace)
-			*c = *init;
-	} else {
-		tapio_map_update(&conns, &key, init, replace ? BPF_ANY : BPF_NOEXIST);
-		c = bpf_map_lookup_elem(&conns, &key);
-	}
+	tapio_map_update(&conns, &key, init, replace ? BPF_ANY : BPF_NOEXIST);
+	c = bpf_map_lookup_elem(&conns, &key);
 	if (!c)
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 	return c;
 }
 
-static __always_inline void conn_forget(const struct sock *sk, bool sks)
+static __always_inline void conn_forget(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 
-	if (sks)
-		bpf_sk_storage_delete(&conn_storage, (void *)sk);
-	else
-		bpf_map_delete_elem(&conns, &key);
+	bpf_map_delete_elem(&conns, &key);
 }
 
 static __always_inline void fill_tuple(struct tapio_net_event *ev, const struct sock *sk)
@@ -189,7 +162,7 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 	tapio_submit(cfg, ev);
 }
 
-static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate, bool sks)
+static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate)
 {
 	bool born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
 	const struct tapio_config *cfg;
@@ -209,7 +182,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		 * either, so nothing seen before is inherited after it is
 		 * switched on again. */
 		if (born || newstate == TCP_CLOSE)
-			conn_forget(sk, sks);
+			conn_forget(sk);
 		return;
 	}
 
@@ -222,19 +195,18 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.flags = CONN_F_OWNER;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		conn_put(sk, sks, &fresh, true);
+		conn_put(sk, &fresh, true);
 		return;
 	}
 	if (born) {
 		/* A child socket, new in SYN_RECV: whatever a freed socket at
 		 * this address left behind is not its state. */
-		if (!sks)
-			conn_forget(sk, sks);
+		conn_forget(sk);
 		return;
 	}
 
 	/* newstate == TCP_CLOSE */
-	c = conn_get(sk, sks);
+	c = conn_get(sk);
 	if (oldstate == TCP_SYN_SENT) {
 		bool reset = c && (c->flags & CONN_F_RESET_SYN);
 		int err = BPF_CORE_READ(sk, sk_err);
@@ -272,10 +244,10 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate, 0);
 	}
 	if (c)
-		conn_forget(sk, sks);
+		conn_forget(sk);
 }
 
-static __always_inline void on_receive_reset(struct sock *sk, bool sks)
+static __always_inline void on_receive_reset(struct sock *sk)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
@@ -285,7 +257,7 @@ static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	c = conn_get(sk, sks);
+	c = conn_get(sk);
 
 	if (state == TCP_SYN_SENT) {
 		if (c) {
@@ -295,7 +267,7 @@ static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 			struct conn fresh = { .flags = CONN_F_RESET_SYN };
 
 			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			conn_put(sk, sks, &fresh, true);
+			conn_put(sk, &fresh, true);
 		}
 		return;
 	}
@@ -314,7 +286,7 @@ static __always_inline void on_receive_reset(struct sock *sk, bool sks)
 	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state, 0);
 }
 
-static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, bool sks)
+static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
@@ -325,7 +297,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, boo
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	c = conn_get(sk, sks);
+	c = conn_get(sk);
 	if (state == TCP_SYN_SENT) {
 		/* SYN retries belong to the connect outcome, not to a span. */
 		if (c)
@@ -338,7 +310,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, boo
 		 * (accepted, or older than the agent): track it ownerless. */
 		struct conn fresh = {};
 
-		c = conn_put(sk, sks, &fresh, false);
+		c = conn_put(sk, &fresh, false);
 		if (!c)
 			return;
 	}
@@ -383,14 +355,14 @@ static __always_inline __u32 retransmit_segs(const struct sk_buff *skb)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tapio_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	on_state(sk, oldstate, newstate, use_sk_storage);
+	on_state(sk, oldstate, newstate);
 	return 0;
 }
 
 SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(tapio_tcp_receive_reset, struct sock *sk)
 {
-	on_receive_reset(sk, use_sk_storage);
+	on_receive_reset(sk);
 	return 0;
 }
 
@@ -399,6 +371,6 @@ int BPF_PROG(tapio_tcp_retransmit_skb, const struct sock *sk, const struct sk_bu
 {
 	if (retransmit_failed(ctx))
 		return 0;
-	on_retransmit(sk, retransmit_segs(skb), use_sk_storage);
+	on_retransmit(sk, retransmit_segs(skb));
 	return 0;
 }

@@ -130,7 +130,7 @@ impl CounterReaders {
 }
 
 pub fn storage() -> &'static mut MaybeUninit<OpenObject> {
-    // One small allocation per load attempt for the process lifetime: it gives
+    // One small allocation per observer for the process lifetime: it gives
     // the skeleton a 'static borrow, so it can move to the poller thread.
     Box::leak(Box::new(MaybeUninit::uninit()))
 }
@@ -159,19 +159,13 @@ pub fn write_initial(
     Ok(())
 }
 
-/// While set, libbpf's messages (a refused program's verifier log) go to
-/// the debug log: an attempt that is expected to be refused on some
-/// kernels, with another one after it, is not a warning.
-static LIBBPF_QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
     use libbpf_rs::PrintLevel;
     let msg = msg.trim_end();
-    let quiet = LIBBPF_QUIET.load(std::sync::atomic::Ordering::Relaxed);
     match level {
-        PrintLevel::Warn if !quiet => log::warn!("libbpf: {msg}"),
-        PrintLevel::Info if !quiet => log::info!("libbpf: {msg}"),
-        _ => log::debug!("libbpf: {msg}"),
+        PrintLevel::Warn => log::warn!("libbpf: {msg}"),
+        PrintLevel::Info => log::info!("libbpf: {msg}"),
+        PrintLevel::Debug => log::debug!("libbpf: {msg}"),
     }
 }
 
@@ -179,23 +173,6 @@ fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
 /// not raw onto stderr.
 pub fn route_libbpf_log() {
     libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Info, libbpf_print)));
-}
-
-/// Runs `f` with libbpf's messages in the debug log when `quiet`.
-pub fn libbpf_quiet<T>(quiet: bool, f: impl FnOnce() -> T) -> T {
-    use std::sync::atomic::Ordering;
-    LIBBPF_QUIET.store(quiet, Ordering::Relaxed);
-    let out = f();
-    LIBBPF_QUIET.store(false, Ordering::Relaxed);
-    out
-}
-
-/// The error for an observer whose variant list is empty (a build bug).
-pub fn no_variant_set() -> libbpf_rs::Error {
-    libbpf_rs::Error::from(std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        "no program variant set to load",
-    ))
 }
 
 /// Turns autoload off for the program variants this kernel cannot run
@@ -288,10 +265,9 @@ impl ProgramReaders {
 
 /// Defines, for one skeleton type:
 /// - `fn $fn(index, config, prototypes) -> Observer`: opens it, turns off
-///   the program variants this kernel cannot run (`$variants`: sets of
-///   choices, tried in order until one loads: a kernel that refuses a
-///   helper in the preferred set gets the next), lets `$prepare` set the
-///   object's load-time constants for that attempt, loads,
+///   the program variants this kernel cannot run (`$variants`), lets
+///   `$prepare` adjust the opened object (map sizes, load-time constants),
+///   loads,
 ///   writes the initial config, attaches, runs `$after` on the attached
 ///   skeleton, and keeps it type-erased;
 /// - `fn $tps() -> Vec<String>`: the tracepoints its programs attach to,
@@ -324,35 +300,12 @@ macro_rules! loader {
         ) -> libbpf_rs::Result<$crate::loader::Observer> {
             use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
             use $crate::loader::*;
+            let mut open = <$builder>::default().open(storage())?;
             #[allow(clippy::redundant_closure_call)]
-            let sets: Vec<Vec<(&str, bool)>> = ($variants)(protos);
-            let mut skel = None;
-            let mut refused = Vec::new();
-            for (attempt, set) in sets.iter().enumerate() {
-                let mut open = <$builder>::default().open(storage())?;
-                choose_variants(open.open_object_mut(), set)?;
-                #[allow(clippy::redundant_closure_call)]
-                ($prepare)(&mut open, attempt);
-                // Only the last attempt's refusal is the observer's own.
-                let last = attempt + 1 == sets.len();
-                match libbpf_quiet(!last, || open.load()) {
-                    Ok(s) => {
-                        skel = Some(s);
-                        break;
-                    }
-                    Err(e) => refused.push(e),
-                }
-            }
-            let mut skel = match skel {
-                Some(s) => s,
-                None => return Err(refused.pop().unwrap_or_else(no_variant_set)),
-            };
-            for e in refused {
-                log::info!(
-                    "{}: the preferred program variants do not load on this kernel ({e}); using the next ones",
-                    stringify!($fn)
-                );
-            }
+            choose_variants(open.open_object_mut(), &($variants)(protos))?;
+            #[allow(clippy::redundant_closure_call)]
+            ($prepare)(&mut open);
+            let mut skel = open.load()?;
             let (config_map, config_active, counters_map) = handles(
                 &skel.maps.tapio_config,
                 &skel.maps.tapio_config_active,

@@ -65,7 +65,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_NETWORK,
         budget: Budget {
             object_bytes: 40 * 1024,
-            maps: 7,
+            maps: 6,
             largest_map_entries: 16_384,
         },
         load: load_network,
@@ -212,23 +212,9 @@ impl Facts {
     }
 }
 
-/// Socket state in per-socket storage where this kernel lets tracing
-/// programs use it (5.11 and newer), else in the hash
-/// (`use_sk_storage` in bpf/network.bpf.c). Only a load can tell: the
-/// first attempt asks for per-socket storage, the second does not.
-fn network_attempts(_: &Prototypes) -> Vec<Vec<(&'static str, bool)>> {
-    vec![Vec::new(), Vec::new()]
-}
-
-fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>, attempt: usize) {
-    if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
-        ro.use_sk_storage = attempt == 0;
-    }
-}
-
 /// Test hook (crate::fault): `storage:inflight_entries:<n>` shrinks the
 /// in-flight map, so a test can fill it.
-fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>, _: usize) {
+fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>) {
     for n in crate::fault::values("storage:inflight_entries:") {
         if let Ok(n) = n.parse::<u32>() {
             if let Err(e) = open.maps.inflight.set_max_entries(n) {
@@ -238,22 +224,26 @@ fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>, _: usize)
     }
 }
 
-/// For an object with one way to load.
-fn one_way<T>(_: &mut T, _: usize) {}
+/// For an object loaded as it was built.
+fn as_built<T>(_: &mut T) {}
+
+fn no_variants(_: &Prototypes) -> Vec<(&'static str, bool)> {
+    Vec::new()
+}
 
 loader!(
     load_network,
     network_tracepoints,
     tapio_bpf::network::NetworkSkelBuilder,
-    network_attempts,
-    network_prepare,
+    no_variants,
+    as_built,
     |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
 );
 loader!(
     load_storage,
     storage_tracepoints,
     tapio_bpf::storage::StorageSkelBuilder,
-    |p: &Prototypes| vec![p.storage_programs().to_vec()],
+    |p: &Prototypes| p.storage_programs().to_vec(),
     storage_prepare,
     |s: &mut tapio_bpf::storage::StorageSkel<'_>| {
         // Requests that started before this instant may have been issued
@@ -270,9 +260,9 @@ loader!(
     |p: &Prototypes| {
         let mut v = p.process_programs().to_vec();
         v.push(("tapio_sched_process_free", p.process_free_hook()));
-        vec![v]
+        v
     },
-    one_way,
+    as_built,
     |_: &mut tapio_bpf::process::ProcessSkel<'_>| {}
 );
 
