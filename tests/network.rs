@@ -518,9 +518,28 @@ fn retransmits_case(tag: &str, port: u16, payload: usize, mtu: Option<u32>) {
             .map(|e| e["facts"]["retransmits"].as_u64().unwrap_or(0))
             .sum()
     };
-    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| sum_for(ev) >= want);
+    let delivered = agent.events_within(SLOW_KERNEL_DEADLINE, |ev| sum_for(ev) >= want);
     std::thread::sleep(Duration::from_millis(300));
     let done = agent.stop();
+    // A program run the kernel skipped (the same program already running
+    // on that CPU: the connection's close in softirq over a process-context
+    // run) loses a span, and is counted; only then may the sum fall short.
+    let skipped = metric_prefix_sum(
+        &done.metrics,
+        "tapio_kernel_recursion_misses_total{observer=\"network\",",
+    );
+    if !delivered || sum_for(&done.events) != want {
+        assert!(
+            skipped > 0 && sum_for(&done.events) <= want,
+            "retransmits facts {} against tcpi_total_retrans {want}, and no counted recursion miss\n{}",
+            sum_for(&done.events),
+            done.metrics
+        );
+        eprintln!(
+            "retransmits: {skipped} recursion misses counted, so the sum was checked as a bound"
+        );
+        return;
+    }
     let ours: Vec<&Value> = by_type(&done.events, "kernel.network.retransmits")
         .into_iter()
         .filter(|e| {
@@ -698,4 +717,57 @@ fn an_observer_that_fails_to_load_does_not_stop_the_others() {
         metric(&done.metrics, "tapio_observer_up{observer=\"network\"}"),
         1
     );
+}
+
+/// A ring buffer that overflows loses records, and counts each one: a
+/// 4 KiB ring (debug-build hook) holds a few dozen records; the agent is
+/// stopped (SIGSTOP) while a burst of refused connects fills it.
+#[test]
+fn an_overflowing_ring_buffer_counts_every_lost_record() {
+    if !kernel_available("network::ring_overflow") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start_with_env(
+        "ring-overflow",
+        &[],
+        &[("TAPIO_FAULT_INJECT", "network:ring_bytes:4096")],
+    );
+    agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
+    let port = closed_port();
+    const N: usize = 2000;
+    agent.signal("STOP");
+    let mut refused = 0;
+    for _ in 0..N {
+        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                refused += 1;
+            }
+        }
+    }
+    agent.signal("CONT");
+    assert_eq!(refused, N, "every connect was refused");
+    std::thread::sleep(Duration::from_secs(1));
+    let done = agent.stop();
+    let ours = by_type(&done.events, "kernel.network.connection_refused")
+        .into_iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .count() as u64;
+    let lost = metric(
+        &done.metrics,
+        "tapio_ringbuf_lost_total{observer=\"network\"}",
+    );
+    // The ring holds a few dozen records: most of the burst is lost, and
+    // counted. Other connections' records may share the loss counter, so
+    // the bound, not equality, is exact for this port.
+    assert!(
+        ours < N as u64 / 2,
+        "a 4 KiB ring cannot hold the burst: {ours}"
+    );
+    assert!(lost > 0);
+    assert!(
+        ours + lost >= N as u64,
+        "every refused connect is an event or a counted loss: {ours} + {lost} < {N}"
+    );
+    assert_accounting(&done.metrics, "network");
 }

@@ -209,6 +209,21 @@ impl Agent {
         }
     }
 
+    /// Like [`Agent::wait_events`], but says whether `pred` held by the
+    /// deadline instead of failing the test.
+    pub fn events_within(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.events()) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then wait (bounded) for a clean exit.
     pub fn stop(mut self) -> Finished {
         let _ = Command::new("kill")

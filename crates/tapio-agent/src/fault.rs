@@ -7,6 +7,7 @@
 //! `storage:double_issue` (the storage program records every issue twice),
 //! `storage:inflight_entries:<n>` (the in-flight map holds n requests),
 //! `config:slow_write:<ms>` (every config write pauses halfway),
+//! `network:ring_bytes:<n>` (the network ring buffer holds n bytes),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 
 /// The hooks set in the environment.

@@ -224,6 +224,19 @@ fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>) {
     }
 }
 
+/// Test hook (crate::fault): `network:ring_bytes:<n>` shrinks the network
+/// ring buffer (a power of two, at least a page), so a test can overflow
+/// it.
+fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>) {
+    for n in crate::fault::values("network:ring_bytes:") {
+        if let Ok(n) = n.parse::<u32>() {
+            if let Err(e) = open.maps.events.set_max_entries(n) {
+                log::warn!("fault hook network:ring_bytes: {e}");
+            }
+        }
+    }
+}
+
 /// For an object loaded as it was built.
 fn as_built<T>(_: &mut T) {}
 
@@ -236,7 +249,7 @@ loader!(
     network_tracepoints,
     tapio_bpf::network::NetworkSkelBuilder,
     no_variants,
-    as_built,
+    network_prepare,
     |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
 );
 loader!(

@@ -6,7 +6,14 @@
 //!   `.late.jsonl` for an hour sealed more than the grace ago).
 //! - Idempotent on the event id within a window of the current and the two
 //!   previous hours, also across a restart: the ids of the current and
-//!   previous hour's files are read back at start.
+//!   previous hour's files are read back at start. An id is
+//!   `<instance>-<sequence>` (the server refuses any other), so what is
+//!   remembered per hour and instance is a set of sequence ranges, not one
+//!   string per event: an instance that sends in order costs one range an
+//!   hour, whatever its rate. At most `MAX_RANGES` ranges per instance and
+//!   hour, and `MAX_INSTANCES` instances per hour; beyond, the oldest
+//!   knowledge is forgotten and counted (a later resend could then be
+//!   exported twice; an event is never dropped as a duplicate it is not).
 //! - Files are fsynced at most every `fsync_every`, and at shutdown.
 //! - Each line is the agent's event, unknown fields included, plus
 //!   `agent_id` and `node_name`.
@@ -22,15 +29,96 @@ use tapio_common::time::{hour_of, now_unix_ns, parse_rfc3339};
 const SEAL_GRACE_NS: u64 = 120 * 1_000_000_000;
 /// Hours (back from now) whose ids are kept for de-duplication.
 const ID_WINDOW_HOURS: u64 = 2;
+/// Sequence ranges remembered per instance and hour.
+const MAX_RANGES: usize = 4096;
+/// Instances remembered per hour.
+const MAX_INSTANCES: usize = 100_000;
+
+/// Sequence numbers seen, as sorted, disjoint, non-adjacent inclusive
+/// ranges.
+#[derive(Debug, Default)]
+struct SeqSet(Vec<(u64, u64)>);
+
+impl SeqSet {
+    fn contains(&self, seq: u64) -> bool {
+        let i = self.0.partition_point(|r| r.1 < seq);
+        self.0.get(i).is_some_and(|r| r.0 <= seq)
+    }
+
+    /// Adds `seq`; returns how many ranges were forgotten to stay bounded.
+    fn insert(&mut self, seq: u64) -> u64 {
+        let i = self.0.partition_point(|r| r.1 < seq);
+        if self.0.get(i).is_some_and(|r| r.0 <= seq) {
+            return 0;
+        }
+        let joins_prev = i > 0 && self.0[i - 1].1 + 1 == seq;
+        let joins_next = self.0.get(i).is_some_and(|r| r.0 == seq + 1);
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                self.0[i - 1].1 = self.0[i].1;
+                self.0.remove(i);
+            }
+            (true, false) => self.0[i - 1].1 = seq,
+            (false, true) => self.0[i].0 = seq,
+            (false, false) => self.0.insert(i, (seq, seq)),
+        }
+        let over = self.0.len().saturating_sub(MAX_RANGES);
+        self.0.drain(..over);
+        over as u64
+    }
+}
+
+/// `<instance>-<sequence>`
+fn parse_id(id: &str) -> Option<(&str, u64)> {
+    let (inst, seq) = id.rsplit_once('-')?;
+    Some((inst, seq.parse().ok()?))
+}
+
+/// The ids remembered for one hour.
+#[derive(Debug, Default)]
+struct HourIds(HashMap<String, SeqSet>);
+
+impl HourIds {
+    fn contains(&self, inst: &str, seq: u64) -> bool {
+        self.0.get(inst).is_some_and(|s| s.contains(seq))
+    }
+
+    /// Remembers one id; returns what had to be forgotten (ranges, or a
+    /// whole instance when the hour holds `MAX_INSTANCES`).
+    fn insert(&mut self, inst: &str, seq: u64) -> u64 {
+        if let Some(s) = self.0.get_mut(inst) {
+            return s.insert(seq);
+        }
+        let mut forgotten = 0;
+        if self.0.len() >= MAX_INSTANCES {
+            // Any one: the hour is bounded, and which is forgotten only
+            // decides which later resend could be exported twice.
+            if let Some(k) = self.0.keys().next().cloned() {
+                forgotten += self.0.remove(&k).map_or(0, |s| s.0.len() as u64);
+            }
+        }
+        let mut set = SeqSet::default();
+        set.insert(seq);
+        self.0.insert(inst.to_string(), set);
+        forgotten
+    }
+
+    #[cfg(test)]
+    fn ranges(&self) -> usize {
+        self.0.values().map(|s| s.0.len()).sum()
+    }
+}
 
 /// The lines, count and ids of one batch bound for one file.
 #[derive(Default)]
-struct Group(Vec<u8>, u64, Vec<String>);
+struct Group<'a>(Vec<u8>, u64, Vec<(&'a str, u64)>);
 
 pub struct Exporter {
     dir: PathBuf,
     files: HashMap<(u64, Part), (File, bool)>,
-    ids: HashMap<u64, HashSet<String>>,
+    ids: HashMap<u64, HourIds>,
+    /// Ranges forgotten to stay bounded (`tapio_controller_export_ids_forgotten_total`).
+    pub forgotten: u64,
     last_sync: Instant,
     fsync_every: Duration,
 }
@@ -54,6 +142,7 @@ impl Exporter {
             dir,
             files: HashMap::new(),
             ids: HashMap::new(),
+            forgotten: 0,
             last_sync: Instant::now(),
             fsync_every,
         };
@@ -66,8 +155,10 @@ impl Exporter {
             let set = ex.ids.entry(f.hour).or_default();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-                    if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
-                        set.insert(id.to_string());
+                    if let Some((inst, seq)) =
+                        v.get("id").and_then(|i| i.as_str()).and_then(parse_id)
+                    {
+                        ex.forgotten += set.insert(inst, seq);
                     }
                 }
             }
@@ -75,10 +166,10 @@ impl Exporter {
         Ok(ex)
     }
 
-    /// Number of ids remembered.
+    /// Sequence ranges remembered, over every hour and instance.
     #[cfg(test)]
-    pub fn remembered_ids(&self) -> usize {
-        self.ids.values().map(HashSet::len).sum()
+    pub fn remembered_ranges(&self) -> usize {
+        self.ids.values().map(HourIds::ranges).sum()
     }
 
     /// Exports `events` (raw event objects) of one batch.
@@ -94,10 +185,10 @@ impl Exporter {
         let sealed_below = hour_of(now.saturating_sub(SEAL_GRACE_NS));
         let mut groups: HashMap<(u64, Part), Group> = HashMap::new();
         let mut res = ExportResult::default();
-        let mut batch_ids = HashSet::new();
+        let mut batch_ids: HashSet<(&str, u64)> = HashSet::new();
         for ev in events {
-            let (Some(id), Some(ts)) = (
-                ev.get("id").and_then(|v| v.as_str()),
+            let (Some((inst, seq)), Some(ts)) = (
+                ev.get("id").and_then(|v| v.as_str()).and_then(parse_id),
                 ev.get("timestamp")
                     .and_then(|v| v.as_str())
                     .and_then(parse_rfc3339),
@@ -106,8 +197,8 @@ impl Exporter {
                 continue;
             };
             let hour = hour_of(ts);
-            if self.ids.get(&hour).is_some_and(|s| s.contains(id))
-                || !batch_ids.insert(id.to_string())
+            if self.ids.get(&hour).is_some_and(|s| s.contains(inst, seq))
+                || !batch_ids.insert((inst, seq))
             {
                 res.duplicates += 1;
                 continue;
@@ -130,13 +221,16 @@ impl Exporter {
             let g = groups.entry((hour, part)).or_default();
             g.0.extend_from_slice(&line);
             g.1 += 1;
-            g.2.push(id.to_string());
+            g.2.push((inst, seq));
         }
         for ((hour, part), Group(bytes, n, ids)) in groups {
             match self.write(hour, part, &bytes) {
                 Ok(()) => {
                     res.exported += n;
-                    self.ids.entry(hour).or_default().extend(ids);
+                    let set = self.ids.entry(hour).or_default();
+                    for (inst, seq) in ids {
+                        self.forgotten += set.insert(inst, seq);
+                    }
                 }
                 Err(e) => {
                     log::error!("export to {}: {e}", self.dir.display());
@@ -224,7 +318,11 @@ mod tests {
         ex.sync();
         drop(ex);
         let mut ex = Exporter::open(dir.clone(), Duration::from_secs(1)).unwrap();
-        assert_eq!(ex.remembered_ids(), 3);
+        assert_eq!(
+            ex.remembered_ranges(),
+            1,
+            "i-1..=i-3 read back as one range"
+        );
         let r = ex.export("a1", "n1", &[ev("i-3"), ev("i-4")]);
         assert_eq!(r, written(1, 1));
         let (all, st) = store::read_events(&[dir.as_path()], None, None).unwrap();
@@ -233,5 +331,34 @@ mod tests {
         assert_eq!(all[0]["node_name"], "n1");
         assert_eq!(all[0]["future_field"], 1, "unknown fields pass through");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sequence_sets_merge_and_stay_bounded() {
+        let mut s = SeqSet::default();
+        for q in [5, 7, 6, 1, 3, 2, 10] {
+            assert_eq!(s.insert(q), 0);
+        }
+        assert_eq!(s.0, [(1, 3), (5, 7), (10, 10)]);
+        assert!(s.contains(2) && s.contains(6) && s.contains(10));
+        assert!(!s.contains(4) && !s.contains(8) && !s.contains(0));
+        assert_eq!(s.insert(4), 0);
+        assert_eq!(s.0, [(1, 7), (10, 10)]);
+        // every other sequence: one range each, the oldest forgotten
+        let mut s = SeqSet::default();
+        let forgotten: u64 = (0..(MAX_RANGES as u64 + 10)).map(|i| s.insert(i * 2)).sum();
+        assert_eq!((s.0.len(), forgotten), (MAX_RANGES, 10));
+        assert!(
+            !s.contains(0),
+            "forgotten: a resend could be exported twice"
+        );
+        assert!(s.contains(2 * (MAX_RANGES as u64 + 9)));
+    }
+
+    #[test]
+    fn ids_are_instance_and_sequence() {
+        assert_eq!(parse_id("inst-7f-42"), Some(("inst-7f", 42)));
+        assert_eq!(parse_id("nodash"), None);
+        assert_eq!(parse_id("i-x"), None);
     }
 }

@@ -276,6 +276,15 @@ fn metrics(state: &State) -> Reply {
                 c.export_failures.load(Relaxed),
             ),
             (
+                "tapio_controller_export_ids_forgotten_total",
+                "Sequence ranges the export forgot to stay bounded (a later resend of those events could be exported twice).",
+                state
+                    .exporter
+                    .as_ref()
+                    .and_then(|e| e.lock().ok().map(|e| e.forgotten))
+                    .unwrap_or(0),
+            ),
+            (
                 "tapio_controller_batches_accepted_total",
                 "Event batches accepted.",
                 c.batches_accepted.load(Relaxed),
