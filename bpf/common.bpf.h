@@ -81,11 +81,13 @@ static __always_inline bool tapio_cfg_copy(__u32 slot, struct tapio_config *snap
 }
 
 /*
- * A consistent copy of the config in force, in `snap`; NULL when the agent
- * has not written one yet, wrote an ABI version this program does not
- * understand (counted), or was rewriting both slots (counted).
+ * Fills `snap` with a consistent copy of the config in force; 0 when the
+ * agent has not written one yet, wrote an ABI version this program does
+ * not understand (counted), or was rewriting both slots (counted). One
+ * BPF subprogram per object, called by every program, rather than the copy
+ * inlined into each (it was a fifth of each object's size).
  */
-static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config *snap)
+static __attribute__((noinline)) int tapio_cfg_read(struct tapio_config *snap)
 {
 	__u32 zero = 0, slot;
 	const __u32 *active = bpf_map_lookup_elem(&tapio_config_active, &zero);
@@ -103,7 +105,13 @@ static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config 
 		tapio_count(TAPIO_CNT_ABI_MISMATCH);
 		return 0;
 	}
-	return snap;
+	return 1;
+}
+
+/* The config in force (a copy in `snap`), or NULL: see tapio_cfg_read. */
+static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config *snap)
+{
+	return tapio_cfg_read(snap) ? snap : 0;
 }
 
 /*
