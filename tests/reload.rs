@@ -39,6 +39,16 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_a_bad_file() {
         ],
     );
     wait_metric(&agent, "tapio_config_generation", 1);
+    const KERNEL: &str = "tapio_kernel_events_total{observer=\"network\"}";
+    // The oracle works: under generation 1 a refused connect is a record
+    // the network program tried to emit.
+    let before = metric(&agent.metrics_now(), KERNEL);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", closed_port()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&agent.metrics_now(), KERNEL) <= before {
+        assert!(Instant::now() < deadline, "the kernel counter never moved");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // valid: the network observer switched off, generation 2
     cfg.network.enabled = false;
@@ -46,8 +56,19 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_a_bad_file() {
     agent.signal("HUP");
     wait_metric(&agent, "tapio_config_generation", 2);
     wait_metric(&agent, "tapio_config_reloads_total{result=\"ok\"}", 1);
+    // Switched off in the kernel, not filtered in user space: the
+    // programs' own attempt counter stands still (whatever else the host
+    // does, a switched-off program tries nothing).
+    std::thread::sleep(Duration::from_millis(1500));
+    let off = metric(&agent.metrics_now(), KERNEL);
     let port = closed_port();
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        metric(&agent.metrics_now(), KERNEL),
+        off,
+        "the network programs tried no record under generation 2"
+    );
 
     // invalid: rejected, counted, generation stays 2
     std::fs::write(&path, b"{\"profile\": 7}").unwrap();
