@@ -74,15 +74,22 @@ mod linux {
             let src = root.join("bpf").join(format!("{name}.bpf.c"));
             let skel = out.join(format!("{name}.skel.rs"));
             let obj = out.join(format!("{name}.bpf.o"));
+            let mut args = vec![
+                format!("-I{}", include.display()),
+                format!("-D__TARGET_ARCH_{arch}"),
+                "-Wall".to_string(),
+                "-Werror".to_string(),
+            ];
+            // The programs' test hooks exist in the builds the tests drive
+            // (debug assertions on, as for the agent's crate::fault), and
+            // nowhere else: a release object carries none.
+            if env::var_os("CARGO_CFG_DEBUG_ASSERTIONS").is_some() {
+                args.push("-DTAPIO_TEST_HOOKS".to_string());
+            }
             SkeletonBuilder::new()
                 .source(&src)
                 .obj(&obj)
-                .clang_args([
-                    format!("-I{}", include.display()),
-                    format!("-D__TARGET_ARCH_{arch}"),
-                    "-Wall".to_string(),
-                    "-Werror".to_string(),
-                ])
+                .clang_args(args)
                 .build_and_generate(&skel)
                 .unwrap_or_else(|e| panic!("building bpf/{name}.bpf.c: {e:#}"));
             println!("cargo:rerun-if-changed={}", src.display());

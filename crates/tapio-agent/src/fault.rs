@@ -1,6 +1,7 @@
 //! Test hooks: `TAPIO_FAULT_INJECT=<hook>[,<hook>...]` makes the agent
 //! misbehave on purpose, so tests can prove what happens then. Compiled
-//! into debug builds only (the ones the tests run): a release binary
+//! into debug builds only (the ones the tests run; the programs' side,
+//! `TAPIO_TEST_HOOKS`, likewise: build.rs): a release binary
 //! ignores the variable, and carries no way to be told to fail.
 //!
 //! Hooks: `load:<observer>` (that observer's load fails),
