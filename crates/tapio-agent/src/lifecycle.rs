@@ -349,7 +349,7 @@ impl Running {
         // Generation 0 until the starting config is applied as generation 1.
         let applier = Applier {
             shared: config::SharedConfig::new(cfg.clone(), 0),
-            writers: loader::ConfigWriters::from_observers(&observers),
+            writers: loader::ConfigWriters::from_observers(&mut observers),
             metrics: Arc::clone(&metrics),
             applied: Arc::new(Mutex::new(client::Applied::default())),
         };

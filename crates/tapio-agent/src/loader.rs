@@ -23,10 +23,11 @@ pub struct Observer {
     /// Each loaded program's name and an owned fd (for its run counters:
     /// recursion misses), until `ProgramReaders` takes them.
     pub programs: Vec<(String, std::os::fd::OwnedFd)>,
-    /// Owned handles (dup'ed fds): usable from any thread and after the
-    /// skeleton is gone.
-    pub config_map: MapHandle,
-    pub config_active: MapHandle,
+    /// Its config slots, mapped once at load (the initial config is
+    /// written through them), until `ConfigWriters` takes them.
+    pub config: Option<crate::config::ConfigSlots>,
+    /// An owned handle (a dup'ed fd): usable from any thread and after
+    /// the skeleton is gone.
     pub counters_map: MapHandle,
 }
 
@@ -45,39 +46,28 @@ impl Observer {
 /// Writes config into every loaded object (`crate::config::ConfigSlots`),
 /// one writer at a time.
 #[derive(Default)]
-pub struct ConfigWriters {
-    slots: std::sync::Mutex<Vec<crate::config::ConfigSlots>>,
-    /// Objects whose config maps could not be mapped: every write to them
-    /// fails.
-    unmapped: usize,
-}
+pub struct ConfigWriters(std::sync::Mutex<Vec<crate::config::ConfigSlots>>);
 
 impl ConfigWriters {
-    pub fn from_observers(observers: &[Observer]) -> ConfigWriters {
-        let mut slots = Vec::new();
-        let mut unmapped = 0;
-        for o in observers {
-            match crate::config::ConfigSlots::open(&o.config_map, &o.config_active) {
-                Ok(s) => slots.push(s),
-                Err(e) => {
-                    log::error!("mapping the config of observer {}: {e}", o.index);
-                    unmapped += 1;
-                }
-            }
-        }
-        ConfigWriters {
-            slots: std::sync::Mutex::new(slots),
-            unmapped,
-        }
+    /// Takes each observer's config slots (they serve nothing else).
+    pub fn from_observers(observers: &mut [Observer]) -> ConfigWriters {
+        ConfigWriters(std::sync::Mutex::new(
+            observers
+                .iter_mut()
+                .filter_map(|o| o.config.take())
+                .collect(),
+        ))
     }
 
-    /// Writes `k` to all objects; returns how many writes failed.
+    /// Writes `k` to all objects; returns how many writes failed: none,
+    /// since each is a store into memory mapped at load (a mapping that
+    /// failed failed the observer's load).
     pub fn write(&self, k: &KernelConfig) -> usize {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = self.0.lock().unwrap_or_else(|p| p.into_inner());
         for s in slots.iter_mut() {
             s.write(k, slow_write_pause);
         }
-        self.unmapped
+        0
     }
 }
 
@@ -133,30 +123,6 @@ pub fn storage() -> &'static mut MaybeUninit<OpenObject> {
     // One small allocation per observer for the process lifetime: it gives
     // the skeleton a 'static borrow, so it can move to the poller thread.
     Box::leak(Box::new(MaybeUninit::uninit()))
-}
-
-pub fn handles(
-    config: &libbpf_rs::MapMut<'_>,
-    active: &libbpf_rs::MapMut<'_>,
-    counters: &libbpf_rs::MapMut<'_>,
-) -> libbpf_rs::Result<(MapHandle, MapHandle, MapHandle)> {
-    Ok((
-        MapHandle::try_from(config)?,
-        MapHandle::try_from(active)?,
-        MapHandle::try_from(counters)?,
-    ))
-}
-
-/// The config a freshly loaded object starts with, before it is attached.
-pub fn write_initial(
-    config: &MapHandle,
-    active: &MapHandle,
-    k: &KernelConfig,
-) -> libbpf_rs::Result<()> {
-    let mut slots =
-        crate::config::ConfigSlots::open(config, active).map_err(libbpf_rs::Error::from)?;
-    slots.write(k, || {});
-    Ok(())
 }
 
 fn libbpf_print(level: libbpf_rs::PrintLevel, msg: String) {
@@ -306,13 +272,15 @@ macro_rules! loader {
             #[allow(clippy::redundant_closure_call)]
             ($prepare)(&mut open);
             let mut skel = open.load()?;
-            let (config_map, config_active, counters_map) = handles(
+            let counters_map = libbpf_rs::MapHandle::try_from(&skel.maps.tapio_counters)?;
+            let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
+            // The first config, before the programs are attached.
+            let mut config = $crate::config::ConfigSlots::open(
                 &skel.maps.tapio_config,
                 &skel.maps.tapio_config_active,
-                &skel.maps.tapio_counters,
-            )?;
-            let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
-            write_initial(&config_map, &config_active, k)?;
+            )
+            .map_err(libbpf_rs::Error::from)?;
+            config.write(k, || {});
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
@@ -322,8 +290,7 @@ macro_rules! loader {
                 programs,
                 skel: Some(Box::new(skel)),
                 events,
-                config_map,
-                config_active,
+                config: Some(config),
                 counters_map,
             })
         }
