@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -89,19 +89,6 @@ fn agent_against(name: &str, url: &str, extra: &[&str]) -> Agent {
     Agent::start(name, &args)
 }
 
-fn wait_metric(agent: &Agent, key: &str, at_least: u64, within: Duration) -> u64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let m = agent.metrics_now();
-        let v = if m.is_empty() { 0 } else { metric(&m, key) };
-        if v >= at_least {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{key} stayed at {v}:\n{m}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn an_https_controller_is_refused_at_start() {
     let out = std::process::Command::new(agent_bin())
@@ -143,8 +130,7 @@ fn redirects_are_not_followed() {
         let _ = s.write_all(loc.as_bytes());
     });
     let agent = agent_against("redirect", &redirector.url(), &[]);
-    wait_metric(
-        &agent,
+    agent.wait_metric_at_least(
         "tapio_controller_send_failures_total{kind=\"redirect\"}",
         2,
         Duration::from_secs(10),
@@ -169,8 +155,7 @@ fn slow_answers_hit_the_timeout_and_cut_answers_are_failures() {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
     });
     let agent = agent_against("slow", &slow.url(), &[]);
-    wait_metric(
-        &agent,
+    agent.wait_metric_at_least(
         "tapio_controller_send_failures_total{kind=\"timeout\"}",
         1,
         Duration::from_secs(5),
@@ -188,8 +173,7 @@ fn slow_answers_hit_the_timeout_and_cut_answers_are_failures() {
         let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"wire_");
     });
     let agent = agent_against("cut", &cut.url(), &[]);
-    wait_metric(
-        &agent,
+    agent.wait_metric_at_least(
         "tapio_controller_send_failures_total{kind=\"io\"}",
         1,
         Duration::from_secs(5),

@@ -44,11 +44,7 @@ fn sighup_applies_a_valid_config_and_keeps_the_old_one_on_a_bad_file() {
     // the network program tried to emit.
     let before = metric(&agent.metrics_now(), KERNEL);
     let _ = std::net::TcpStream::connect(("127.0.0.1", closed_port()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&agent.metrics_now(), KERNEL) <= before {
-        assert!(Instant::now() < deadline, "the kernel counter never moved");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    agent.wait_metric_at_least(KERNEL, before + 1, Duration::from_secs(10));
 
     // valid: the network observer switched off, generation 2
     cfg.network.enabled = false;

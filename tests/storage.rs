@@ -337,17 +337,7 @@ fn a_config_written_while_io_flows_is_never_read_half_written() {
     for g in 2..=GENERATIONS {
         write_cfg(g % 2 == 1);
         agent.signal("HUP");
-        let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
-        while {
-            let m = agent.metrics_now();
-            m.is_empty() || metric(&m, "tapio_config_generation") < g
-        } {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "generation {g} never applied"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        agent.wait_metric_at_least("tapio_config_generation", g, SLOW_KERNEL_DEADLINE);
     }
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

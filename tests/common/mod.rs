@@ -209,6 +209,21 @@ impl Agent {
         }
     }
 
+    /// Waits until the metrics textfile shows `key` at `at_least` or more;
+    /// fails the test at the deadline. Returns the value seen.
+    pub fn wait_metric_at_least(&self, key: &str, at_least: u64, within: Duration) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let m = self.metrics_now();
+            let v = if m.is_empty() { 0 } else { metric(&m, key) };
+            if v >= at_least {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{key} stayed at {v}:\n{m}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Like [`Agent::wait_events`], but says whether `pred` held by the
     /// deadline instead of failing the test.
     pub fn events_within(&self, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> bool {
@@ -279,11 +294,7 @@ pub fn metric_prefix_sum(text: &str, prefix: &str) -> u64 {
 /// The sum of a metric family's samples (every label set).
 #[allow(dead_code)]
 pub fn metric_sum(text: &str, family: &str) -> u64 {
-    let prefix = format!("{family}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    metric_prefix_sum(text, &format!("{family}{{"))
 }
 
 /// One observer's loss-accounting counters from a metrics textfile.
