@@ -179,10 +179,9 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		return;
 	if (!cfg->network_enabled) {
 		/* Switched off: no facts, but no state outlives its socket
-		 * either, so nothing seen before is inherited after it is
-		 * switched on again. */
-		if (born || newstate == TCP_CLOSE)
-			conn_forget(sk);
+		 * (this is a birth or a close) either, so nothing seen before
+		 * is inherited after it is switched on again. */
+		conn_forget(sk);
 		return;
 	}
 
