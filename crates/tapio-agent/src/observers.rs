@@ -212,29 +212,27 @@ impl Facts {
     }
 }
 
-/// Test hook (crate::fault): `storage:inflight_entries:<n>` shrinks the
-/// in-flight map, so a test can fill it.
-fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>) {
-    for n in crate::fault::values("storage:inflight_entries:") {
+/// Test hooks (crate::fault) that size a map before load: `<hook><n>`
+/// gives `map` n entries (for a ring buffer, n bytes: a power of two, at
+/// least a page).
+fn size_from_hook(hook: &str, map: &mut libbpf_rs::OpenMapMut<'_>) {
+    for n in crate::fault::values(hook) {
         if let Ok(n) = n.parse::<u32>() {
-            if let Err(e) = open.maps.inflight.set_max_entries(n) {
-                log::warn!("fault hook storage:inflight_entries: {e}");
+            if let Err(e) = map.set_max_entries(n) {
+                log::warn!("fault hook {hook}: {e}");
             }
         }
     }
 }
 
-/// Test hook (crate::fault): `network:ring_bytes:<n>` shrinks the network
-/// ring buffer (a power of two, at least a page), so a test can overflow
-/// it.
+/// `network:ring_bytes:<n>`: a network ring a test can overflow.
 fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>) {
-    for n in crate::fault::values("network:ring_bytes:") {
-        if let Ok(n) = n.parse::<u32>() {
-            if let Err(e) = open.maps.events.set_max_entries(n) {
-                log::warn!("fault hook network:ring_bytes: {e}");
-            }
-        }
-    }
+    size_from_hook("network:ring_bytes:", &mut open.maps.events);
+}
+
+/// `storage:inflight_entries:<n>`: an in-flight map a test can fill.
+fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>) {
+    size_from_hook("storage:inflight_entries:", &mut open.maps.inflight);
 }
 
 /// For an object loaded as it was built.
