@@ -158,6 +158,21 @@ pub struct Registry {
     pub evicted: u64,
 }
 
+/// Makes `inst` (known under `key`) the instance seen most recently.
+fn seen(
+    recency: &mut BTreeMap<u64, (String, String)>,
+    touches: &mut u64,
+    inst: &mut Instance,
+    key: (String, String),
+    now: Instant,
+) {
+    *touches += 1;
+    recency.remove(&inst.touch);
+    recency.insert(*touches, key);
+    inst.touch = *touches;
+    inst.last_seen = now;
+}
+
 fn age(now: Instant, t: Option<Instant>) -> Option<u64> {
     t.map(|t| now.saturating_duration_since(t).as_secs())
 }
@@ -191,16 +206,11 @@ impl Registry {
         self.owners
             .entry(instance.to_string())
             .or_insert_with(|| agent.to_string());
-        self.touches += 1;
-        let touch = self.touches;
         let inst = self
             .map
             .entry(key.clone())
             .or_insert_with(|| Instance::new(node, now));
-        self.recency.remove(&inst.touch);
-        self.recency.insert(touch, key);
-        inst.touch = touch;
-        inst.last_seen = now;
+        seen(&mut self.recency, &mut self.touches, inst, key, now);
         inst.node_name = node.to_string();
         inst
     }
@@ -225,12 +235,8 @@ impl Registry {
         let Some(inst) = self.map.get_mut(&key) else {
             return false;
         };
-        self.touches += 1;
-        self.recency.remove(&inst.touch);
-        self.recency.insert(self.touches, key);
-        inst.touch = self.touches;
+        seen(&mut self.recency, &mut self.touches, inst, key, now);
         let known = inst.first_hello.is_some();
-        inst.last_seen = now;
         inst.last_heartbeat = Some(now);
         inst.config_version = hb.config_version.clone();
         inst.applied_hash = hb.config_hash.clone();
@@ -377,20 +383,24 @@ mod tests {
         assert_eq!((s.gaps, s.missing, s.last), (1, 9, 10));
     }
 
-    #[test]
-    fn bounded_by_least_recently_seen() {
-        let mut r = Registry::new(2);
-        let t = Instant::now();
-        let h = |a: &str, i: &str| HelloRequest {
+    fn hello_request(agent: &str, instance: &str) -> HelloRequest {
+        HelloRequest {
             wire_version: tapio_wire::WIRE_VERSION.into(),
-            agent_id: a.into(),
+            agent_id: agent.into(),
             node_name: "n".into(),
-            instance_id: i.into(),
+            instance_id: instance.into(),
             agent_version: "v".into(),
             kernel_release: "k".into(),
             arch: "x".into(),
             capabilities: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn bounded_by_least_recently_seen() {
+        let mut r = Registry::new(2);
+        let t = Instant::now();
+        let h = hello_request;
         r.hello(&h("a", "1"), t);
         r.hello(&h("b", "1"), t + std::time::Duration::from_secs(1));
         r.hello(&h("c", "1"), t + std::time::Duration::from_secs(2));
@@ -422,19 +432,7 @@ mod tests {
         let mut r = Registry::new(100);
         let t = Instant::now();
         for a in ["d", "a", "c", "b", "e"] {
-            r.hello(
-                &HelloRequest {
-                    wire_version: tapio_wire::WIRE_VERSION.into(),
-                    agent_id: a.into(),
-                    node_name: "n".into(),
-                    instance_id: format!("i-{a}"),
-                    agent_version: "v".into(),
-                    kernel_release: "k".into(),
-                    arch: "x".into(),
-                    capabilities: vec![],
-                },
-                t,
-            );
+            r.hello(&hello_request(a, &format!("i-{a}")), t);
         }
         let ids = |p: &[tapio_wire::AgentStatus]| -> Vec<String> {
             p.iter().map(|a| a.agent_id.clone()).collect()
