@@ -558,6 +558,12 @@ fn no_client_can_claim_another_agents_instance_or_event_ids() {
             .contains("events[1].id"),
         "{b}"
     );
+    // Nor ids of another shape: the sequence is a decimal number, and a
+    // longer prefix is another instance.
+    for odd in ["i1-x", "i1-7-9"] {
+        let (s, b) = c.post("/v1/events", &batch("i1", 2, &[odd]));
+        assert_eq!((s, code(&b)), (400, "INVALID_FIELD"), "{odd}");
+    }
     // ... so a1's future ids were never taken: its next batch is exported.
     assert_eq!(c.post("/v1/events", &batch("i1", 2, &["i1-2"])).0, 200);
     let (events, _) = tapio_common::store::read_events(&[dir.as_path()], None, None).unwrap();
@@ -571,7 +577,7 @@ fn no_client_can_claim_another_agents_instance_or_event_ids() {
         "{m}"
     );
     assert!(
-        m.contains("tapio_controller_rejected_requests_total{code=\"INVALID_FIELD\"} 1"),
+        m.contains("tapio_controller_rejected_requests_total{code=\"INVALID_FIELD\"} 3"),
         "{m}"
     );
 }

@@ -299,7 +299,7 @@ fn agents(a: &Agents) {
                         }
                         seq[k] += 1;
                         let evs: Vec<_> = (0..50)
-                            .map(|e| json!({"id": format!("i{i}-{}-{e}", seq[k]), "type": "kernel.network.connection_refused", "observer": "network",
+                            .map(|e| json!({"id": format!("i{i}-{}", (seq[k] - 1) * 50 + e + 1), "type": "kernel.network.connection_refused", "observer": "network",
                                 "severity": "warning", "timestamp": "2026-11-22T06:00:00.000000000Z", "config_generation": 1,
                                 "facts": {"family": "ipv4", "src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.2", "dst_port": 5432}}))
                             .collect();

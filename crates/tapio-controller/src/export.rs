@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tapio_common::store::{self, Part};
 use tapio_common::time::{hour_of, now_unix_ns, parse_rfc3339};
+use tapio_wire::split_event_id;
 
 const SEAL_GRACE_NS: u64 = 120 * 1_000_000_000;
 /// Hours (back from now) whose ids are kept for de-duplication.
@@ -66,12 +67,6 @@ impl SeqSet {
         self.0.drain(..over);
         over as u64
     }
-}
-
-/// `<instance>-<sequence>`
-fn parse_id(id: &str) -> Option<(&str, u64)> {
-    let (inst, seq) = id.rsplit_once('-')?;
-    Some((inst, seq.parse().ok()?))
 }
 
 /// The ids remembered for one hour.
@@ -155,8 +150,10 @@ impl Exporter {
             let set = ex.ids.entry(f.hour).or_default();
             for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 if let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) {
-                    if let Some((inst, seq)) =
-                        v.get("id").and_then(|i| i.as_str()).and_then(parse_id)
+                    if let Some((inst, seq)) = v
+                        .get("id")
+                        .and_then(|i| i.as_str())
+                        .and_then(split_event_id)
                     {
                         ex.forgotten += set.insert(inst, seq);
                     }
@@ -188,7 +185,9 @@ impl Exporter {
         let mut batch_ids: HashSet<(&str, u64)> = HashSet::new();
         for ev in events {
             let (Some((inst, seq)), Some(ts)) = (
-                ev.get("id").and_then(|v| v.as_str()).and_then(parse_id),
+                ev.get("id")
+                    .and_then(|v| v.as_str())
+                    .and_then(split_event_id),
                 ev.get("timestamp")
                     .and_then(|v| v.as_str())
                     .and_then(parse_rfc3339),
@@ -353,12 +352,5 @@ mod tests {
             "forgotten: a resend could be exported twice"
         );
         assert!(s.contains(2 * (MAX_RANGES as u64 + 9)));
-    }
-
-    #[test]
-    fn ids_are_instance_and_sequence() {
-        assert_eq!(parse_id("inst-7f-42"), Some(("inst-7f", 42)));
-        assert_eq!(parse_id("nodash"), None);
-        assert_eq!(parse_id("i-x"), None);
     }
 }

@@ -480,13 +480,17 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
     let n = batch.events.len() as u64;
     // Every event id is `<instance_id>-<n>`: a batch cannot carry another
     // instance's ids (the export de-duplicates on them).
-    let prefix = format!("{}-", batch.instance_id);
-    if let Some(i) = batch.events.iter().position(|e| !e.id.starts_with(&prefix)) {
+    if let Some(i) = batch.events.iter().position(|e| {
+        tapio_wire::split_event_id(&e.id).is_none_or(|(inst, _)| inst != batch.instance_id)
+    }) {
         c.batches_rejected.fetch_add(1, Relaxed);
         c.events_rejected.fetch_add(n, Relaxed);
         return Err(ApiError::new(
             ErrorCode::InvalidField,
-            format!("events[{i}].id: must be {prefix}<sequence> (the batch's own instance)"),
+            format!(
+                "events[{i}].id: must be {}-<sequence> (the batch's own instance)",
+                batch.instance_id
+            ),
         ));
     }
     let unavailable = |why: &str| {

@@ -35,7 +35,7 @@ pub use messages::{
     AgentStatus, ConfigResponse, DegradedReason, EventBatch, EventBatchResponse, HeartbeatRequest,
     HeartbeatResponse, HelloRequest, HelloResponse, InstanceStatus, ObserverState, ObserverStatus,
     Severity, StatusConfig, StatusCounters, StatusResponse, WireEvent, is_config_hash,
-    looks_like_rfc3339_utc,
+    looks_like_rfc3339_utc, split_event_id,
 };
 pub use reasoning::{REASONING_KEYS, find_reasoning_key, is_reasoning_key};
 

@@ -369,6 +369,18 @@ pub fn looks_like_rfc3339_utc(s: &str) -> bool {
     }
 }
 
+/// An event id's parts: `<instance_id>-<sequence>` (the instance id may
+/// itself contain dashes; the sequence is decimal). `None` for any other
+/// shape. The agent writes ids this way; the controller refuses others and
+/// de-duplicates its export on the parts.
+pub fn split_event_id(id: &str) -> Option<(&str, u64)> {
+    let (instance, seq) = id.rsplit_once('-')?;
+    if instance.is_empty() || seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((instance, seq.parse().ok()?))
+}
+
 /// `POST /v1/events`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -749,6 +761,22 @@ mod tests {
         r.config_hash = format!("sha256:{}", "0".repeat(64));
         r.config_version = "-1".into();
         assert_eq!(r.validate().unwrap_err().path(), Some("config_version"));
+    }
+
+    #[test]
+    fn event_ids_split_into_instance_and_sequence() {
+        assert_eq!(split_event_id("inst-7f-42"), Some(("inst-7f", 42)));
+        assert_eq!(split_event_id("i1-1"), Some(("i1", 1)));
+        for bad in [
+            "nodash",
+            "i-x",
+            "i-",
+            "-5",
+            "i-+5",
+            "i-99999999999999999999",
+        ] {
+            assert_eq!(split_event_id(bad), None, "{bad}");
+        }
     }
 
     #[test]
