@@ -92,6 +92,14 @@ impl<'a> Json<'a> {
         self.out.push_str(itoa::Buffer::new().format(v));
     }
 
+    /// `k` only when there is a value: an unknown fact is left out, never
+    /// written as 0.
+    pub fn num_opt<T: itoa::Integer>(&mut self, k: &str, v: Option<T>) {
+        if let Some(v) = v {
+            self.num(k, v);
+        }
+    }
+
     pub fn ip(&mut self, k: &str, v: IpAddr) {
         self.key(k);
         self.out.push('"');

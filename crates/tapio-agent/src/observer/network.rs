@@ -101,18 +101,10 @@ impl NetFacts {
             j.num("pid", o.pid);
             j.str("comm", &o.comm.as_str());
         }
-        if let Some(c) = self.cgroup_id {
-            j.num("cgroup_id", c);
-        }
-        if let Some(r) = self.retransmits {
-            j.num("retransmits", r);
-        }
-        if let Some(s) = self.span_ns {
-            j.num("span_ns", s);
-        }
-        if let Some(s) = self.syn_retries {
-            j.num("syn_retries", s);
-        }
+        j.num_opt("cgroup_id", self.cgroup_id);
+        j.num_opt("retransmits", self.retransmits);
+        j.num_opt("span_ns", self.span_ns);
+        j.num_opt("syn_retries", self.syn_retries);
         if let Some(e) = self.error {
             j.str("error", connect_errno_name(e).unwrap_or("unknown"));
             j.num("error_code", e);

@@ -79,27 +79,13 @@ impl ProcessFacts {
         j.num("pid", self.pid);
         j.str("comm", &self.comm.as_str());
         j.num("cgroup_id", self.cgroup_id);
-        if let Some(v) = self.ppid {
-            j.num("ppid", v);
-        }
-        if let Some(v) = self.exit_code {
-            j.num("exit_code", v);
-        }
-        if let Some(v) = self.signal {
-            j.num("signal", v);
-        }
-        if let Some(v) = self.memcg_id {
-            j.num("memcg_id", v);
-        }
-        if let Some(v) = self.total_vm_kb {
-            j.num("total_vm_kb", v);
-        }
-        if let Some(v) = self.rss_kb {
-            j.num("rss_kb", v);
-        }
-        if let Some(v) = self.oom_score_adj {
-            j.num("oom_score_adj", v);
-        }
+        j.num_opt("ppid", self.ppid);
+        j.num_opt("exit_code", self.exit_code);
+        j.num_opt("signal", self.signal);
+        j.num_opt("memcg_id", self.memcg_id);
+        j.num_opt("total_vm_kb", self.total_vm_kb);
+        j.num_opt("rss_kb", self.rss_kb);
+        j.num_opt("oom_score_adj", self.oom_score_adj);
         if let Some(f) = &self.filename {
             j.str("filename", &crate::abi::c_str(&f[..]));
         }

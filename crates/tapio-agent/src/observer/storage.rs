@@ -92,16 +92,12 @@ impl StorageFacts {
         if let Some(e) = self.error {
             j.str("error", e);
         }
-        if let Some(e) = self.error_code {
-            j.num("error_code", e);
-        }
+        j.num_opt("error_code", self.error_code);
         if let Some(o) = &self.owner {
             j.num("pid", o.pid);
             j.str("comm", &o.comm.as_str());
         }
-        if let Some(c) = self.cgroup_id {
-            j.num("cgroup_id", c);
-        }
+        j.num_opt("cgroup_id", self.cgroup_id);
     }
 }
 
