@@ -14,6 +14,13 @@
  *    is then folded into the oom_kill: one death, one event. On kernels
  *    whose mark_victim carries only a pid, the oom_kill is emitted at the
  *    victim's death instead, without the mm facts (gone by then).
+ *    mark_victim also fires when the OOM killer picks a task that is
+ *    already exiting: it then kills nothing (the kernel's oom_kill counters
+ *    stay put), so no oom_kill is emitted and the task's own exit is
+ *    reported as what it is. A real kill sends SIGKILL (SEND_SIG_PRIV, to
+ *    the thread group) and marks the victim on the same CPU without a
+ *    preemption point in between (both under task_lock): signal_generate
+ *    remembers that SIGKILL per CPU, and mark_victim checks it.
  *  - exec: sched_process_exec, only with exec_enabled.
  */
 /* Lower rate than the network observer: a smaller ring (tapio_abi.h). */
@@ -59,6 +66,49 @@ struct {
 	__type(key, __u32);  /* tgid */
 	__type(value, __u8);
 } dead_groups SEC(".maps");
+
+/* The thread that the last group SIGKILL sent by the kernel itself
+ * (SEND_SIG_PRIV) went to, on this CPU; 0 once mark_victim took it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32); /* pid (thread id) */
+} oom_sigkill SEC(".maps");
+
+#define TAPIO_SIGKILL 9
+#define TAPIO_SEND_SIG_PRIV ((void *)1)
+
+/* signal_generate(sig, info, task, group, result): the OOM killer's kill
+ * is a SIGKILL with SEND_SIG_PRIV to the victim's thread group. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(tapio_signal_generate, int sig, void *info, struct task_struct *task, int group)
+{
+	__u32 zero = 0, *slot;
+
+	if (sig != TAPIO_SIGKILL || info != TAPIO_SEND_SIG_PRIV || !group)
+		return 0;
+	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
+	if (slot)
+		*slot = BPF_CORE_READ(task, pid);
+	return 0;
+}
+
+/* Whether mark_victim(thread `pid`) follows the OOM killer's SIGKILL to it
+ * (a kill), or found the task already exiting (no kill). Either way the
+ * slot is emptied, enabled or not: it belongs to this one OOM decision. */
+static __always_inline bool oom_killed(__u32 pid)
+{
+	__u32 zero = 0, *slot;
+	bool killed;
+
+	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
+	if (!slot)
+		return false;
+	killed = *slot == pid;
+	*slot = 0;
+	return killed;
+}
 
 static __always_inline __u64 memcg_id(struct task_struct *task)
 {
@@ -146,9 +196,14 @@ int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 tgid;
 	__u8 v = OOM_REPORTED;
+	bool killed = oom_killed(BPF_CORE_READ(task, pid));
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
+	if (!killed) {
+		tapio_count(TAPIO_CNT_OOM_VICTIM_EXITING);
+		return 0;
+	}
 	tgid = BPF_CORE_READ(task, tgid);
 	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_ANY)) {
 		/* Unremembered, the exit would be a second event: report the
@@ -169,9 +224,14 @@ int BPF_PROG(tapio_mark_victim_pid, int pid)
 	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 key = pid;
 	__u8 one = 1;
+	bool killed = oom_killed(key);
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
+	if (!killed) {
+		tapio_count(TAPIO_CNT_OOM_VICTIM_EXITING);
+		return 0;
+	}
 	if (tapio_map_update(&oom_pending, &key, &one, BPF_ANY))
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 	return 0;
@@ -280,17 +340,22 @@ int BPF_PROG(tapio_sched_process_exit, struct task_struct *task)
 	return 0;
 }
 
-/* The leader's task_struct is freed after every thread of its group has
- * exited: the group's claim, if any, is released. Loaded together with
- * tapio_sched_process_exit only. */
+/* A task_struct is freed after its thread has passed its exit
+ * tracepoint, and a leader's only after every thread of its group has:
+ * nothing kept for the thread or, at the leader, for its group can be
+ * used again, and a later process that reuses the pid starts clean. The
+ * group's death claim (claim-based kernels) is released here too. */
 SEC("tp_btf/sched_process_free")
 int BPF_PROG(tapio_sched_process_free, struct task_struct *task)
 {
 	__u32 pid = BPF_CORE_READ(task, pid);
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 
-	if (pid == tgid)
+	bpf_map_delete_elem(&oom_pending, &pid);
+	if (pid == tgid) {
 		bpf_map_delete_elem(&dead_groups, &tgid);
+		bpf_map_delete_elem(&oom_victims, &tgid);
+	}
 	return 0;
 }
 

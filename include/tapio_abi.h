@@ -153,6 +153,7 @@ enum tapio_counter {
 	TAPIO_CNT_CONNECT_ERROR_TAKEN = 12, /* network: the kernel failed a connect, but the application read (and cleared) its error before the close */
 	TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED = 13, /* network: a connect ended with an errno no event kind describes */
 	TAPIO_CNT_CONFIG_SKIPPED = 14,      /* any: a run skipped because both config slots were being rewritten */
+	TAPIO_CNT_OOM_VICTIM_EXITING = 15,  /* process: the OOM killer chose a task already exiting, and killed nothing */
 	TAPIO_CNT_MAX = 16,
 };
 

@@ -267,6 +267,196 @@ fn an_oom_kill_is_one_event_with_the_victims_cgroups() {
     assert_accounting(&done.metrics, "process");
 }
 
+/// waitpid(tid) for a traced thread, within the deadline.
+fn wait_traced(tid: i32) -> i32 {
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+    let mut st = 0;
+    loop {
+        // SAFETY: waitpid on our own tracee with a valid status pointer.
+        let r = unsafe { libc::waitpid(tid, &mut st, libc::__WALL | libc::WNOHANG) };
+        assert!(
+            r >= 0,
+            "waitpid({tid}): {}",
+            std::io::Error::last_os_error()
+        );
+        if r == tid {
+            return st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} never stopped"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The OOM killer can choose a task that is already exiting. The kernel
+/// then kills nothing: it only lets the task use memory reserves to die
+/// faster (`task_will_free_mem`), and its oom_kill counters stay put. The
+/// victim here is held at its exit by ptrace (PTRACE_O_TRACEEXIT) after
+/// exit_group(7), with 40 MiB of a 64 MiB cgroup; a second, smaller
+/// process needs 24 MiB more (the larger, exiting one is the one chosen;
+/// when it is reaped or released, the second one gets its memory). The truth is
+/// one abnormal_exit with code 7 and no oom_kill, and the kernel's
+/// /proc/vmstat oom_kill must not move.
+#[test]
+fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
+    if !kernel_available("process::oom_exiting") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("tapio-oomx-{}", std::process::id());
+    let Some(cg) = OomCgroup::create(&name) else {
+        skip(
+            "process::oom_exiting",
+            "needs a memory controller: cgroup v2 with memory, or v1 memory + v2",
+        );
+        return;
+    };
+    let vmstat_oom_kills = || {
+        std::fs::read_to_string("/proc/vmstat")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("/proc/vmstat has oom_kill")
+    };
+    let agent = Agent::start("oom-exiting", &["--metrics-interval-secs", "1"]);
+    agent.wait_log("observer process attached", SLOW_KERNEL_DEADLINE);
+    let kills_before = vmstat_oom_kills();
+    // The victim: its main thread (the group leader, which the OOM killer
+    // looks at) asks to be traced, says so, and stops; a second thread
+    // makes exit_group mark the whole group as exiting (SIGNAL_GROUP_EXIT).
+    let mut victim = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import ctypes, os, signal, threading, time\n\
+             threading.Thread(target=time.sleep, args=(600,), daemon=True).start()\n\
+             ctypes.CDLL(None).ptrace(0, 0, None, None)\n\
+             print('traced', flush=True)\n\
+             signal.pthread_kill(threading.main_thread().ident, signal.SIGSTOP)\n\
+             hog = b'x' * (40 << 20)\n\
+             os._exit(7)\n",
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = victim.id();
+    let tid = pid as i32;
+    use std::io::BufRead;
+    let mut said = String::new();
+    std::io::BufReader::new(victim.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "traced\n");
+    let st = wait_traced(tid);
+    assert!(
+        libc::WIFSTOPPED(st) && libc::WSTOPSIG(st) == libc::SIGSTOP,
+        "{st:#x}"
+    );
+    for d in &cg.dirs {
+        std::fs::write(format!("{d}/cgroup.procs"), pid.to_string()).unwrap();
+    }
+    // SAFETY: ptrace requests on our stopped tracee.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(libc::PTRACE_SETOPTIONS, tid, 0, libc::PTRACE_O_TRACEEXIT),
+            0
+        );
+        assert_eq!(libc::ptrace(libc::PTRACE_CONT, tid, 0, 0), 0);
+    }
+    let st = wait_traced(tid);
+    assert_eq!(
+        st >> 8,
+        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
+        "stopped at its exit: {st:#x}"
+    );
+    let mut other = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}exec python3 -c 'a = b\"x\" * (24 << 20)'",
+            cg.join()
+        ))
+        .spawn()
+        .unwrap();
+    // Wait for the kernel's decision: its own count where it keeps one
+    // (memory.events on cgroup v2), else the agent's.
+    let events_file = cg
+        .dirs
+        .iter()
+        .map(|d| format!("{d}/memory.events"))
+        .find(|f| std::path::Path::new(f).exists());
+    match &events_file {
+        Some(f) => {
+            let ooms = || {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("oom "))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+            while ooms() == 0 {
+                assert!(std::time::Instant::now() < deadline, "no OOM in {f}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        None => {
+            agent.wait_metric_at_least(
+                "tapio_process_oom_victims_already_exiting_total",
+                1,
+                SLOW_KERNEL_DEADLINE,
+            );
+        }
+    }
+    // The second process has done its part. Stopped now, it cannot race
+    // the victim's release for the memory (on 6.1 that race, lost, had the
+    // OOM killer take it: a real kill, which would be reported as one).
+    let _ = other.kill();
+    let st = other.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    let other_killed = st.signal() == Some(libc::SIGKILL);
+    assert!(
+        other_killed || st.code() == Some(0),
+        "the second process got its memory or was stopped by the test: {st:?}"
+    );
+    let kills_after = vmstat_oom_kills();
+    // SAFETY: as above; the victim then finishes its exit.
+    unsafe { assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0), 0) };
+    let st = victim.wait().unwrap();
+    assert_eq!(st.code(), Some(7), "the victim exited as it asked");
+    settle(&agent, pid, 1);
+    let done = agent.stop();
+    assert_eq!(kills_after, kills_before, "the kernel killed nothing");
+    if other_killed {
+        let evs = for_pid(&done.events, other.id());
+        assert_eq!(evs.len(), 1, "{evs:#?}");
+        assert_eq!(evs[0]["facts"]["signal"], 9, "the test's own SIGKILL");
+    }
+    let evs = for_pid(&done.events, pid);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0]["type"], "kernel.process.abnormal_exit");
+    assert_eq!(evs[0]["facts"]["exit_code"], 7);
+    assert!(
+        by_type(&done.events, "kernel.process.oom_kill").is_empty(),
+        "no oom_kill without a kill"
+    );
+    assert_eq!(
+        metric(
+            &done.metrics,
+            "tapio_process_oom_victims_already_exiting_total"
+        ),
+        1,
+        "one OOM decision chose the exiting task"
+    );
+    assert_eq!(
+        metric(&done.metrics, "tapio_process_exits_folded_into_oom_total"),
+        0
+    );
+    assert_accounting(&done.metrics, "process");
+}
+
 /// Self-exec helpers: the test binary re-runs itself with
 /// `TAPIO_PROCESS_HELPER` set and only this test selected. Without the
 /// variable it does nothing.

@@ -34,6 +34,7 @@ pub mod counter {
     pub const CONNECT_ERROR_TAKEN: u32 = 12;
     pub const CONNECT_ERROR_UNCLASSIFIED: u32 = 13;
     pub const CONFIG_SKIPPED: u32 = 14;
+    pub const OOM_VICTIM_EXITING: u32 = 15;
     pub const MAX: u32 = 16;
 }
 

@@ -132,11 +132,18 @@ pub const OBSERVERS: [Spec; 3] = [
         tracepoints: process_tracepoints,
         to_event: process::to_event,
         correlation: &[(counter::CORR_STATE_FULL, "state_map_full")],
-        informational: &[Informational {
-            counter: counter::OOM_EXIT_DEDUP,
-            family: "tapio_process_exits_folded_into_oom_total",
-            help: "Process deaths reported as their oom_kill instead of a second event.",
-        }],
+        informational: &[
+            Informational {
+                counter: counter::OOM_EXIT_DEDUP,
+                family: "tapio_process_exits_folded_into_oom_total",
+                help: "Process deaths reported as their oom_kill instead of a second event.",
+            },
+            Informational {
+                counter: counter::OOM_VICTIM_EXITING,
+                family: "tapio_process_oom_victims_already_exiting_total",
+                help: "OOM victims the kernel chose while they were already exiting: nothing was killed, so no oom_kill; their own exit is reported (informational).",
+            },
+        ],
     },
 ];
 
@@ -268,11 +275,7 @@ loader!(
     load_process,
     process_tracepoints,
     tapio_bpf::process::ProcessSkelBuilder,
-    |p: &Prototypes| {
-        let mut v = p.process_programs().to_vec();
-        v.push(("tapio_sched_process_free", p.process_free_hook()));
-        v
-    },
+    |p: &Prototypes| p.process_programs().to_vec(),
     as_built,
     |_: &mut tapio_bpf::process::ProcessSkel<'_>| {}
 );

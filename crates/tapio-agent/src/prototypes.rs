@@ -122,14 +122,10 @@ impl Prototypes {
             ("tapio_mark_victim", self.mark_victim_has_task),
             ("tapio_mark_victim_pid", !self.mark_victim_has_task),
             ("tapio_sched_process_exit_gd", self.exit_has_group_dead),
-            // The claim-based exit needs the free hook that releases claims.
+            // The claim-based exit: its claims are released by the free
+            // hook, which every kernel loads (it also forgets OOM state).
             ("tapio_sched_process_exit", !self.exit_has_group_dead),
         ]
-    }
-
-    /// See [`Prototypes::process_programs`].
-    pub fn process_free_hook(&self) -> bool {
-        !self.exit_has_group_dead
     }
 
     /// See [`Prototypes::process_programs`].
