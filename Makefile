@@ -2,6 +2,8 @@
 # `make test`; both install their prerequisites first (scripts/setup.sh).
 
 CARGO ?= cargo
+# Debug builds the tests drive carry the test hooks (docs/operations.md).
+TEST_FEATURES = --features tapio-agent/test-hooks
 PREFIX ?= /usr/local
 DESTDIR ?=
 ARGS ?=
@@ -18,7 +20,7 @@ setup:
 	@scripts/setup.sh
 
 build: setup
-	$(CARGO) build --workspace --bins
+	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 
 release: setup
 	$(CARGO) build --release -p tapio-agent -p tapio-controller -p tapio-cli
@@ -47,7 +49,7 @@ clippy:
 
 unit: build
 	@mkdir -p target && rm -f $(TAPIO_SKIP_LOG)
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace $(TEST_FEATURES)
 
 boundaries:
 	scripts/check-dependency-boundaries.sh
@@ -61,7 +63,7 @@ units: release
 ## The fault and bad-input suite (also part of `make test`); prints the
 ## RELIABILITY lines docs/reliability.md quotes.
 reliability: build
-	bash -o pipefail -c '$(CARGO) test --test reliability --test store --test client --test e2e -- --nocapture --test-threads=1 2>&1 | tee target/reliability.log | grep -E "RELIABILITY|test result|FAILED|panicked"'
+	bash -o pipefail -c '$(CARGO) test $(TEST_FEATURES) --test reliability --test store --test client --test e2e -- --nocapture --test-threads=1 2>&1 | tee target/reliability.log | grep -E "RELIABILITY|test result|FAILED|panicked"'
 
 ## Benchmarks: writes docs/benchmarks.md (as root; about 15 minutes).
 bench: release

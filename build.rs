@@ -80,10 +80,10 @@ mod linux {
                 "-Wall".to_string(),
                 "-Werror".to_string(),
             ];
-            // The programs' test hooks exist in the builds the tests drive
-            // (debug assertions on, as for the agent's crate::fault), and
-            // nowhere else: a release object carries none.
-            if env::var_os("CARGO_CFG_DEBUG_ASSERTIONS").is_some() {
+            // The programs' test hooks exist only with the `test-hooks`
+            // feature (tapio-agent's, as for its crate::fault), which only
+            // the builds the tests drive turn on.
+            if env::var_os("CARGO_FEATURE_TEST_HOOKS").is_some() {
                 args.push("-DTAPIO_TEST_HOOKS".to_string());
             }
             SkeletonBuilder::new()

@@ -20,6 +20,9 @@ AGENT_MAX_BYTES=${AGENT_MAX_BYTES:-1500000}
 AGENT_TARGET_BYTES=${AGENT_TARGET_BYTES:-1320000}
 CLI_MAX_BYTES=${CLI_MAX_BYTES:-900000}
 CARGO=${CARGO:-cargo}
+# The binaries and tests the gate drives carry the test hooks
+# (docs/operations.md, "Test hooks"); release builds never do.
+TEST_FEATURES=(--features tapio-agent/test-hooks)
 export TAPIO_SKIP_LOG=${TAPIO_SKIP_LOG:-$PWD/target/tapio-skipped-tests.txt}
 
 failures=()
@@ -32,13 +35,14 @@ $CARGO fmt --all --check || fail "cargo fmt"
 
 step "clippy"
 $CARGO clippy --workspace --all-targets -- -D warnings || fail "clippy"
+$CARGO clippy --workspace --all-targets "${TEST_FEATURES[@]}" -- -D warnings || fail "clippy (test hooks)"
 
 step "build (binaries the tests drive)"
-$CARGO build --workspace --bins || fail "build"
+$CARGO build --workspace --bins "${TEST_FEATURES[@]}" || fail "build"
 
 step "tests (unit, real-kernel, end-to-end)"
 mkdir -p target && rm -f "$TAPIO_SKIP_LOG"
-$CARGO test --workspace || fail "tests"
+$CARGO test --workspace "${TEST_FEATURES[@]}" || fail "tests"
 skipped=0
 if [ -s "$TAPIO_SKIP_LOG" ]; then
   skipped=$(wc -l < "$TAPIO_SKIP_LOG")

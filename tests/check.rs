@@ -120,7 +120,7 @@ fn all_required_checks_pass_here_and_nothing_stays_loaded() {
 
 #[test]
 fn a_missing_tracepoint_fails_the_check() {
-    if !kernel_available("check::missing_tracepoint") {
+    if !kernel_and_hooks_available("check::missing_tracepoint") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

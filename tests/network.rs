@@ -100,16 +100,13 @@ fn refused_connects_are_exactly_one_event_each_with_the_owner() {
     assert_accounting(&done.metrics, "network");
 }
 
-#[test]
-fn silently_dropped_syns_are_timeouts_never_refusals() {
-    if !kernel_available("network::timeout") {
-        return;
-    }
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    // Two test hosts joined by a veth pair: the client namespace connects,
-    // the server namespace silently drops the SYNs (no reset, no ICMP).
-    let client_ns = NetNs::new("tclient");
-    let server_ns = NetNs::new("tserver");
+/// Two test hosts joined by a veth pair: the client namespace (returned
+/// first) connects with `tcp_syn_retries=1`, so a connect times out after
+/// about 3 s; the server namespace silently drops the SYNs to `port` (no
+/// reset, no ICMP). Also the two addresses: (client, server).
+fn syn_dropping_pair(tag: &str, port: u16) -> (NetNs, NetNs, String, String) {
+    let client_ns = NetNs::new(&format!("{tag}client"));
+    let server_ns = NetNs::new(&format!("{tag}server"));
     let net = 250 - (std::process::id() % 200) as u8;
     let (client_ip, server_ip) = (format!("10.250.{net}.1"), format!("10.250.{net}.2"));
     sh(&format!(
@@ -119,11 +116,21 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
         c = client_ns.name,
         s = server_ns.name
     ));
-    let port = 9917;
     client_ns.exec("sysctl -qw net.ipv4.tcp_syn_retries=1");
     server_ns.exec(&format!(
         "nft add table inet tapio_test && nft add chain inet tapio_test inp '{{ type filter hook input priority 0 ; }}' && nft add rule inet tapio_test inp tcp dport {port} drop"
     ));
+    (client_ns, server_ns, client_ip, server_ip)
+}
+
+#[test]
+fn silently_dropped_syns_are_timeouts_never_refusals() {
+    if !kernel_available("network::timeout") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let port = 9917;
+    let (client_ns, _server_ns, client_ip, server_ip) = syn_dropping_pair("t", port);
     let ns = &client_ns;
     let server_addr: std::net::Ipv4Addr = server_ip.parse().unwrap();
     let syn_retrans_before = netns_tcpext(&ns.name, "TCPSynRetrans");
@@ -569,6 +576,130 @@ fn retransmits_case(tag: &str, port: u16, payload: usize, mtu: Option<u32>) {
     assert_accounting(&done.metrics, "network");
 }
 
+/// Stored events of one type to one destination port, in a file-sink
+/// directory. Lines are matched as text (hundreds of thousands of them);
+/// the first of each kind is parsed to check that the text match holds.
+fn stored(dir: &std::path::Path, ty: &str, dst_port: u16) -> u64 {
+    let ty_text = format!("\"type\":\"{ty}\"");
+    let port_text = format!("\"dst_port\":{dst_port},");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if line.contains(&ty_text) && line.contains(&port_text) {
+                if n == 0 {
+                    let v: Value = serde_json::from_str(line).expect("a stored line is JSON");
+                    assert_eq!(v["type"], ty);
+                    assert_eq!(port_of(&v, "dst_port"), u64::from(dst_port));
+                }
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// A recursion storm. The kernel skips a tracing program that fires while
+/// the same program is running on that CPU, and counts the run only in
+/// `bpf_prog_info.recursion_misses`. Here everything runs on CPU 0: two
+/// threads connect to a closed port as fast as they can (process-context
+/// runs of the state-change program), while 1,000 connects to a host that
+/// drops SYNs time out in the timer softirq, which the tick can start
+/// inside one of those runs. Every state change is an event or a counted
+/// miss: refused + timeouts + misses = the connects the application saw
+/// fail, exactly. Kernels without the recursion guard for tracepoint
+/// programs (older than this machine's) run the nested program instead,
+/// and count 0.
+#[test]
+fn a_recursion_storm_closes_with_the_counted_misses() {
+    if !kernel_available("network::recursion_storm") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let port = 9918;
+    let refused_port = 9919;
+    let (client_ns, _server_ns, _, server_ip) = syn_dropping_pair("r", port);
+    let dir = tmpdir("recursion-store");
+    let dir_s = dir.to_string_lossy().into_owned();
+    let agent = Agent::start("recursion", &["--no-stdout", "--data-dir", &dir_s]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm: Vec<_> = (0..2)
+        .map(|_| {
+            let (name, stop) = (client_ns.name.clone(), stop.clone());
+            std::thread::spawn(move || {
+                enter_netns(&name);
+                pin_to_cpu(0);
+                let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, refused_port);
+                let mut refused = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    assert_eq!(RawTcp::new(false).connect(to), libc::ECONNREFUSED);
+                    refused += 1;
+                }
+                refused
+            })
+        })
+        .collect();
+    const SLOW: usize = 1000;
+    let server = std::net::SocketAddrV4::new(server_ip.parse().unwrap(), port);
+    let timeouts = {
+        let name = client_ns.name.clone();
+        std::thread::spawn(move || {
+            enter_netns(&name);
+            pin_to_cpu(0);
+            let mut pending = Vec::with_capacity(SLOW);
+            for _ in 0..SLOW {
+                let s = RawTcp::new(true);
+                assert_eq!(s.connect(server), libc::EINPROGRESS);
+                pending.push(s);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            // Collect each error once the kernel has closed the socket.
+            let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+            let mut timed_out = 0;
+            while !pending.is_empty() {
+                assert!(std::time::Instant::now() < deadline, "connects never ended");
+                pending.retain(|s| match s.so_error() {
+                    0 => true,
+                    e => {
+                        assert_eq!(e, libc::ETIMEDOUT);
+                        timed_out += 1;
+                        false
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            timed_out
+        })
+    };
+    let timed_out: u64 = timeouts.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let refused: u64 = storm.into_iter().map(|t| t.join().unwrap()).sum();
+    std::thread::sleep(Duration::from_secs(2));
+    let done = agent.stop();
+    let (_, losses) = assert_accounting(&done.metrics, "network");
+    assert_eq!(losses, 0, "no ring, queue or sink loss in this test");
+    let misses = metric(
+        &done.metrics,
+        "tapio_kernel_recursion_misses_total{observer=\"network\",program=\"tapio_inet_sock_set_state\"}",
+    );
+    let drops = metric_prefix_sum(
+        &done.metrics,
+        "tapio_correlation_drops_total{observer=\"network\"",
+    );
+    let refused_events = stored(&dir, "kernel.network.connection_refused", refused_port);
+    let timeout_events = stored(&dir, "kernel.network.connection_timeout", port);
+    eprintln!(
+        "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops"
+    );
+    assert!(refused_events <= refused && timeout_events <= timed_out);
+    assert_eq!(
+        refused_events + timeout_events + misses + drops,
+        refused + timed_out,
+        "every failed connect is an event or a counted miss"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_storm_of_refused_connects_closes_the_accounting() {
     if !kernel_available("network::storm") {
@@ -687,7 +818,7 @@ fn accounting_closes_while_running_once_the_pipeline_is_idle() {
 
 #[test]
 fn an_observer_that_fails_to_load_does_not_stop_the_others() {
-    if !kernel_available("network::observer_failure") {
+    if !kernel_and_hooks_available("network::observer_failure") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -724,7 +855,7 @@ fn an_observer_that_fails_to_load_does_not_stop_the_others() {
 /// stopped (SIGSTOP) while a burst of refused connects fills it.
 #[test]
 fn an_overflowing_ring_buffer_counts_every_lost_record() {
-    if !kernel_available("network::ring_overflow") {
+    if !kernel_and_hooks_available("network::ring_overflow") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

@@ -178,7 +178,7 @@ fn direct_io_on_a_loop_device_is_one_event_per_completed_request() {
 
 #[test]
 fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
-    if !kernel_available("storage::ambiguous") {
+    if !kernel_and_hooks_available("storage::ambiguous") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -235,7 +235,7 @@ fn an_ambiguous_inflight_key_is_counted_and_never_matched() {
 
 #[test]
 fn a_full_inflight_map_counts_each_lost_request_once() {
-    if !kernel_available("storage::map_full") {
+    if !kernel_and_hooks_available("storage::map_full") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -333,7 +333,7 @@ fn a_full_inflight_map_counts_each_lost_request_once() {
 /// must be the one of the generation it carries.
 #[test]
 fn a_config_written_while_io_flows_is_never_read_half_written() {
-    if !kernel_available("storage::config_snapshot") {
+    if !kernel_and_hooks_available("storage::config_snapshot") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

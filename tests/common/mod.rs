@@ -50,6 +50,32 @@ pub fn kernel_available(test: &str) -> bool {
     }
 }
 
+/// True when the agent binary has the test hooks (`TAPIO_FAULT_INJECT`,
+/// the `test-hooks` feature that `make test` builds with); otherwise
+/// prints a loud SKIPPED line and records the skip for the lean gate.
+pub fn test_hooks_available(test: &str) -> bool {
+    static COMPILED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let compiled = *COMPILED.get_or_init(|| {
+        Command::new(agent_bin())
+            .arg("version")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("+test-hooks"))
+    });
+    if !compiled {
+        skip(
+            test,
+            "the agent has no test hooks: build it with `cargo build --workspace --bins --features tapio-agent/test-hooks` (make test does)",
+        );
+    }
+    compiled
+}
+
+/// [`kernel_available`] and [`test_hooks_available`]: for the tests that
+/// drive a test hook on the real kernel.
+pub fn kernel_and_hooks_available(test: &str) -> bool {
+    kernel_available(test) && test_hooks_available(test)
+}
+
 /// Says SKIPPED loudly and records it for the lean gate ($TAPIO_SKIP_LOG).
 pub fn skip(test: &str, why: &str) {
     // Straight to stderr: `eprintln!` is captured (hidden) by the test
@@ -407,17 +433,18 @@ pub fn enter_netns(name: &str) {
 }
 
 /// An IPv4 TCP socket, closed on drop.
-struct RawTcp(i32);
+pub struct RawTcp(i32);
 
 impl RawTcp {
-    fn new(nonblocking: bool) -> RawTcp {
+    pub fn new(nonblocking: bool) -> RawTcp {
         let flags = if nonblocking { libc::SOCK_NONBLOCK } else { 0 };
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | flags, 0) };
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         RawTcp(fd)
     }
 
-    fn connect(&self, to: std::net::SocketAddrV4) -> i32 {
+    /// 0, or the errno `connect()` returned.
+    pub fn connect(&self, to: std::net::SocketAddrV4) -> i32 {
         let sa = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: to.port().to_be(),
@@ -440,7 +467,8 @@ impl RawTcp {
         }
     }
 
-    fn so_error(&self) -> i32 {
+    /// `getsockopt(SO_ERROR)`: reads and clears the socket's error.
+    pub fn so_error(&self) -> i32 {
         let mut v: libc::c_int = 0;
         let mut len = size_of::<libc::c_int>() as libc::socklen_t;
         let rc = unsafe {
@@ -524,6 +552,22 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Pins the calling thread to one CPU.
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays in it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    assert_eq!(
+        rc,
+        0,
+        "sched_setaffinity: {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 /// A local TCP port with nothing listening on it.

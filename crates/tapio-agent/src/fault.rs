@@ -1,8 +1,9 @@
 //! Test hooks: `TAPIO_FAULT_INJECT=<hook>[,<hook>...]` makes the agent
-//! misbehave on purpose, so tests can prove what happens then. Compiled
-//! into debug builds only (the ones the tests run; the programs' side,
-//! `TAPIO_TEST_HOOKS`, likewise: build.rs): a release binary
-//! ignores the variable, and carries no way to be told to fail.
+//! misbehave on purpose, so tests can prove what happens then. Compiled in
+//! only with the `test-hooks` feature (the programs' side,
+//! `TAPIO_TEST_HOOKS`, likewise: build.rs), which only the builds the
+//! tests drive enable: any other binary ignores the variable, says so in
+//! its log, and carries no way to be told to fail.
 //!
 //! Hooks: `load:<observer>` (that observer's load fails),
 //! `storage:double_issue` (the storage program records every issue twice),
@@ -11,10 +12,15 @@
 //! `network:ring_bytes:<n>` (the network ring buffer holds n bytes),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 
+const VARIABLE: &str = "TAPIO_FAULT_INJECT";
+
+/// Whether this binary has the hooks (`tapio-agent version` says so).
+pub const COMPILED: bool = cfg!(feature = "test-hooks");
+
 /// The hooks set in the environment.
-#[cfg(debug_assertions)]
+#[cfg(feature = "test-hooks")]
 fn hooks() -> Vec<String> {
-    std::env::var("TAPIO_FAULT_INJECT")
+    std::env::var(VARIABLE)
         .unwrap_or_default()
         .split(',')
         .filter(|h| !h.is_empty())
@@ -22,9 +28,22 @@ fn hooks() -> Vec<String> {
         .collect()
 }
 
-#[cfg(not(debug_assertions))]
+#[cfg(not(feature = "test-hooks"))]
 fn hooks() -> Vec<String> {
     Vec::new()
+}
+
+/// Logs, once at start, hooks that are set: in force, or ignored by a
+/// binary without them.
+pub fn log_at_start() {
+    let Some(set) = std::env::var_os(VARIABLE).filter(|v| !v.is_empty()) else {
+        return;
+    };
+    if COMPILED {
+        log::warn!("test hooks in force: {VARIABLE}={}", set.to_string_lossy());
+    } else {
+        log::warn!("{VARIABLE} is ignored: this build has no test hooks");
+    }
 }
 
 /// Whether `hook` (exactly) is set.

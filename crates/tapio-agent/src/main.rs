@@ -51,7 +51,11 @@ fn main() {
             }
         };
     match args.command {
-        Command::Version(_) => println!("tapio-agent {}", env!("CARGO_PKG_VERSION")),
+        Command::Version(_) => println!(
+            "tapio-agent {}{}",
+            env!("CARGO_PKG_VERSION"),
+            if fault::COMPILED { " +test-hooks" } else { "" }
+        ),
         Command::Check(c) => std::process::exit(run_check(&c)),
         Command::Run(run_args) => std::process::exit(run(run_args)),
     }
@@ -90,6 +94,7 @@ fn run(a: RunArgs) -> i32 {
         return lifecycle::EXIT_USAGE;
     };
     tapio_common::logger::init(level);
+    fault::log_at_start();
     tapio_common::signals::install_handlers(tapio_common::signals::Interrupted::ReturnEintr);
     match lifecycle::Running::start(a) {
         Ok(mut agent) => {
