@@ -45,6 +45,14 @@ struct {
 } tapio_config_active SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, __u32); /* TAPIO_CONSUMER_IDLE or 0 (tapio_abi.h) */
+} tapio_consumer SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, TAPIO_CNT_MAX);
 	__type(key, __u32);
@@ -144,9 +152,18 @@ static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32
 static __always_inline void tapio_submit(const struct tapio_config *cfg, void *rec)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
+	__u32 zero = 0, *consumer;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes)
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		/* The poller sleeps long: the first record wakes it (tapio_abi.h). */
+		consumer = bpf_map_lookup_elem(&tapio_consumer, &zero);
+		if (consumer && *(volatile __u32 *)consumer == TAPIO_CONSUMER_IDLE) {
+			*(volatile __u32 *)consumer = 0;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	bpf_ringbuf_submit(rec, flags);
 }
 

@@ -158,6 +158,16 @@ enum tapio_counter {
 };
 
 /*
+ * The consumer's sleep, shared with the agent's poller ("tapio_consumer": a
+ * one-entry BPF_MAP_TYPE_ARRAY of __u32, BPF_F_MMAPABLE, in every object).
+ * Records are submitted without a wakeup (the poller drains on a short
+ * timeout) until TAPIO_CONSUMER_IDLE is set: the poller sets it before it
+ * sleeps long, and the first record submitted then clears it and wakes the
+ * poller. An idle node costs few wakeups, and its first event no latency.
+ */
+#define TAPIO_CONSUMER_IDLE 1
+
+/*
  * Runtime configuration: a private fixed layout (not CO-RE), written by the
  * agent into each object's "tapio_config" map: a BPF_MAP_TYPE_ARRAY of
  * TAPIO_CONFIG_SLOTS slots, mmap'ed by the agent (BPF_F_MMAPABLE), and the

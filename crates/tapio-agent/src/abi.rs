@@ -38,6 +38,9 @@ pub mod counter {
     pub const MAX: u32 = 16;
 }
 
+/// `TAPIO_CONSUMER_IDLE`: the value of the `tapio_consumer` flag.
+pub const CONSUMER_IDLE: u32 = 1;
+
 /// `TAPIO_TEST_*` (tapio_config.test_flags)
 pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
 

@@ -418,8 +418,13 @@ impl Running {
         let every = Duration::from_secs(self.args.metrics_interval_secs.max(1));
         let mut last_metrics = Instant::now();
         self.metrics_writer.write();
+        // At most one second between checks of the other threads and the
+        // controller's configs; stop and reload signals end a sleep at once
+        // (they are delivered to this thread only: main.rs).
+        let tick = Duration::from_secs(1);
         while !signals::stop_requested() {
-            std::thread::sleep(Duration::from_millis(250));
+            let due = every.saturating_sub(last_metrics.elapsed());
+            signals::sleep_unless_signalled(due.min(tick));
             if self.poller.is_finished() {
                 log::error!("the poller thread stopped unexpectedly");
                 break;
@@ -447,6 +452,12 @@ impl Running {
         let timeout = Duration::from_secs(self.args.shutdown_timeout_secs.max(1));
         let metrics = &self.metrics_writer.metrics;
         self.poller_stop.store(true, Relaxed);
+        // The poller may be in its long idle sleep: interrupt it until it
+        // has seen the stop (a wakeup can land just before it blocks).
+        while !self.poller.is_finished() {
+            signals::wake(&self.poller);
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.poller.join();
         if join_within(self.sender, timeout).is_err() {
             // The sender is stuck (a sink that does not return): take what

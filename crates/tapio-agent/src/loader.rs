@@ -29,6 +29,8 @@ pub struct Observer {
     /// An owned handle (a dup'ed fd): usable from any thread and after
     /// the skeleton is gone.
     pub counters_map: MapHandle,
+    /// Its `tapio_consumer` flag, mapped at load, until the poller takes it.
+    pub consumer: Option<crate::poller::ConsumerFlag>,
 }
 
 impl Observer {
@@ -281,6 +283,8 @@ macro_rules! loader {
             )
             .map_err(libbpf_rs::Error::from)?;
             config.write(k, || {});
+            let consumer = $crate::poller::ConsumerFlag::open(&skel.maps.tapio_consumer)
+                .map_err(libbpf_rs::Error::from)?;
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
@@ -292,6 +296,7 @@ macro_rules! loader {
                 events,
                 config: Some(config),
                 counters_map,
+                consumer: Some(consumer),
             })
         }
     };

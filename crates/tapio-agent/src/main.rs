@@ -17,6 +17,7 @@ mod fault;
 mod host;
 mod lifecycle;
 mod loader;
+mod mapped;
 mod metrics;
 mod observer;
 mod observers;
@@ -96,7 +97,10 @@ fn run(a: RunArgs) -> i32 {
     tapio_common::logger::init(level);
     fault::log_at_start();
     tapio_common::signals::install_handlers(tapio_common::signals::Interrupted::ReturnEintr);
-    match lifecycle::Running::start(a) {
+    tapio_common::signals::install_wakeup();
+    // Stop and reload signals reach the main thread, which sleeps until
+    // its next periodic task or one of them.
+    match tapio_common::signals::spawning_without_signals(|| lifecycle::Running::start(a)) {
         Ok(mut agent) => {
             agent.serve();
             agent.shutdown()

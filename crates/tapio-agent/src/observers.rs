@@ -91,7 +91,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_STORAGE,
         budget: Budget {
             object_bytes: 32 * 1024,
-            maps: 7,
+            maps: 8,
             largest_map_entries: 8_192,
         },
         load: load_storage,
@@ -125,7 +125,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_PROCESS,
         budget: Budget {
             object_bytes: 56 * 1024,
-            maps: 8,
+            maps: 9,
             largest_map_entries: 8_192,
         },
         load: load_process,

@@ -88,6 +88,43 @@ fn page_kb() -> u64 {
     if sz > 0 { sz as u64 / 1024 } else { 4 }
 }
 
+/// One object's `tapio_consumer` flag (include/tapio_abi.h): set, the
+/// first record its programs submit wakes the poller.
+pub struct ConsumerFlag(crate::mapped::Mapping);
+
+impl ConsumerFlag {
+    pub fn open(map: &impl std::os::fd::AsFd) -> std::io::Result<ConsumerFlag> {
+        crate::mapped::Mapping::new(map, std::mem::size_of::<u32>()).map(ConsumerFlag)
+    }
+
+    fn set(&self, idle: bool) {
+        // SAFETY: the mapping holds at least one page, page-aligned, so a
+        // u32 at its start is valid and aligned; the programs access it
+        // with single loads and stores.
+        let flag = unsafe { std::sync::atomic::AtomicU32::from_ptr(self.0.ptr().cast()) };
+        flag.store(
+            if idle { crate::abi::CONSUMER_IDLE } else { 0 },
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+}
+
+/// Whether the poller sleeps long: every object's flag set, so that the
+/// first record anywhere wakes it.
+struct Sleep {
+    flags: Vec<ConsumerFlag>,
+    long: bool,
+}
+
+impl Sleep {
+    fn set(&mut self, long: bool) {
+        for f in &self.flags {
+            f.set(long);
+        }
+        self.long = long;
+    }
+}
+
 pub struct PollerConfig {
     pub poll_timeout: Duration,
     /// The cgroup v2 mount used for workload attribution (None: off).
@@ -146,13 +183,39 @@ pub fn run(
     };
     let mut last_clock = Instant::now();
     let mut timeout = pc.poll_timeout;
+    let mut sleep = Sleep {
+        flags: observers
+            .iter_mut()
+            .filter_map(|o| o.consumer.take())
+            .collect(),
+        long: false,
+    };
+    let idle_after = Duration::from_millis(tapio_wire::limits::POLLER_IDLE_AFTER_MS);
+    let long_sleep = Duration::from_millis(tapio_wire::limits::POLLER_IDLE_SLEEP_MS);
+    let mut last_record = Instant::now();
     while !stop.load(Relaxed) {
-        // Returns early on a forced wakeup, an EINTR or the timeout. poll
-        // only consumes rings that epoll reported ready, and records
-        // submitted with BPF_RB_NO_WAKEUP never make a ring ready: consume
-        // every ring explicitly, so a record waits at most one timeout.
-        let _ = rb.poll_raw(timeout);
-        let _ = rb.consume_raw();
+        // Returns early on a forced wakeup, an EINTR (shutdown sends one)
+        // or the timeout. poll only consumes rings that epoll reported
+        // ready, and records submitted with BPF_RB_NO_WAKEUP never make a
+        // ring ready: consume every ring explicitly, so a record waits at
+        // most one timeout.
+        let polled = rb.poll_raw(if sleep.long { long_sleep } else { timeout });
+        let consumed = rb.consume_raw();
+        if polled > 0 || consumed > 0 {
+            last_record = Instant::now();
+            if sleep.long {
+                sleep.set(false);
+            }
+        } else if !sleep.long && last_record.elapsed() >= idle_after {
+            // Quiet: sleep long, woken by the next record. One that was
+            // submitted before its program saw the flag is drained here,
+            // or waits at most the long sleep.
+            sleep.set(true);
+            if rb.consume_raw() > 0 {
+                sleep.set(false);
+                last_record = Instant::now();
+            }
+        }
         if config.generation() != generation {
             let (g, cfg) = config.snapshot();
             generation = g;

@@ -33,8 +33,18 @@ impl SenderThread {
         let mut buf = String::with_capacity(self.cfg.max_events * 320);
         let mut lines: Vec<std::ops::Range<usize>> = Vec::with_capacity(self.cfg.max_events);
         let mut last_flush = Instant::now();
+        // Written since the last flush. Without anything to flush the
+        // sender blocks until an event comes (an idle node costs it no
+        // wakeup); the first write after a quiet spell is flushed at once.
+        let mut dirty = false;
         loop {
-            let closed = match self.rx.recv_timeout(self.cfg.flush_interval) {
+            let received = if dirty {
+                let wait = self.cfg.flush_interval.saturating_sub(last_flush.elapsed());
+                self.rx.recv_timeout(wait)
+            } else {
+                self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+            };
+            let closed = match received {
                 Ok(ev) => {
                     batch.push(ev);
                     false
@@ -51,10 +61,12 @@ impl SenderThread {
             if !batch.is_empty() {
                 self.write(&batch, &mut buf, &mut lines);
                 batch.clear();
+                dirty = true;
             }
-            if last_flush.elapsed() >= self.cfg.flush_interval {
+            if dirty && last_flush.elapsed() >= self.cfg.flush_interval {
                 self.flush();
                 last_flush = Instant::now();
+                dirty = false;
             }
             if closed && self.rx.is_empty() {
                 break;

@@ -69,6 +69,13 @@ pub const WAKEUP_BYTES: Range = Range {
 };
 /// `ringbuf.poll_timeout_ms`
 pub const POLL_TIMEOUT_MS: Range = Range { min: 1, max: 1000 };
+/// With no record for this long, the agent's poller sleeps long and lets
+/// the programs wake it (`TAPIO_CONSUMER_IDLE`, include/tapio_abi.h).
+pub const POLLER_IDLE_AFTER_MS: u64 = 1000;
+/// Its sleep then: the bound on the delay of a record submitted while the
+/// poller was just going to sleep (the programs read the flag before they
+/// submit), and on the wakeups of an idle node.
+pub const POLLER_IDLE_SLEEP_MS: u64 = 2000;
 
 // ---- what the programs read and hold
 

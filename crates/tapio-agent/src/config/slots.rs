@@ -5,58 +5,10 @@
 //! thresholds.
 
 use crate::abi::{CONFIG_SLOTS, KernelConfig};
+use crate::mapped::Mapping;
 use std::mem::{offset_of, size_of};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{Ordering, fence};
-
-/// One mmap'ed BPF array map, unmapped on drop.
-struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory; every access goes through
-// `ConfigSlots::write`, which its owner serialises (`&mut self`).
-unsafe impl Send for Mapping {}
-
-impl Mapping {
-    /// Maps `bytes` of the array map behind `map` read-write.
-    fn new(map: &impl AsFd, bytes: usize) -> std::io::Result<Mapping> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
-            .ok()
-            .filter(|p| *p > 0)
-            .unwrap_or(4096);
-        let len = bytes.div_ceil(page) * page;
-        // SAFETY: a fresh shared mapping of a BPF_F_MMAPABLE array map's
-        // fd; the kernel refuses (MAP_FAILED) a map that is not one, or a
-        // length beyond its values.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping this struct made, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
 
 /// An array map's values are laid out every `round_up(value_size, 8)`.
 const STRIDE: usize = size_of::<KernelConfig>().next_multiple_of(8);
@@ -88,9 +40,9 @@ impl ConfigSlots {
         // volatile accesses keep the compiler from merging or reordering
         // them with the fences. The programs only read this memory.
         unsafe {
-            let active = self.active.ptr.cast::<u32>();
+            let active = self.active.ptr().cast::<u32>();
             let next = ((std::ptr::read_volatile(active) & 1) ^ 1) as usize;
-            let slot = self.slots.ptr.add(next * STRIDE);
+            let slot = self.slots.ptr().add(next * STRIDE);
             let seq = slot.add(SEQ).cast::<u32>();
             let s = std::ptr::read_volatile(seq);
             // Odd: a program that copies this slot now throws the copy away.
