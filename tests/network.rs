@@ -473,8 +473,23 @@ fn retransmits_of_multi_segment_skbs_count_segments() {
 /// drops everything to the server for 1.5 s while `payload` bytes are
 /// written, and checks the retransmits events against the client socket's
 /// tcpi_total_retrans.
+///
+/// The oracle is exact but for one case: on 6.18, about one run in twenty,
+/// tcpi_total_retrans counts one retransmit more than `tcp_retransmit_skb`
+/// fired for (bpftrace on the same tracepoint saw 3 firings, all with
+/// err 0, for a total_retrans of 4, and TCPRetransFail did not move). The
+/// observer reports what the tracepoint reports, so such a run is repeated
+/// once; the facts may never exceed the kernel's count.
 fn retransmits_case(tag: &str, port: u16, payload: usize, mtu: Option<u32>) {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !retransmits_attempt(tag, port, payload, mtu, false) {
+        assert!(retransmits_attempt(tag, port, payload, mtu, true));
+    }
+}
+
+/// One run of [`retransmits_case`]: true when it checked out, false when
+/// the facts fell short of tcpi_total_retrans and `last` is false.
+fn retransmits_attempt(tag: &str, port: u16, payload: usize, mtu: Option<u32>, last: bool) -> bool {
     let ns = NetNs::new(tag);
     if let Some(mtu) = mtu {
         ns.exec(&format!("ip link set lo mtu {mtu}"));
@@ -536,16 +551,26 @@ fn retransmits_case(tag: &str, port: u16, payload: usize, mtu: Option<u32>) {
         "tapio_kernel_recursion_misses_total{observer=\"network\",",
     );
     if !delivered || sum_for(&done.events) != want {
+        let sum = sum_for(&done.events);
         assert!(
-            skipped > 0 && sum_for(&done.events) <= want,
-            "retransmits facts {} against tcpi_total_retrans {want}, and no counted recursion miss\n{}",
-            sum_for(&done.events),
+            sum <= want,
+            "retransmits facts {sum} exceed tcpi_total_retrans {want}\n{}",
             done.metrics
         );
-        eprintln!(
-            "retransmits: {skipped} recursion misses counted, so the sum was checked as a bound"
+        if skipped > 0 {
+            eprintln!(
+                "retransmits: {skipped} recursion misses counted, so the sum was checked as a bound"
+            );
+            return true;
+        }
+        assert!(
+            !last,
+            "retransmits facts {sum} against tcpi_total_retrans {want}, twice, and no counted recursion miss\n{:#?}\n{}",
+            by_type(&done.events, "kernel.network.retransmits"),
+            done.metrics
         );
-        return;
+        eprintln!("retransmits: facts {sum}, tcpi_total_retrans {want}: run again once");
+        return false;
     }
     let ours: Vec<&Value> = by_type(&done.events, "kernel.network.retransmits")
         .into_iter()
@@ -574,6 +599,7 @@ fn retransmits_case(tag: &str, port: u16, payload: usize, mtu: Option<u32>) {
         );
     }
     assert_accounting(&done.metrics, "network");
+    true
 }
 
 /// Stored events of one type to one destination port, in a file-sink
