@@ -2,7 +2,7 @@
 # `make test`; both install their prerequisites first (scripts/setup.sh).
 
 CARGO ?= cargo
-# Debug builds the tests drive carry the test hooks (docs/operations.md).
+# The debug builds the tests drive carry the test hooks (docs/operations.md).
 TEST_FEATURES = --features tapio-agent/test-hooks
 PREFIX ?= /usr/local
 DESTDIR ?=

@@ -146,7 +146,7 @@ int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 		return 0;
 	record_issue(rq, key);
 #ifdef TAPIO_TEST_HOOKS
-	/* Test hook (debug builds only, build.rs): a duplicate key. */
+	/* Test hook (the test-hooks feature only, build.rs): a duplicate key. */
 	if (cfg->test_flags & TAPIO_TEST_DOUBLE_ISSUE)
 		record_issue(rq, key);
 #endif

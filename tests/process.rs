@@ -313,14 +313,8 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
         );
         return;
     };
-    let vmstat_oom_kills = || {
-        std::fs::read_to_string("/proc/vmstat")
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .expect("/proc/vmstat has oom_kill")
-    };
+    let vmstat_oom_kills =
+        || keyed_value("/proc/vmstat", "oom_kill").expect("/proc/vmstat has oom_kill");
     let agent = Agent::start("oom-exiting", &["--metrics-interval-secs", "1"]);
     agent.wait_log("observer process attached", SLOW_KERNEL_DEADLINE);
     let kills_before = vmstat_oom_kills();
@@ -388,14 +382,7 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
         .find(|f| std::path::Path::new(f).exists());
     match &events_file {
         Some(f) => {
-            let ooms = || {
-                std::fs::read_to_string(f)
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("oom "))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            };
+            let ooms = || keyed_value(f, "oom").unwrap_or(0);
             let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
             while ooms() == 0 {
                 assert!(std::time::Instant::now() < deadline, "no OOM in {f}");

@@ -328,7 +328,7 @@ fn a_full_inflight_map_counts_each_lost_request_once() {
 }
 
 /// A config rewritten while programs run is never half-read: each write
-/// pauses halfway (debug-build hook), generations alternate between
+/// pauses halfway (test hook), generations alternate between
 /// "every slow_io is critical" and "none is", and every record's severity
 /// must be the one of the generation it carries.
 #[test]

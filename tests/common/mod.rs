@@ -554,6 +554,17 @@ impl Drop for NetNs {
     }
 }
 
+/// The value of `key` in a kernel file of `<key> <value>` lines
+/// (/proc/vmstat, a cgroup's memory.events); `None` when the file or the
+/// key is not there.
+pub fn keyed_value(path: &str, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Pins the calling thread to one CPU.
 pub fn pin_to_cpu(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET stays in it.
