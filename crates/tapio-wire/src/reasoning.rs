@@ -49,54 +49,104 @@ fn normalise<'b>(s: &str, buf: &'b mut [u8; 64]) -> Option<&'b [u8]> {
     Some(&buf[..n])
 }
 
+/// [`REASONING_KEYS`] normalised, as [`normalise`] makes them (a test
+/// holds the two lists together).
+const NORMALISED_KEYS: &[&[u8]] = &[
+    b"rootcause",
+    b"rootcause",
+    b"probablecause",
+    b"likelycause",
+    b"cause",
+    b"causes",
+    b"diagnosis",
+    b"explanation",
+    b"reasoning",
+    b"rationale",
+    b"hypothesis",
+    b"analysis",
+    b"verdict",
+    b"recommendation",
+    b"recommendations",
+    b"remediation",
+    b"suggestedaction",
+    b"suggestedfix",
+    b"confidence",
+    b"aisummary",
+    b"insight",
+    b"insights",
+];
+
 /// Whether `key` is a reasoning key, in any spelling.
 pub fn is_reasoning_key(key: &str) -> bool {
     let mut a = [0u8; 64];
     let Some(norm) = normalise(key, &mut a) else {
         return false;
     };
-    REASONING_KEYS.iter().any(|k| {
-        let mut b = [0u8; 64];
-        normalise(k, &mut b) == Some(norm)
-    })
+    NORMALISED_KEYS.contains(&norm)
 }
 
-/// The path of the first reasoning key in `v` (depth-first, document order),
-/// e.g. `events[2].facts.details[0].root_cause`.
+/// One step of a path into a JSON document.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// `events[2].facts.details[0].root_cause`, from its steps.
+fn render(path: &[Step<'_>], last: &str) -> String {
+    let mut out = String::new();
+    for step in path.iter().chain(std::iter::once(&Step::Key(last))) {
+        match step {
+            Step::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Step::Index(i) => {
+                if out.is_empty() {
+                    out.push('$');
+                }
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// The path of the first reasoning key in `v` (depth-first, document order;
+/// an object's own keys before its children's), e.g.
+/// `events[2].facts.details[0].root_cause`.
 pub fn find_reasoning_key(v: &Value) -> Option<String> {
     // Iterative walk: the depth is bounded by serde_json's recursion limit
-    // already, but an explicit stack keeps this independent of it.
-    let mut stack: Vec<(&Value, String)> = vec![(v, String::new())];
-    while let Some((node, path)) = stack.pop() {
+    // already, but an explicit stack keeps this independent of it. The
+    // path is kept as borrowed steps and rendered only for a hit, so a
+    // clean document costs no allocation per key.
+    let mut stack: Vec<(&Value, usize, Option<Step<'_>>)> = vec![(v, 0, None)];
+    let mut path: Vec<Step<'_>> = Vec::new();
+    while let Some((node, depth, step)) = stack.pop() {
+        path.truncate(depth.saturating_sub(1));
+        if let Some(s) = step {
+            path.push(s);
+        }
         match node {
             Value::Object(map) => {
-                let mut children = Vec::with_capacity(map.len());
-                for (k, child) in map {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    if is_reasoning_key(k) {
-                        return Some(p);
-                    }
-                    children.push((child, p));
+                if let Some(k) = map.keys().find(|k| is_reasoning_key(k)) {
+                    return Some(render(&path, k));
                 }
-                stack.extend(children.into_iter().rev());
+                for (k, child) in map.iter().rev() {
+                    if matches!(child, Value::Object(_) | Value::Array(_)) {
+                        stack.push((child, depth + 1, Some(Step::Key(k))));
+                    }
+                }
             }
             Value::Array(items) => {
-                let base = if path.is_empty() {
-                    "$".to_string()
-                } else {
-                    path
-                };
-                stack.extend(
-                    items
-                        .iter()
-                        .enumerate()
-                        .rev()
-                        .map(|(i, item)| (item, format!("{base}[{i}]"))),
-                );
+                for (i, item) in items.iter().enumerate().rev() {
+                    if matches!(item, Value::Object(_) | Value::Array(_)) {
+                        stack.push((item, depth + 1, Some(Step::Index(i))));
+                    }
+                }
             }
             _ => {}
         }
@@ -108,6 +158,16 @@ pub fn find_reasoning_key(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_normalised_list_is_the_key_list() {
+        let made: Vec<Vec<u8>> = REASONING_KEYS
+            .iter()
+            .map(|k| normalise(k, &mut [0u8; 64]).unwrap().to_vec())
+            .collect();
+        let kept: Vec<Vec<u8>> = NORMALISED_KEYS.iter().map(|k| k.to_vec()).collect();
+        assert_eq!(made, kept);
+    }
 
     #[test]
     fn top_level_and_nested_objects() {
