@@ -672,3 +672,151 @@ fn status_is_paged_by_agent_id() {
     assert_eq!(ids(&page("")), ["a1", "a2", "a3"]);
     assert_eq!(ids(&page("?limit=0")), ["a1"]);
 }
+
+/// Reads exactly one response from a kept-alive connection (its length
+/// says where it ends). Returns (status, lowercase head, body).
+fn one_response(s: &mut std::net::TcpStream) -> (u16, String, Vec<u8>) {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            other => panic!("the connection ended inside a head: {other:?} {buf:?}"),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    (status, head, body)
+}
+
+fn kept_request(method: &str, path: &str, body: Option<&Value>) -> Vec<u8> {
+    let b = body.map(|v| serde_json::to_vec(v).unwrap());
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+    if let Some(b) = &b {
+        r.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    r.push_str("\r\n");
+    let mut out = r.into_bytes();
+    out.extend(b.unwrap_or_default());
+    out
+}
+
+#[test]
+fn kept_alive_connections_carry_many_requests_and_idle_ones_are_closed() {
+    use std::io::{Read, Write};
+    let c = Controller::start(&["--idle-timeout-secs", "2"]);
+    let scrape = |c: &Controller| String::from_utf8(c.get("/metrics").2).unwrap();
+    let before = scrape(&c);
+    let accepted = |m: &str| metric(m, "tapio_controller_connections_accepted_total");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Three requests, one after another, on one connection.
+    s.write_all(&kept_request(
+        "POST",
+        "/v1/agents/hello",
+        Some(&hello("a1", "ki1")),
+    ))
+    .unwrap();
+    let (st, head, _) = one_response(&mut s);
+    assert_eq!(st, 200);
+    assert!(!head.contains("connection: close"), "{head}");
+    s.write_all(&kept_request(
+        "GET",
+        "/v1/agents/config?agent_id=k1&node_name=n",
+        None,
+    ))
+    .unwrap();
+    assert_eq!(one_response(&mut s).0, 200);
+    s.write_all(&kept_request(
+        "POST",
+        "/v1/events",
+        Some(&batch("ki1", 1, &["ki1-1", "ki1-2"])),
+    ))
+    .unwrap();
+    let (st, _, body) = one_response(&mut s);
+    assert_eq!(st, 200, "{}", String::from_utf8_lossy(&body));
+    // Two requests in one write (pipelined): two answers, in order.
+    let mut two = kept_request("GET", "/healthz", None);
+    two.extend(kept_request("GET", "/nope", None));
+    s.write_all(&two).unwrap();
+    assert_eq!(one_response(&mut s).0, 200);
+    assert_eq!(one_response(&mut s).0, 404);
+    // A client error on a well-formed request keeps the connection.
+    s.write_all(&kept_request("DELETE", "/healthz", None))
+        .unwrap();
+    assert_eq!(one_response(&mut s).0, 405);
+    s.write_all(&kept_request("GET", "/healthz", None)).unwrap();
+    assert_eq!(one_response(&mut s).0, 200);
+    // Idle past --idle-timeout-secs: the controller closes it.
+    let t = std::time::Instant::now();
+    let mut rest = [0u8; 16];
+    assert_eq!(s.read(&mut rest).unwrap(), 0, "closed, with nothing sent");
+    assert!(
+        t.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    let after = scrape(&c);
+    // Exactly one connection more than the two scrapes: the kept one.
+    assert_eq!(accepted(&after) - accepted(&before), 2);
+    assert_eq!(
+        metric(
+            &after,
+            "tapio_controller_connections_closed_idle_total{reason=\"idle_timeout\"}"
+        ),
+        1
+    );
+    assert_eq!(c.status()["counters"]["events_accepted"], 2);
+
+    // HTTP/1.0 and Connection: close are answered with close, then EOF.
+    for req in [
+        "GET /healthz HTTP/1.0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        let (st, head, _) = one_response(&mut s);
+        assert_eq!(st, 200);
+        assert!(head.contains("connection: close"), "{head}");
+        assert_eq!(s.read(&mut rest).unwrap(), 0);
+    }
+    // A malformed head is a 400, counted, and the end of the connection.
+    let (st, _, body) = raw_http(c.port, b"GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n");
+    assert_eq!(st, 400, "{}", String::from_utf8_lossy(&body));
+    let m = scrape(&c);
+    assert_eq!(
+        metric(
+            &m,
+            "tapio_controller_front_refusals_total{reason=\"malformed\"}"
+        ),
+        1
+    );
+    // A new connection that sends no request, or half a head, is closed
+    // after the head deadline (--io-timeout-secs) and counted.
+    let c = Controller::start(&["--io-timeout-secs", "1"]);
+    let before = metric(
+        &scrape(&c),
+        "tapio_controller_front_refusals_total{reason=\"head_timeout\"}",
+    );
+    for first in [&b""[..], b"GET /healthz HTTP/1.1\r\nHost"] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(first).unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(s.read(&mut rest).unwrap_or(0), 0);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+    let after = metric(
+        &scrape(&c),
+        "tapio_controller_front_refusals_total{reason=\"head_timeout\"}",
+    );
+    assert_eq!(after - before, 2);
+}

@@ -14,7 +14,9 @@
 //!   hour, and `MAX_INSTANCES` instances per hour; beyond, the oldest
 //!   knowledge is forgotten and counted (a later resend could then be
 //!   exported twice; an event is never dropped as a duplicate it is not).
-//! - Files are fsynced at most every `fsync_every`, and at shutdown.
+//! - Files written since the last fsync are fsynced every `fsync_every` by
+//!   the controller's main thread, outside the export's lock (a request
+//!   never waits for a disk flush), and at shutdown.
 //! - Each line is the agent's event, unknown fields included, plus
 //!   `agent_id` and `node_name`.
 
@@ -26,6 +28,47 @@ use std::time::{Duration, Instant};
 use tapio_common::store::{self, Part};
 use tapio_common::time::{hour_of, now_unix_ns, parse_rfc3339};
 use tapio_wire::split_event_id;
+
+/// Appends `ev` as one JSON line with `agent_id` and `node_name` set.
+/// Written straight into `out` (no copy of the event): the two fields go
+/// last, unless the event already has either, which is then replaced.
+fn append_line(
+    out: &mut Vec<u8>,
+    ev: &serde_json::Value,
+    agent_id: &str,
+    node_name: &str,
+) -> Result<(), ()> {
+    let start = out.len();
+    let map = ev.as_object().ok_or(())?;
+    let written = if map.contains_key("agent_id") || map.contains_key("node_name") {
+        let mut obj = map.clone();
+        obj.insert("agent_id".into(), agent_id.into());
+        obj.insert("node_name".into(), node_name.into());
+        serde_json::to_writer(&mut *out, &obj)
+    } else {
+        serde_json::to_writer(&mut *out, map).and_then(|()| {
+            // Reopen the object: `{}` becomes `{"agent_id":..}`, and
+            // `{..}` becomes `{..,"agent_id":..}`.
+            out.pop();
+            if map.is_empty() {
+                out.extend_from_slice(b"\"agent_id\":");
+            } else {
+                out.extend_from_slice(b",\"agent_id\":");
+            }
+            serde_json::to_writer(&mut *out, agent_id)?;
+            out.extend_from_slice(b",\"node_name\":");
+            serde_json::to_writer(&mut *out, node_name)?;
+            out.push(b'}');
+            Ok(())
+        })
+    };
+    if written.is_err() {
+        out.truncate(start);
+        return Err(());
+    }
+    out.push(b'\n');
+    Ok(())
+}
 
 const SEAL_GRACE_NS: u64 = 120 * 1_000_000_000;
 /// Hours (back from now) whose ids are kept for de-duplication.
@@ -169,7 +212,9 @@ impl Exporter {
         self.ids.values().map(HourIds::ranges).sum()
     }
 
-    /// Exports `events` (raw event objects) of one batch.
+    /// Exports `events` (raw event objects) of one batch: each new one is
+    /// one line, with `agent_id` and `node_name` added, in the file of its
+    /// timestamp's hour.
     pub fn export(
         &mut self,
         agent_id: &str,
@@ -202,23 +247,16 @@ impl Exporter {
                 res.duplicates += 1;
                 continue;
             }
-            let mut obj = ev.clone();
-            if let Some(map) = obj.as_object_mut() {
-                map.insert("agent_id".into(), agent_id.into());
-                map.insert("node_name".into(), node_name.into());
-            }
-            let Ok(mut line) = serde_json::to_vec(&obj) else {
-                res.failed += 1;
-                continue;
-            };
-            line.push(b'\n');
             let part = if hour < sealed_below {
                 Part::Late
             } else {
                 Part::Primary
             };
             let g = groups.entry((hour, part)).or_default();
-            g.0.extend_from_slice(&line);
+            if append_line(&mut g.0, ev, agent_id, node_name).is_err() {
+                res.failed += 1;
+                continue;
+            }
             g.1 += 1;
             g.2.push((inst, seq));
         }
@@ -238,10 +276,27 @@ impl Exporter {
                 }
             }
         }
-        if self.last_sync.elapsed() >= self.fsync_every {
-            self.sync();
-        }
         res
+    }
+
+    /// When `fsync_every` has passed: handles (duplicated) of the files
+    /// written since the last call, for the caller to fsync after it let go
+    /// of the lock.
+    pub fn due_for_sync(&mut self) -> Vec<File> {
+        if self.last_sync.elapsed() < self.fsync_every {
+            return Vec::new();
+        }
+        self.last_sync = Instant::now();
+        let mut due = Vec::new();
+        for (f, dirty) in self.files.values_mut() {
+            if *dirty {
+                if let Ok(d) = f.try_clone() {
+                    due.push(d);
+                    *dirty = false;
+                }
+            }
+        }
+        due
     }
 
     fn write(&mut self, hour: u64, part: Part, bytes: &[u8]) -> std::io::Result<()> {
@@ -287,6 +342,30 @@ impl Exporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_carry_the_agent_and_node_whatever_the_event_holds() {
+        let line = |ev: serde_json::Value| {
+            let mut out = Vec::new();
+            append_line(&mut out, &ev, "a\"1", "n1").unwrap();
+            assert_eq!(out.pop(), Some(b'\n'));
+            serde_json::from_slice::<serde_json::Value>(&out).unwrap()
+        };
+        let want = serde_json::json!({"id": "i-1", "x": {"y": [1]}, "agent_id": "a\"1", "node_name": "n1"});
+        assert_eq!(
+            line(serde_json::json!({"id": "i-1", "x": {"y": [1]}})),
+            want
+        );
+        assert_eq!(
+            line(serde_json::json!({"id": "i-1", "x": {"y": [1]}, "agent_id": "spoofed"})),
+            want
+        );
+        assert_eq!(
+            line(serde_json::json!({})),
+            serde_json::json!({"agent_id": "a\"1", "node_name": "n1"})
+        );
+        assert!(append_line(&mut Vec::new(), &serde_json::json!([1]), "a", "n").is_err());
+    }
     use serde_json::json;
 
     fn ev(id: &str) -> serde_json::Value {

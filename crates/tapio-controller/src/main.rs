@@ -88,9 +88,13 @@ struct ServeArgs {
     #[argh(option, default = "10")]
     io_timeout_secs: u64,
     /// most client connections open at once; beyond it new ones are closed
-    /// at once (default 4096)
-    #[argh(option, default = "4096")]
+    /// at once (default 16384)
+    #[argh(option, default = "16384")]
     max_connections: usize,
+    /// seconds a kept-alive connection may wait for its next request
+    /// before it is closed (default 60)
+    #[argh(option, default = "tapio_wire::limits::HTTP_IDLE_TIMEOUT_SECS")]
+    idle_timeout_secs: u64,
     /// heartbeat interval the agents are told, seconds (default 10)
     #[argh(option, default = "10")]
     heartbeat_interval_secs: u32,
@@ -170,31 +174,6 @@ fn main() {
     std::process::exit(code);
 }
 
-/// A new directory, mode 0700, under $RUNTIME_DIRECTORY (systemd) or the
-/// temp directory, with an unpredictable name. `create` (not
-/// `create_dir_all`) fails when the name exists, so a directory someone
-/// else prepared is never used; a few names are tried.
-fn private_run_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::DirBuilderExt;
-    let base = std::env::var_os("RUNTIME_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let mut seed = [0u8; 8];
-    let mut last = std::io::Error::other("no attempt");
-    for attempt in 0..8u64 {
-        let _ = std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
-        let n =
-            u64::from_ne_bytes(seed) ^ tapio_common::time::now_unix_ns().rotate_left(17) ^ attempt;
-        let dir = base.join(format!("tapio-controller-{}-{n:016x}", std::process::id()));
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
-}
-
 fn read_token(path: &PathBuf) -> Result<String, String> {
     let t = std::fs::read_to_string(path)
         .map_err(|e| format!("--token-file {}: {e}", path.display()))?;
@@ -210,18 +189,32 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
 
 /// Every connection is a file descriptor: raise the soft limit to the hard
 /// one, so thousands of agents (or slow clients) do not exhaust it.
-fn raise_nofile() {
+fn raise_nofile() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit/setrlimit read and write the struct we own.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
             lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                let _ = libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            }
         }
     }
+    lim.rlim_cur
+}
+
+/// `--max-connections`, within the open-file limit (keeping some files for
+/// the listener, the export, the profile and the poller).
+fn connection_limit(asked: usize, nofile: u64) -> usize {
+    const RESERVED_FILES: u64 = 64;
+    let fits = usize::try_from(nofile.saturating_sub(RESERVED_FILES)).unwrap_or(usize::MAX);
+    asked.max(16).min(fits.max(16))
 }
 
 fn serve(a: ServeArgs) -> i32 {
@@ -232,7 +225,14 @@ fn serve(a: ServeArgs) -> i32 {
     };
     tapio_common::logger::init(level);
     signals::install_handlers(signals::Interrupted::Restart);
-    raise_nofile();
+    let nofile = raise_nofile();
+    let max_connections = connection_limit(a.max_connections, nofile);
+    if max_connections < a.max_connections {
+        log::warn!(
+            "--max-connections {} is beyond the open-file limit {nofile}: serving at most {max_connections} connections (raise LimitNOFILE)",
+            a.max_connections
+        );
+    }
     let config = match profile_store::ConfigStore::open(a.profile.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -264,44 +264,21 @@ fn serve(a: ServeArgs) -> i32 {
             return 1;
         }
     };
-    let local = l.local_addr().ok();
-    // tiny_http listens on a private Unix socket behind the front, in a
-    // directory this process creates itself (never one found in place).
-    let run_dir = match private_run_dir() {
-        Ok(d) => d,
-        Err(e) => {
-            log::error!("cannot create a private runtime directory: {e}");
-            return 1;
-        }
-    };
-    let backend = run_dir.join("http.sock");
-    let server = match tiny_http::Server::http_unix(&backend).map_err(|e| e.to_string()) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            log::error!("cannot start the HTTP server at {}: {e}", backend.display());
-            return 1;
-        }
-    };
-    let front = Arc::new(front::Front {
-        backend: backend.clone(),
+    let front_settings = Arc::new(front::Settings {
         max_body: a.max_body_bytes.max(1024),
         io_timeout: Duration::from_secs(a.io_timeout_secs.max(1)),
         head_deadline: Duration::from_secs(a.io_timeout_secs.max(1)),
-        max_connections: a.max_connections.max(16),
-        active: Default::default(),
-        counters: Default::default(),
+        idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
+        max_connections,
+        buffer_budget: tapio_wire::limits::CONTROLLER_BUFFER_BUDGET_BYTES
+            .max(2 * a.max_body_bytes.max(1024)),
+        workers: a.workers.max(1),
     });
-    let acceptor = match front::run(l, Arc::clone(&front), signals::stop_requested) {
-        Ok(h) => h,
-        Err(e) => {
-            log::error!("cannot start the acceptor: {e}");
-            return 1;
-        }
-    };
+    let front_counters = Arc::new(front::FrontCounters::default());
     let now_ns = tapio_common::time::now_unix_ns();
     let state = Arc::new(server::State {
         http: Default::default(),
-        front: Some(Arc::clone(&front)),
+        front: Some(Arc::clone(&front_counters)),
         controller_id: format!("{:016x}", now_ns ^ u64::from(std::process::id()) << 32),
         started: Instant::now(),
         started_at: tapio_common::time::rfc3339_ns(now_ns),
@@ -336,12 +313,20 @@ fn serve(a: ServeArgs) -> i32 {
             .map(|d| d.display().to_string())
             .unwrap_or_else(|| "off".into())
     );
-    let workers = server::serve(
-        Arc::clone(&server),
-        Arc::clone(&state),
-        a.workers,
+    let handler_state = Arc::clone(&state);
+    let running = match front::run(
+        l,
+        front_settings,
+        front_counters,
+        Arc::new(move |req| server::handle(&handler_state, req)),
         signals::stop_requested,
-    );
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!("cannot start the HTTP front: {e}");
+            return 1;
+        }
+    };
     let mut last_poll = Instant::now();
     while !signals::stop_requested() {
         std::thread::sleep(Duration::from_millis(100));
@@ -352,18 +337,15 @@ fn serve(a: ServeArgs) -> i32 {
             state.config.poll_file();
             last_poll = Instant::now();
         }
+        if let Some(ex) = &state.exporter {
+            let due = ex.lock().map(|mut e| e.due_for_sync()).unwrap_or_default();
+            for f in due {
+                let _ = f.sync_data();
+            }
+        }
     }
     log::info!("stopping: finishing requests in flight");
-    if let Some(addr) = local {
-        // wake the blocking accept so it sees the stop flag
-        let _ = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200));
-    }
-    let _ = acceptor.join();
-    server.unblock();
-    for w in workers {
-        let _ = w.join();
-    }
-    let _ = std::fs::remove_dir_all(&run_dir);
+    running.join();
     if let Some(ex) = &state.exporter {
         if let Ok(mut ex) = ex.lock() {
             ex.sync();

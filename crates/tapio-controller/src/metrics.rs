@@ -91,7 +91,11 @@ impl HttpMetrics {
 /// Everything else the exposition shows, read at scrape time.
 pub struct Snapshot {
     pub counters: Vec<(&'static str, &'static str, u64)>,
-    pub front_refusals: [(&'static str, u64); 3],
+    pub front_refusals: [(&'static str, u64); 5],
+    pub connections_open: u64,
+    pub connections_accepted: u64,
+    /// Idle kept-alive connections closed, by reason.
+    pub connections_closed_idle: [(&'static str, u64); 2],
     pub registry_evictions: u64,
     pub agents_known: u64,
     pub agents_stale: u64,
@@ -179,12 +183,46 @@ pub fn render(http: &HttpMetrics, snap: &Snapshot) -> String {
         &mut s,
         "tapio_controller_front_refusals_total",
         "counter",
-        "Connections the front end closed before a worker saw them, by reason.",
+        "Requests or connections the front end refused before a worker saw them, by reason.",
     );
     for (reason, n) in snap.front_refusals {
         let _ = writeln!(
             s,
             "tapio_controller_front_refusals_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
+    family(
+        &mut s,
+        "tapio_controller_connections_open",
+        "gauge",
+        "Client connections open now (kept-alive ones included).",
+    );
+    let _ = writeln!(
+        s,
+        "tapio_controller_connections_open {}",
+        snap.connections_open
+    );
+    family(
+        &mut s,
+        "tapio_controller_connections_accepted_total",
+        "counter",
+        "Client connections accepted (refused ones included).",
+    );
+    let _ = writeln!(
+        s,
+        "tapio_controller_connections_accepted_total {}",
+        snap.connections_accepted
+    );
+    family(
+        &mut s,
+        "tapio_controller_connections_closed_idle_total",
+        "counter",
+        "Kept-alive connections closed while idle: after idle_timeout_secs, or to admit a new one at max_connections.",
+    );
+    for (reason, n) in snap.connections_closed_idle {
+        let _ = writeln!(
+            s,
+            "tapio_controller_connections_closed_idle_total{{reason=\"{reason}\"}} {n}"
         );
     }
     family(
@@ -276,7 +314,16 @@ mod tests {
                 "Events accepted.",
                 7,
             )],
-            front_refusals: [("busy", 1), ("head_too_large", 0), ("head_timeout", 0)],
+            front_refusals: [
+                ("busy", 1),
+                ("head_too_large", 0),
+                ("head_timeout", 0),
+                ("buffer_budget", 0),
+                ("malformed", 0),
+            ],
+            connections_open: 3,
+            connections_accepted: 9,
+            connections_closed_idle: [("idle_timeout", 2), ("connection_limit", 0)],
             registry_evictions: 2,
             agents_known: 3,
             agents_stale: 1,

@@ -1,15 +1,15 @@
-//! The tapio-wire/v1 routes on tiny_http.
+//! The tapio-wire/v1 routes.
 //!
-//! A fixed pool of worker threads takes requests from tiny_http's queue and
-//! answers each one completely. Bodies are read through a hard limit while
-//! they arrive (Content-Length and chunked alike). Every error uses the
-//! wire's error shape and status policy.
+//! The front (`front.rs`) reads each request whole, its body through a
+//! hard limit (Content-Length and chunked alike), and a worker thread calls
+//! [`handle`] with it. Every error uses the wire's error shape and status
+//! policy.
 
 use crate::errors::ApiError;
 use crate::export::Exporter;
+use crate::front::{BodyError, Request, Response};
 use crate::profile_store::ConfigStore;
 use crate::registry::{BatchVerdict, Registry};
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,7 +17,6 @@ use tapio_wire::{
     ErrorCode, EventBatch, EventBatchResponse, HeartbeatRequest, HeartbeatResponse, HelloRequest,
     HelloResponse, StatusConfig, StatusCounters, StatusResponse, WIRE_VERSION,
 };
-use tiny_http::{Header, Method, Request, Response};
 
 pub struct Settings {
     pub max_body_bytes: usize,
@@ -44,7 +43,7 @@ pub struct Counters {
 pub struct State {
     pub http: crate::metrics::HttpMetrics,
     /// The front end, for its refusal counters (None in unit tests).
-    pub front: Option<Arc<crate::front::Front>>,
+    pub front: Option<Arc<crate::front::FrontCounters>>,
     pub controller_id: String,
     pub started: Instant,
     pub started_at: String,
@@ -78,17 +77,6 @@ impl Reply {
     }
 }
 
-fn header(name: &str, value: &str) -> Option<Header> {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-fn header_value<'a>(req: &'a Request, name: &'static str) -> Option<&'a str> {
-    req.headers()
-        .iter()
-        .find(|h| h.field.equiv(name))
-        .map(|h| h.value.as_str())
-}
-
 /// Constant-time comparison of the bearer token.
 fn token_matches(expected: &str, got: &str) -> bool {
     let (a, b) = (expected.as_bytes(), got.as_bytes());
@@ -99,30 +87,19 @@ fn token_matches(expected: &str, got: &str) -> bool {
     diff == 0
 }
 
-/// Reads the body through the limit: at most `limit + 1` bytes are ever
-/// buffered, whatever the client declared or keeps sending.
+/// The body the front read, or the error it found while reading.
 fn read_body(req: &mut Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || {
-        ApiError::new(
+    match std::mem::replace(&mut req.body, Ok(Vec::new())) {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge) => Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
             format!("request body exceeds {limit} bytes"),
-        )
-    };
-    if req.body_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut buf = Vec::with_capacity(req.body_length().unwrap_or(0).min(limit));
-    let read = req.as_reader().take(limit as u64 + 1).read_to_end(&mut buf);
-    if buf.len() > limit {
-        return Err(too_large());
-    }
-    read.map_err(|_| {
-        ApiError::new(
+        )),
+        Err(BodyError::Broken) => Err(ApiError::new(
             ErrorCode::MalformedJson,
             "the request body could not be read completely",
-        )
-    })?;
-    Ok(buf)
+        )),
+    }
 }
 
 fn query_param(url: &str, key: &str) -> Option<String> {
@@ -153,11 +130,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Answers one request. Never panics on input.
-pub fn handle(state: &State, mut req: Request) {
+pub fn handle(state: &State, mut req: Request) -> Response {
     let started = Instant::now();
-    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let path = req.path().to_string();
     state.counters.requests_total.fetch_add(1, Relaxed);
-    let mut extra: Vec<(&str, String)> = Vec::new();
+    let mut headers: Vec<(&'static str, String)> = Vec::new();
     let mut reject = None;
     let reply = route(state, &mut req).unwrap_or_else(|e| {
         state.counters.requests_rejected.fetch_add(1, Relaxed);
@@ -165,11 +142,11 @@ pub fn handle(state: &State, mut req: Request) {
         match e.code {
             ErrorCode::MethodNotAllowed => {
                 if let Some(m) = allowed_method(&path) {
-                    extra.push(("Allow", m.to_string()));
+                    headers.push(("Allow", m.to_string()));
                 }
             }
             ErrorCode::Unauthorized => {
-                extra.push(("WWW-Authenticate", "Bearer realm=\"tapio\"".to_string()));
+                headers.push(("WWW-Authenticate", "Bearer realm=\"tapio\"".to_string()));
             }
             _ => {}
         }
@@ -180,38 +157,22 @@ pub fn handle(state: &State, mut req: Request) {
         }
     });
     let status = reply.status;
-    let mut resp = match reply.body {
+    let body = match reply.body {
         Body::Json(bytes) => {
-            let mut r = Response::from_data(bytes).with_status_code(reply.status);
-            if let Some(h) = header("Content-Type", "application/json") {
-                r.add_header(h);
-            }
-            r
+            headers.push(("Content-Type", "application/json".into()));
+            bytes
         }
         Body::Text(text, ctype) => {
-            let mut r = Response::from_data(text.into_bytes()).with_status_code(reply.status);
-            if let Some(h) = header("Content-Type", ctype) {
-                r.add_header(h);
-            }
-            r
+            headers.push(("Content-Type", ctype.into()));
+            text.into_bytes()
         }
         Body::NotModified(etag) => {
-            let mut r = Response::from_data(Vec::new()).with_status_code(304);
-            if let Some(h) = header("ETag", &etag) {
-                r.add_header(h);
-            }
-            r
+            headers.push(("ETag", etag));
+            Vec::new()
         }
     };
     if let Some(etag) = reply.etag {
-        if let Some(h) = header("ETag", &etag) {
-            resp.add_header(h);
-        }
-    }
-    for (k, v) in extra {
-        if let Some(h) = header(k, &v) {
-            resp.add_header(h);
-        }
+        headers.push(("ETag", etag));
     }
     // Counted before the answer leaves: a client that reads /metrics right
     // after its answer must find its own request there.
@@ -221,7 +182,11 @@ pub fn handle(state: &State, mut req: Request) {
         started.elapsed(),
         reject,
     );
-    let _ = req.respond(resp);
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 /// 409: the instance id is bound to another agent id.
@@ -243,10 +208,7 @@ fn metrics(state: &State) -> Reply {
         })
         .unwrap_or_default();
     let front = |f: fn(&crate::front::FrontCounters) -> &AtomicU64| {
-        state
-            .front
-            .as_ref()
-            .map_or(0, |fr| f(&fr.counters).load(Relaxed))
+        state.front.as_ref().map_or(0, |fr| f(fr).load(Relaxed))
     };
     let snap = crate::metrics::Snapshot {
         counters: vec![
@@ -304,6 +266,14 @@ fn metrics(state: &State) -> Reply {
             ("busy", front(|f| &f.refused_busy)),
             ("head_too_large", front(|f| &f.head_too_large)),
             ("head_timeout", front(|f| &f.head_timeouts)),
+            ("buffer_budget", front(|f| &f.buffer_budget)),
+            ("malformed", front(|f| &f.malformed)),
+        ],
+        connections_open: front(|f| &f.connections_open),
+        connections_accepted: front(|f| &f.connections_accepted),
+        connections_closed_idle: [
+            ("idle_timeout", front(|f| &f.closed_idle)),
+            ("connection_limit", front(|f| &f.evicted_idle)),
         ],
         registry_evictions: evicted,
         agents_known: known,
@@ -322,37 +292,33 @@ fn metrics(state: &State) -> Reply {
 }
 
 /// Every route and the one method it accepts.
-const ROUTES: &[(&str, Method)] = &[
-    ("/v1/agents/hello", Method::Post),
-    ("/v1/agents/config", Method::Get),
-    ("/v1/agents/heartbeat", Method::Post),
-    ("/v1/events", Method::Post),
-    ("/v1/status", Method::Get),
-    ("/metrics", Method::Get),
-    ("/healthz", Method::Get),
+const ROUTES: &[(&str, &str)] = &[
+    ("/v1/agents/hello", "POST"),
+    ("/v1/agents/config", "GET"),
+    ("/v1/agents/heartbeat", "POST"),
+    ("/v1/events", "POST"),
+    ("/v1/status", "GET"),
+    ("/metrics", "GET"),
+    ("/healthz", "GET"),
 ];
 
 fn allowed_method(path: &str) -> Option<&'static str> {
-    ROUTES
-        .iter()
-        .find(|(p, _)| *p == path)
-        .map(|(_, m)| m.as_str())
+    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, m)| *m)
 }
 
 fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
-    let url = req.url().to_string();
+    let url = req.target.clone();
     let path = url.split('?').next().unwrap_or("");
-    let method = req.method().clone();
     let Some((_, want)) = ROUTES.iter().find(|(p, _)| *p == path) else {
         return Err(ApiError::new(
             ErrorCode::UnknownEndpoint,
             "no tapio-wire/v1 route matches this path",
         ));
     };
-    if method != *want {
+    if req.method != *want {
         return Err(ApiError::new(
             ErrorCode::MethodNotAllowed,
-            format!("{path} accepts {} only", want.as_str()),
+            format!("{path} accepts {want} only"),
         ));
     }
     // Liveness for probes and load balancers: never behind the token, and
@@ -365,7 +331,8 @@ fn route(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         });
     }
     if let Some(token) = &state.settings.token {
-        let got = header_value(req, "Authorization")
+        let got = req
+            .header("Authorization")
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         if !token_matches(token, got) {
@@ -418,7 +385,7 @@ fn config(state: &State, req: &Request, url: &str) -> Result<Reply, ApiError> {
         }
     }
     let active = state.config.current();
-    if header_value(req, "If-None-Match").map(str::trim) == Some(active.etag.as_str()) {
+    if req.header("If-None-Match").map(str::trim) == Some(active.etag.as_str()) {
         return Ok(Reply {
             status: 304,
             body: Body::NotModified(active.etag.clone()),
@@ -542,13 +509,12 @@ fn events(state: &State, req: &mut Request) -> Result<Reply, ApiError> {
         let events = raw
             .get("events")
             .and_then(|e| e.as_array())
-            .cloned()
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice);
         let Ok(mut ex) = ex.lock() else {
             take_back();
             return Err(unavailable("the export is unavailable"));
         };
-        let r = ex.export(&batch.agent_id, &batch.node_name, &events);
+        let r = ex.export(&batch.agent_id, &batch.node_name, events);
         c.events_exported.fetch_add(r.exported, Relaxed);
         c.events_duplicate.fetch_add(r.duplicates, Relaxed);
         c.export_failures.fetch_add(r.failed, Relaxed);
@@ -638,33 +604,6 @@ fn status(state: &State, url: &str) -> Reply {
             next_after,
         },
     )
-}
-
-/// Runs `workers` threads answering requests until `stop` returns true.
-pub fn serve(
-    server: Arc<tiny_http::Server>,
-    state: Arc<State>,
-    workers: usize,
-    stop: fn() -> bool,
-) -> Vec<std::thread::JoinHandle<()>> {
-    (0..workers.max(1))
-        .filter_map(|i| {
-            let server = Arc::clone(&server);
-            let state = Arc::clone(&state);
-            std::thread::Builder::new()
-                .name(format!("tapio-http-{i}"))
-                .spawn(move || {
-                    while !stop() {
-                        match server.recv_timeout(std::time::Duration::from_millis(200)) {
-                            Ok(Some(req)) => handle(&state, req),
-                            Ok(None) => {}
-                            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-                        }
-                    }
-                })
-                .ok()
-        })
-        .collect()
 }
 
 #[cfg(test)]

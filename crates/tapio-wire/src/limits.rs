@@ -85,6 +85,20 @@ pub const MAX_EVENTS_PER_BATCH: usize = 10_000;
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1024 * 1024;
 /// Largest HTTP response head (agent) or request head (controller) read.
 pub const MAX_HTTP_HEAD_BYTES: usize = 64 * 1024;
+/// Most header lines in one request head (controller: beyond it, 431).
+pub const MAX_HTTP_HEADERS: usize = 64;
+/// Whole requests waiting for a controller worker, per worker; beyond
+/// them a request is answered 503 at once.
+pub const MAX_HTTP_REQUESTS_QUEUED_PER_WORKER: usize = 64;
+/// Request bytes (heads and bodies) the controller buffers at once, unless
+/// `--max-body-bytes` asks for more (then twice the largest body).
+pub const CONTROLLER_BUFFER_BUDGET_BYTES: usize = 64 * 1024 * 1024;
+/// The controller closes a keep-alive connection with no request for this
+/// long (`--idle-timeout-secs`'s default)...
+pub const HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
+/// ...and an agent reuses its connection only when it was idle for less
+/// than this, so it rarely meets a connection the controller just closed.
+pub const HTTP_CLIENT_REUSE_SECS: u64 = 45;
 /// Largest agent queue (`--queue-capacity`, `--controller-queue`).
 pub const MAX_AGENT_QUEUE: usize = 1 << 20;
 /// `GET /v1/status`: agents per page when `limit` is not given, and the
