@@ -104,6 +104,24 @@ fn a_killed_controller_loses_nothing_uncounted() {
     wait_until("first export", Duration::from_secs(10), || {
         ids_for_port(&read_dir_events(&export), p1).len() >= 30
     });
+    // The agent keeps its connection: over 3 s of 1 s heartbeats the
+    // controller accepts one connection only, the one this scrape opens.
+    let scrape = || String::from_utf8(c.get("/metrics").2).unwrap();
+    let (m1, t1) = (scrape(), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let m2 = scrape();
+    let (heartbeats, accepted) = (
+        "tapio_controller_requests_total{route=\"heartbeat\",code=\"200\"}",
+        "tapio_controller_connections_accepted_total",
+    );
+    assert!(
+        metric(&m2, heartbeats) >= metric(&m1, heartbeats) + 2,
+        "heartbeats in {:?}: {} -> {}",
+        t1.elapsed(),
+        metric(&m1, heartbeats),
+        metric(&m2, heartbeats)
+    );
+    assert_eq!(metric(&m2, accepted), metric(&m1, accepted) + 1);
     // SIGKILL mid-run, events while it is down, then a restart on the same port
     c.signal("KILL");
     std::thread::sleep(Duration::from_millis(300));
@@ -170,6 +188,21 @@ fn a_killed_controller_loses_nothing_uncounted() {
     assert!(
         sent <= exported_ours && exported_ours <= sent + unconfirmed,
         "sent {sent} exported {exported_ours} unconfirmed {unconfirmed}"
+    );
+    // One connection to each controller process; the first one's, found
+    // closed at the first request after the kill, was replaced once.
+    assert_eq!(
+        (
+            metric(
+                &done.metrics,
+                "tapio_controller_connections_total{result=\"opened\"}"
+            ),
+            metric(
+                &done.metrics,
+                "tapio_controller_connections_total{result=\"replaced\"}"
+            )
+        ),
+        (2, 1)
     );
     for p in [p1, p3] {
         assert_eq!(ids_for_port(&read_dir_events(&export), p).len(), 30);

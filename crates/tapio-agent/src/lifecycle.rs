@@ -218,6 +218,7 @@ fn start_client(
         }
     );
     let mut http = client::http::Client::new(p.ep, p.token);
+    http.counters = Arc::clone(&p.metrics.controller_connections);
     let t = Duration::from_millis(a.controller_timeout_ms.clamp(10, 600_000));
     http.io_timeout = t;
     http.connect_timeout = t.min(Duration::from_secs(2));

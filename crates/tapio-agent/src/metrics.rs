@@ -85,6 +85,8 @@ pub struct Metrics {
     pub controller_events_sent: AtomicU64,
     /// Events of batches given up after an attempt whose outcome is unknown.
     pub controller_unconfirmed: AtomicU64,
+    /// The controller client's connections (shared with its HTTP client).
+    pub controller_connections: std::sync::Arc<crate::client::http::ConnectionCounters>,
     pub store_files_removed: AtomicU64,
     /// Workload attribution: events whose cgroup was resolved / not, and
     /// walks of the cgroup hierarchy; the poller's resolver counts here.
@@ -118,6 +120,7 @@ impl Default for Metrics {
             controller_send_failures: zeros(),
             controller_events_sent: AtomicU64::new(0),
             controller_unconfirmed: AtomicU64::new(0),
+            controller_connections: std::sync::Arc::default(),
             store_files_removed: AtomicU64::new(0),
             attribution: std::sync::Arc::default(),
             config_generation: AtomicU32::new(0),
@@ -340,6 +343,14 @@ impl Metrics {
             String::new(),
             self.controller_unconfirmed.load(Relaxed),
         );
+        let conns = &self.controller_connections;
+        for (result, n) in [("opened", &conns.opened), ("replaced", &conns.replaced)] {
+            push(
+                "tapio_controller_connections_total",
+                format!("result=\"{result}\""),
+                n.load(Relaxed),
+            );
+        }
         push(
             "tapio_store_files_removed_total",
             String::new(),
@@ -467,6 +478,9 @@ fn help(name: &str) -> &'static str {
         "tapio_controller_events_sent_total" => "Events the controller confirmed.",
         "tapio_controller_unconfirmed_events_total" => {
             "Events given up after an attempt that may have reached the controller."
+        }
+        "tapio_controller_connections_total" => {
+            "Connections to the controller: opened, and kept-alive ones found closed before an answer and replaced."
         }
         "tapio_store_files_removed_total" => "Store files removed by retention.",
         "tapio_config_generation" => "The config generation in force in the kernel.",

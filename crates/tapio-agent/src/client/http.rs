@@ -1,5 +1,12 @@
-//! A tiny HTTP/1.1 client over `std::net::TcpStream`: one request per
-//! connection, bounded everywhere, plaintext only.
+//! A tiny HTTP/1.1 client over `std::net::TcpStream`, bounded everywhere,
+//! plaintext only.
+//!
+//! - One connection is kept alive and reused while it was idle for less
+//!   than `HTTP_CLIENT_REUSE_SECS` (the controller closes idle ones after
+//!   `HTTP_IDLE_TIMEOUT_SECS`). A kept connection that turns out closed
+//!   before any byte of the answer came back (the controller closed it
+//!   while idle, or restarted) is replaced by a new one, once: such a
+//!   request was never processed. Any other failure is the caller's.
 //!
 //! - `https://` is refused when the URL is parsed: TLS is not built in,
 //!   and a silent downgrade to plaintext is never an option.
@@ -10,9 +17,11 @@
 //! - The bearer token is a [`Token`], whose Debug and Display print
 //!   `<redacted>`.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use tapio_wire::limits::MAX_HTTP_HEAD_BYTES as MAX_HEADER_BYTES;
 
@@ -158,6 +167,9 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The answer ended where its length said, and the server did not ask
+    /// to close: the connection can carry the next request.
+    pub reusable: bool,
 }
 
 impl Response {
@@ -175,6 +187,28 @@ pub struct Client {
     pub connect_timeout: Duration,
     pub io_timeout: Duration,
     pub max_body: usize,
+    /// The kept-alive connection and since when it is idle.
+    kept: RefCell<Option<(TcpStream, Instant)>>,
+    /// Shared with the metrics.
+    pub counters: std::sync::Arc<ConnectionCounters>,
+}
+
+/// `tapio_controller_connections_total{result}`
+#[derive(Default)]
+pub struct ConnectionCounters {
+    /// Connections opened.
+    pub opened: AtomicU64,
+    /// Kept connections found closed before an answer, and replaced.
+    pub replaced: AtomicU64,
+}
+
+/// How one exchange on a connection ended.
+enum Exchange {
+    Done(Response),
+    /// Closed before any byte of the answer: the request was not
+    /// processed (only trusted on a kept connection).
+    ClosedBeforeAnswer(HttpError),
+    Failed(HttpError),
 }
 
 impl Client {
@@ -185,6 +219,8 @@ impl Client {
             connect_timeout: Duration::from_secs(2),
             io_timeout: Duration::from_secs(5),
             max_body: 4 * 1024 * 1024,
+            kept: RefCell::new(None),
+            counters: Default::default(),
         }
     }
 
@@ -207,7 +243,8 @@ impl Client {
         })
     }
 
-    /// Sends one request and reads the whole response.
+    /// Sends one request and reads the whole response, on the kept
+    /// connection when there is a fresh one.
     pub fn request(
         &self,
         method: &str,
@@ -215,14 +252,44 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Result<Response, HttpError> {
-        let mut s = self.connect()?;
+        let reuse = Duration::from_secs(tapio_wire::limits::HTTP_CLIENT_REUSE_SECS);
+        let kept = self
+            .kept
+            .borrow_mut()
+            .take()
+            .filter(|(_, idle)| idle.elapsed() < reuse);
+        if let Some((s, _)) = kept {
+            match self.exchange(s, method, path, headers, body) {
+                Exchange::Done(r) => return Ok(r),
+                Exchange::Failed(e) => return Err(e),
+                Exchange::ClosedBeforeAnswer(_) => {
+                    self.counters.replaced.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let s = self.connect()?;
+        self.counters.opened.fetch_add(1, Relaxed);
         s.set_read_timeout(Some(self.io_timeout))
             .map_err(HttpError::Io)?;
         s.set_write_timeout(Some(self.io_timeout))
             .map_err(HttpError::Io)?;
         let _ = s.set_nodelay(true);
+        match self.exchange(s, method, path, headers, body) {
+            Exchange::Done(r) => Ok(r),
+            Exchange::Failed(e) | Exchange::ClosedBeforeAnswer(e) => Err(e),
+        }
+    }
+
+    fn exchange(
+        &self,
+        mut s: TcpStream,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Exchange {
         let mut head = format!(
-            "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: tapio-agent/{}\r\nAccept: application/json\r\nConnection: close\r\n",
+            "{method} {}{path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: tapio-agent/{}\r\nAccept: application/json\r\n",
             self.endpoint.prefix,
             self.endpoint.host,
             self.endpoint.port,
@@ -246,12 +313,54 @@ impl Client {
             ));
         }
         head.push_str("\r\n");
-        s.write_all(head.as_bytes()).map_err(io_err)?;
-        if let Some(b) = body {
-            s.write_all(b).map_err(io_err)?;
+        // A write refused by a closed peer, or an answer that never began,
+        // means the request was not processed.
+        let sent = s
+            .write_all(head.as_bytes())
+            .and_then(|()| body.map_or(Ok(()), |b| s.write_all(b)))
+            .and_then(|()| s.flush());
+        if let Err(e) = sent {
+            return match e.kind() {
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+                    Exchange::ClosedBeforeAnswer(HttpError::Io(e))
+                }
+                _ => Exchange::Failed(io_err(e)),
+            };
         }
-        s.flush().map_err(io_err)?;
-        read_response(&mut s, self.max_body)
+        let mut got_any = false;
+        let result = read_response(
+            &mut Counting {
+                inner: &mut s,
+                got_any: &mut got_any,
+            },
+            self.max_body,
+        );
+        match result {
+            Ok(r) => {
+                if r.reusable {
+                    *self.kept.borrow_mut() = Some((s, Instant::now()));
+                }
+                Exchange::Done(r)
+            }
+            Err(e) if !got_any && !matches!(e, HttpError::Timeout) => {
+                Exchange::ClosedBeforeAnswer(e)
+            }
+            Err(e) => Exchange::Failed(e),
+        }
+    }
+}
+
+/// A reader that notes whether any byte came.
+struct Counting<'a, R> {
+    inner: &'a mut R,
+    got_any: &'a mut bool,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        *self.got_any |= n > 0;
+        Ok(n)
     }
 }
 
@@ -302,7 +411,11 @@ pub fn read_response<R: Read>(r: &mut R, max_body: usize) -> Result<Response, Ht
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     };
+    let mut reusable = version == "HTTP/1.1"
+        && !get("Connection")
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")));
     let body = if status == 304 || status == 204 || (100..200).contains(&status) {
+        reusable &= rest.is_empty();
         Vec::new()
     } else if let Some(cl) = get("Content-Length") {
         let cl: usize = cl
@@ -318,6 +431,8 @@ pub fn read_response<R: Read>(r: &mut R, max_body: usize) -> Result<Response, Ht
             }
             rest.extend_from_slice(&chunk[..n]);
         }
+        // Bytes past the answer were never asked for: do not reuse.
+        reusable &= rest.len() == cl;
         rest.truncate(cl);
         rest
     } else if get("Transfer-Encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
@@ -325,7 +440,8 @@ pub fn read_response<R: Read>(r: &mut R, max_body: usize) -> Result<Response, Ht
             "chunked responses are not expected from a tapio controller",
         ));
     } else {
-        // Until the connection closes (we sent Connection: close).
+        // Until the connection closes.
+        reusable = false;
         loop {
             if rest.len() > max_body {
                 return Err(HttpError::TooLarge);
@@ -341,6 +457,7 @@ pub fn read_response<R: Read>(r: &mut R, max_body: usize) -> Result<Response, Ht
         status,
         headers,
         body,
+        reusable,
     })
 }
 
