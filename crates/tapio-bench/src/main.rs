@@ -4,6 +4,7 @@
 
 use argh::FromArgs;
 use serde_json::json;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
@@ -64,7 +65,8 @@ struct Paced {
 }
 
 /// N simulated agents against a controller: hello once, then per interval
-/// a config poll (304), a heartbeat and a batch of 50 events.
+/// a config poll (304), a heartbeat and a batch of 50 events, each agent
+/// on its own kept-alive connection.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "agents")]
 struct Agents {
@@ -83,6 +85,16 @@ struct Agents {
     /// worker threads (default 64)
     #[argh(option, default = "64")]
     workers: usize,
+    /// the first agent this process simulates (default 0): one process
+    /// holds at most one open file per agent, so a large run is split
+    #[argh(option, default = "0")]
+    first: usize,
+    /// how many agents this process simulates (default: n - first)
+    #[argh(option)]
+    count: Option<usize>,
+    /// print every latency (µs) per route, for merging split runs
+    #[argh(switch)]
+    raw: bool,
 }
 
 /// As many config polls answered 304 as `conns` concurrent clients get.
@@ -207,14 +219,126 @@ fn exchange(port: u16, req: &[u8]) -> Option<(u16, u64)> {
     Some((status, t.elapsed().as_micros() as u64))
 }
 
+/// One exchange on the agent's kept-alive connection, opened when there is
+/// none and once more when the kept one turns out closed, as the agent
+/// does. Returns (status, micros).
+fn kept_exchange(
+    conn: &mut Option<TcpStream>,
+    src: [u8; 4],
+    port: u16,
+    req: &[u8],
+) -> Option<(u16, u64)> {
+    let t = Instant::now();
+    for _ in 0..2 {
+        let mut s = match conn.take() {
+            Some(s) => s,
+            None => {
+                let s = connect_from(src, port)?;
+                s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                let _ = s.set_nodelay(true);
+                s
+            }
+        };
+        if s.write_all(req).is_err() {
+            continue;
+        }
+        let mut buf = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        let status = loop {
+            let n = match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break None,
+                Ok(n) => n,
+            };
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= i + 4 + len {
+                break head.get(9..12).and_then(|c| c.parse().ok());
+            }
+        };
+        match status {
+            Some(code) => {
+                *conn = Some(s);
+                return Some((code, t.elapsed().as_micros() as u64));
+            }
+            None if buf.is_empty() => continue,
+            None => return None,
+        }
+    }
+    None
+}
+
 fn http(method: &str, path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    request(method, path, headers, body, true)
+}
+
+fn request(method: &str, path: &str, headers: &str, body: &[u8], close: bool) -> Vec<u8> {
     let mut r = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}{headers}Content-Length: {}\r\n\r\n",
+        if close { "Connection: close\r\n" } else { "" },
         body.len()
     )
     .into_bytes();
     r.extend_from_slice(body);
     r
+}
+
+/// Lifts the open-file limit to `want` (root may raise the hard limit),
+/// else the soft limit to the hard one: one socket per agent.
+fn raise_nofile(want: u64) {
+    // SAFETY: plain syscalls on a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            return;
+        }
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A connection to 127.0.0.1:`port` from `src` (another loopback address):
+/// one source address has only ~28k ephemeral ports, and 50k agents each
+/// keep a connection.
+fn connect_from(src: [u8; 4], port: u16) -> Option<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let addr = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket owned here until it is handed to TcpStream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let from = addr(src, 0);
+        let to = addr([127, 0, 0, 1], port);
+        if libc::bind(fd, (&raw const from).cast(), len) != 0
+            || libc::connect(fd, (&raw const to).cast(), len) != 0
+        {
+            libc::close(fd);
+            return None;
+        }
+        Some(TcpStream::from_raw_fd(fd))
+    }
 }
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
@@ -226,6 +350,8 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
 }
 
 fn agents(a: &Agents) {
+    let (first, count) = (a.first, a.count.unwrap_or(a.n.saturating_sub(a.first)));
+    raise_nofile(count as u64 + 1024);
     let port = a.port;
     let etag = {
         let req = http(
@@ -257,13 +383,14 @@ fn agents(a: &Agents) {
             let (errors, events, etag) = (Arc::clone(&errors), Arc::clone(&events), etag.clone());
             let workers = a.workers;
             std::thread::spawn(move || {
-                let mine: Vec<usize> = (w..n).step_by(workers).collect();
+                let mine: Vec<usize> = (first + w..(first + count).min(n)).step_by(workers).collect();
                 let mut lat: [Vec<u64>; 4] = Default::default();
                 let mut seq = vec![0u64; mine.len()];
-                for &i in &mine {
+                let mut conns: Vec<Option<TcpStream>> = (0..mine.len()).map(|_| None).collect();
+                for (k, &i) in mine.iter().enumerate() {
                     let body = json!({"wire_version": "tapio-wire/v1", "agent_id": format!("a{i}"), "node_name": format!("n{i}"),
                         "instance_id": format!("i{i}"), "agent_version": "bench", "kernel_release": "6", "arch": "x86_64"});
-                    match exchange(port, &http("POST", "/v1/agents/hello", "", body.to_string().as_bytes())) {
+                    match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("POST", "/v1/agents/hello", "", body.to_string().as_bytes(), false)) {
                         Some((200, us)) => lat[0].push(us),
                         _ => {
                             errors.fetch_add(1, Relaxed);
@@ -283,7 +410,7 @@ fn agents(a: &Agents) {
                             std::thread::sleep(d);
                         }
                         let hdr = format!("If-None-Match: {etag}\r\n");
-                        match exchange(port, &http("GET", &format!("/v1/agents/config?agent_id=a{i}&node_name=n{i}"), &hdr, b"")) {
+                        match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("GET", &format!("/v1/agents/config?agent_id=a{i}&node_name=n{i}"), &hdr, b"", false)) {
                             Some((304, us)) => lat[1].push(us),
                             _ => {
                                 errors.fetch_add(1, Relaxed);
@@ -291,21 +418,31 @@ fn agents(a: &Agents) {
                         }
                         let hb = json!({"wire_version": "tapio-wire/v1", "agent_id": format!("a{i}"), "instance_id": format!("i{i}"),
                             "node_name": format!("n{i}"), "config_version": "1", "uptime_secs": round, "counters": {"tapio_queue_drops_total{observer=\"network\"}": 0}});
-                        match exchange(port, &http("POST", "/v1/agents/heartbeat", "", hb.to_string().as_bytes())) {
+                        match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("POST", "/v1/agents/heartbeat", "", hb.to_string().as_bytes(), false)) {
                             Some((200, us)) => lat[2].push(us),
                             _ => {
                                 errors.fetch_add(1, Relaxed);
                             }
                         }
                         seq[k] += 1;
-                        let evs: Vec<_> = (0..50)
-                            .map(|e| json!({"id": format!("i{i}-{}", (seq[k] - 1) * 50 + e + 1), "type": "kernel.network.connection_refused", "observer": "network",
-                                "severity": "warning", "timestamp": "2026-11-22T06:00:00.000000000Z", "config_generation": 1,
-                                "facts": {"family": "ipv4", "src_ip": "10.0.0.1", "src_port": 40000, "dst_ip": "10.0.0.2", "dst_port": 5432}}))
-                            .collect();
-                        let batch = json!({"wire_version": "tapio-wire/v1", "agent_id": format!("a{i}"), "instance_id": format!("i{i}"),
-                            "node_name": format!("n{i}"), "sequence": seq[k], "events": evs});
-                        match exchange(port, &http("POST", "/v1/events", "", batch.to_string().as_bytes())) {
+                        // Built as text: the load generator should cost
+                        // little next to the controller it measures.
+                        let mut batch = format!(
+                            "{{\"wire_version\":\"tapio-wire/v1\",\"agent_id\":\"a{i}\",\"instance_id\":\"i{i}\",\"node_name\":\"n{i}\",\"sequence\":{},\"events\":[",
+                            seq[k]
+                        );
+                        for e in 0..50u64 {
+                            if e > 0 {
+                                batch.push(',');
+                            }
+                            let _ = write!(
+                                batch,
+                                "{{\"id\":\"i{i}-{}\",\"type\":\"kernel.network.connection_refused\",\"observer\":\"network\",\"severity\":\"warning\",\"timestamp\":\"2026-11-22T06:00:00.000000000Z\",\"config_generation\":1,\"facts\":{{\"family\":\"ipv4\",\"src_ip\":\"10.0.0.1\",\"src_port\":40000,\"dst_ip\":\"10.0.0.2\",\"dst_port\":5432}}}}",
+                                (seq[k] - 1) * 50 + e + 1
+                            );
+                        }
+                        batch.push_str("]}");
+                        match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("POST", "/v1/events", "", batch.as_bytes(), false)) {
                             Some((200, us)) => {
                                 lat[3].push(us);
                                 events.fetch_add(50, Relaxed);
@@ -331,6 +468,15 @@ fn agents(a: &Agents) {
     }
     let el = t0.elapsed().as_secs_f64();
     let names = ["hello", "config_304", "heartbeat", "events"];
+    let raw: serde_json::Map<String, serde_json::Value> = if a.raw {
+        names
+            .iter()
+            .zip(all.iter())
+            .map(|(name, v)| (name.to_string(), json!(v)))
+            .collect()
+    } else {
+        serde_json::Map::new()
+    };
     let mut routes = serde_json::Map::new();
     let mut total = 0usize;
     for (name, v) in names.iter().zip(all.iter_mut()) {
@@ -344,7 +490,7 @@ fn agents(a: &Agents) {
         "{}",
         json!({"mode": "agents", "n": n, "secs": el, "requests": total, "rps": total as f64 / el,
                "events": events.load(Relaxed), "events_per_sec": events.load(Relaxed) as f64 / el,
-               "errors": errors.load(Relaxed), "routes": routes})
+               "errors": errors.load(Relaxed), "routes": routes, "raw": raw})
     );
 }
 
