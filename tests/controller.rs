@@ -820,3 +820,69 @@ fn kept_alive_connections_carry_many_requests_and_idle_ones_are_closed() {
     );
     assert_eq!(after - before, 2);
 }
+
+#[test]
+fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
+    use std::io::{Read, Write};
+    let c = Controller::start(&["--max-connections", "16"]);
+    let connect = || {
+        let s = std::net::TcpStream::connect(("127.0.0.1", c.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // 16 kept-alive connections, each idle after one request, oldest first.
+    let mut kept: Vec<_> = (0..16)
+        .map(|_| {
+            let mut s = connect();
+            s.write_all(&kept_request("GET", "/healthz", None)).unwrap();
+            assert_eq!(one_response(&mut s).0, 200);
+            std::thread::sleep(Duration::from_millis(5));
+            s
+        })
+        .collect();
+    // A 17th is served; the one idle the longest (the first) was closed.
+    let mut s = connect();
+    s.write_all(&kept_request("GET", "/healthz", None)).unwrap();
+    assert_eq!(one_response(&mut s).0, 200);
+    let mut rest = [0u8; 16];
+    assert_eq!(
+        kept[0].read(&mut rest).unwrap_or(0),
+        0,
+        "the oldest is closed"
+    );
+    kept[1]
+        .write_all(&kept_request("GET", "/healthz", None))
+        .unwrap();
+    assert_eq!(one_response(&mut kept[1]).0, 200, "the others are kept");
+    drop(kept.remove(0));
+    // Now every connection is inside a request (half a head): none is
+    // idle, so a new connection is refused and counted.
+    for k in kept.iter_mut().chain(std::iter::once(&mut s)) {
+        k.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = connect();
+    let _ = extra.write_all(&kept_request("GET", "/healthz", None));
+    assert_eq!(extra.read(&mut rest).unwrap_or(0), 0, "refused");
+    // One request finished makes its connection idle again: the scrape
+    // below takes its place.
+    s.write_all(b"st: x\r\n\r\n").unwrap();
+    assert_eq!(one_response(&mut s).0, 200);
+    let m = String::from_utf8(c.get("/metrics").2).unwrap();
+    assert_eq!(
+        s.read(&mut rest).unwrap_or(0),
+        0,
+        "made room for the scrape"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "tapio_controller_connections_closed_idle_total{reason=\"connection_limit\"}"
+        ),
+        2
+    );
+    assert_eq!(
+        metric(&m, "tapio_controller_front_refusals_total{reason=\"busy\"}"),
+        1
+    );
+}
