@@ -64,7 +64,7 @@ pub const OBSERVERS: [Spec; 3] = [
         wire: Observer::Network,
         ring_bytes: tapio_wire::RING_BYTES_NETWORK,
         budget: Budget {
-            object_bytes: 40 * 1024,
+            object_bytes: 24 * 1024,
             maps: 6,
             largest_map_entries: 16_384,
         },
@@ -90,7 +90,7 @@ pub const OBSERVERS: [Spec; 3] = [
         wire: Observer::Storage,
         ring_bytes: tapio_wire::RING_BYTES_STORAGE,
         budget: Budget {
-            object_bytes: 32 * 1024,
+            object_bytes: 20 * 1024,
             maps: 8,
             largest_map_entries: 8_192,
         },
@@ -124,7 +124,7 @@ pub const OBSERVERS: [Spec; 3] = [
         wire: Observer::Process,
         ring_bytes: tapio_wire::RING_BYTES_PROCESS,
         budget: Budget {
-            object_bytes: 56 * 1024,
+            object_bytes: 32 * 1024,
             maps: 9,
             largest_map_entries: 8_192,
         },
