@@ -265,9 +265,11 @@ impl Sink for FileSink {
         let sealed_below = hour_of(now.saturating_sub(self.cfg.seal_grace.as_nanos() as u64));
         let mut result = SinkResult::default();
         // Group consecutive events of the same file: batches are almost
-        // always a single hour.
-        let mut group: Vec<u8> = Vec::with_capacity(buf.len());
+        // always a single hour. The sender writes the lines one after
+        // another into `buf`, so a group is one slice of it, written as is.
+        let bytes = buf.as_bytes();
         let mut current: Option<(u64, Part)> = None;
+        let mut group = 0..0;
         let mut count = 0u64;
         for (ev, range) in events.iter().zip(lines) {
             let hour = hour_of(ev.timestamp_ns);
@@ -276,19 +278,19 @@ impl Sink for FileSink {
             } else {
                 Part::Primary
             };
-            if current != Some((hour, part)) {
+            if current != Some((hour, part)) || range.start != group.end {
                 if let Some((h, p)) = current {
-                    self.write_group(h, p, &group, count, &mut result);
+                    self.write_group(h, p, &bytes[group.clone()], count, &mut result);
                 }
-                group.clear();
+                group = range.start..range.start;
                 count = 0;
                 current = Some((hour, part));
             }
-            group.extend_from_slice(&buf.as_bytes()[range.clone()]);
+            group.end = range.end;
             count += 1;
         }
         if let Some((h, p)) = current {
-            self.write_group(h, p, &group, count, &mut result);
+            self.write_group(h, p, &bytes[group], count, &mut result);
         }
         // Close files of sealed hours.
         let before = self.open.len();
