@@ -31,7 +31,7 @@
  * smaller one). The Rust mirror is tapio_wire::RING_BYTES_*; the profile
  * caps ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, half the smallest
  * ring, so that the wakeup threshold can fire on every ring. */
-#define TAPIO_RINGBUF_NETWORK_BYTES (1024 * 1024)
+#define TAPIO_RINGBUF_NETWORK_BYTES (512 * 1024)
 #define TAPIO_RINGBUF_STORAGE_BYTES (256 * 1024)
 #define TAPIO_RINGBUF_PROCESS_BYTES (256 * 1024)
 #define TAPIO_WAKEUP_BYTES_MAX (128 * 1024)

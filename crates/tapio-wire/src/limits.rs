@@ -23,7 +23,7 @@ impl Range {
 // ---- kernel-side sizes (include/tapio_abi.h)
 
 /// Ring buffer bytes per observer (`TAPIO_RINGBUF_*_BYTES`).
-pub const RING_BYTES_NETWORK: u32 = 1024 * 1024;
+pub const RING_BYTES_NETWORK: u32 = 512 * 1024;
 pub const RING_BYTES_STORAGE: u32 = 256 * 1024;
 pub const RING_BYTES_PROCESS: u32 = 256 * 1024;
 /// The largest `ringbuf.wakeup_bytes`: half the smallest ring, so the
