@@ -312,20 +312,15 @@ fn the_controller_is_unprivileged_probes_healthz_and_serves_the_configmap_profil
     for probe in ["readinessProbe", "livenessProbe"] {
         assert_eq!(s(c, &[probe, "httpGet", "path"]), "/healthz", "{probe}");
     }
-    // The private runtime directory is on a volume, not a predictable /tmp.
-    let env = env_of(c);
-    let run = env
+    // It writes only the export: the one writable mount is the export's.
+    let writable: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
         .iter()
-        .find(|(k, _)| *k == "RUNTIME_DIRECTORY")
-        .expect("RUNTIME_DIRECTORY")
-        .1;
-    assert!(
-        c["volumeMounts"]
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .any(|m| m["mountPath"] == run)
-    );
+        .filter(|m| m["readOnly"] != Value::Bool(true))
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    assert_eq!(writable, ["/var/lib/tapio-controller"]);
     let args = strs(&c["args"]);
     assert!(args.contains(&"--profile=/etc/tapio/profile.yaml"));
     // The export lives on the PVC.
