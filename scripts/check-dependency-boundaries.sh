@@ -20,7 +20,7 @@ check() {
   echo "boundaries: $crate ok against: $*"
 }
 
-check tapio-agent kube k8s-openapi axum hyper tonic reqwest tokio tapio-profile serde_yaml sha2
+check tapio-agent kube k8s-openapi axum hyper tonic reqwest tokio tapio-profile serde_yaml sha2 mio httparse
 check tapio-wire kube k8s-openapi axum hyper tonic reqwest tokio tiny_http ureq h2 http libbpf-rs serde_yaml sha2
 check tapio-cli serde_yaml sha2 tapio-profile libbpf-rs libbpf-sys libbpf-cargo tapio-bpf tokio hyper
 check tapio-profile kube k8s-openapi axum hyper tonic reqwest tokio serde_yaml tiny_http libbpf-rs
