@@ -108,6 +108,27 @@ fn family(s: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(s, "# TYPE {name} {kind}");
 }
 
+/// A family of one sample.
+fn single(s: &mut String, name: &str, kind: &str, help: &str, v: u64) {
+    family(s, name, kind, help);
+    let _ = writeln!(s, "{name} {v}");
+}
+
+/// A family with one label, a sample per value.
+fn labelled(
+    s: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) {
+    family(s, name, kind, help);
+    for (value, n) in values {
+        let _ = writeln!(s, "{name}{{{label}=\"{value}\"}} {n}");
+    }
+}
+
 /// The whole exposition.
 pub fn render(http: &HttpMetrics, snap: &Snapshot) -> String {
     let mut s = String::with_capacity(16 * 1024);
@@ -176,97 +197,60 @@ pub fn render(http: &HttpMetrics, snap: &Snapshot) -> String {
         }
     }
     for (name, help, v) in &snap.counters {
-        family(&mut s, name, "counter", help);
-        let _ = writeln!(s, "{name} {v}");
+        single(&mut s, name, "counter", help, *v);
     }
-    family(
+    labelled(
         &mut s,
         "tapio_controller_front_refusals_total",
         "counter",
         "Requests or connections the front end refused before a worker saw them, by reason.",
+        "reason",
+        &snap.front_refusals,
     );
-    for (reason, n) in snap.front_refusals {
-        let _ = writeln!(
-            s,
-            "tapio_controller_front_refusals_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    family(
+    single(
         &mut s,
         "tapio_controller_connections_open",
         "gauge",
         "Client connections open now (kept-alive ones included).",
+        snap.connections_open,
     );
-    let _ = writeln!(
-        s,
-        "tapio_controller_connections_open {}",
-        snap.connections_open
-    );
-    family(
+    single(
         &mut s,
         "tapio_controller_connections_accepted_total",
         "counter",
         "Client connections accepted (refused ones included).",
+        snap.connections_accepted,
     );
-    let _ = writeln!(
-        s,
-        "tapio_controller_connections_accepted_total {}",
-        snap.connections_accepted
-    );
-    family(
+    labelled(
         &mut s,
         "tapio_controller_connections_closed_idle_total",
         "counter",
         "Kept-alive connections closed while idle: after idle_timeout_secs, or to admit a new one at max_connections.",
+        "reason",
+        &snap.connections_closed_idle,
     );
-    for (reason, n) in snap.connections_closed_idle {
-        let _ = writeln!(
-            s,
-            "tapio_controller_connections_closed_idle_total{{reason=\"{reason}\"}} {n}"
-        );
-    }
-    family(
+    single(
         &mut s,
         "tapio_controller_registry_evictions_total",
         "counter",
         "Agent instances evicted from the bounded registry to admit new ones.",
+        snap.registry_evictions,
     );
-    let _ = writeln!(
-        s,
-        "tapio_controller_registry_evictions_total {}",
-        snap.registry_evictions
-    );
-    family(
+    labelled(
         &mut s,
         "tapio_controller_agents",
         "gauge",
         "Agent instances in the registry, by state (stale: not seen within stale_after_secs).",
+        "state",
+        &[("known", snap.agents_known), ("stale", snap.agents_stale)],
     );
-    let _ = writeln!(
-        s,
-        "tapio_controller_agents{{state=\"known\"}} {}",
-        snap.agents_known
-    );
-    let _ = writeln!(
-        s,
-        "tapio_controller_agents{{state=\"stale\"}} {}",
-        snap.agents_stale
-    );
-    family(
+    labelled(
         &mut s,
         "tapio_controller_config_reloads_total",
         "counter",
         "Profile reloads (SIGHUP or file change), by result.",
-    );
-    let _ = writeln!(
-        s,
-        "tapio_controller_config_reloads_total{{result=\"ok\"}} {}",
-        snap.reloads_ok
-    );
-    let _ = writeln!(
-        s,
-        "tapio_controller_config_reloads_total{{result=\"failed\"}} {}",
-        snap.reloads_failed
+        "result",
+        &[("ok", snap.reloads_ok), ("failed", snap.reloads_failed)],
     );
     family(
         &mut s,
