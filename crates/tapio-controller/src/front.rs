@@ -16,7 +16,7 @@
 //!   `tapio_controller_connections_closed_idle_total`); with none idle, the
 //!   new one is closed at once (`busy`);
 //! - the request head: 64 KiB (`head_too_large`, answered 431) and
-//!   `head_deadline` from its first byte, or from the accept for a new
+//!   `io_timeout` from its first byte, or from the accept for a new
 //!   connection (`head_timeout`: closed);
 //! - the body: `max_body` bytes (a 413 from the route, so the route's own
 //!   counters see it) and the same deadline as the head;
@@ -58,8 +58,9 @@ pub struct FrontCounters {
 /// The limits of the front, from the command line.
 pub struct Settings {
     pub max_body: usize,
+    /// The time a client has to send a request's head and body, to take
+    /// an answer, and to close after an error answer.
     pub io_timeout: Duration,
-    pub head_deadline: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
     /// Most request bytes (heads and bodies) buffered at once.
@@ -147,6 +148,16 @@ pub fn encode(r: &Response, close: bool) -> Vec<u8> {
         out.extend_from_slice(&r.body);
     }
     out
+}
+
+/// What a failed non-blocking read or write means for the connection:
+/// None to retry at once (interrupted), else wait for the socket or close.
+fn on_io_error(e: &std::io::Error) -> Option<Step> {
+    match e.kind() {
+        ErrorKind::Interrupted => None,
+        ErrorKind::WouldBlock => Some(Step::Wait),
+        _ => Some(Step::Close),
+    }
 }
 
 fn error_response(code: tapio_wire::ErrorCode, message: &str) -> Vec<u8> {
@@ -450,7 +461,7 @@ impl Loop {
                         out: Vec::new(),
                         out_at: 0,
                         close_after: false,
-                        deadline: Instant::now() + self.settings.head_deadline,
+                        deadline: Instant::now() + self.settings.io_timeout,
                         charged: 0,
                         at_worker: 0,
                         idle_since: None,
@@ -620,13 +631,16 @@ impl Loop {
             c.buf = Vec::new();
         }
         c.phase = Phase::Busy;
-        c.at_worker = req.body.as_ref().map_or(0, Vec::capacity);
         c.close_after = close;
+        let body = req.body.as_ref().map_or(0, Vec::capacity);
         let Some(jobs) = &self.jobs else {
             return Step::Close;
         };
         match jobs.try_send(Job { conn, req, close }) {
             Ok(()) => {
+                if let Some(Some(c)) = self.conns.get_mut(slot) {
+                    c.at_worker = body;
+                }
                 self.recharge(slot);
                 Step::Wait
             }
@@ -662,14 +676,16 @@ impl Loop {
                     {
                         // A request begins: its head has the deadline.
                         c.idle_since = None;
-                        c.deadline = Instant::now() + self.settings.head_deadline;
+                        c.deadline = Instant::now() + self.settings.io_timeout;
                     }
                     c.buf.extend_from_slice(&self.scratch[..n]);
                     break;
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Err(Step::Wait),
-                Err(_) => return Err(Step::Close),
+                Err(e) => {
+                    if let Some(step) = on_io_error(&e) {
+                        return Err(step);
+                    }
+                }
             }
         }
         if self.recharge(slot) {
@@ -697,9 +713,11 @@ impl Loop {
                     match c.sock.write(&c.out[c.out_at..]) {
                         Ok(0) => return Step::Close,
                         Ok(n) => c.out_at += n,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Wait,
-                        Err(_) => return Step::Close,
+                        Err(e) => {
+                            if let Some(step) = on_io_error(&e) {
+                                return step;
+                            }
+                        }
                     }
                 }
                 c.out = Vec::new();
@@ -716,7 +734,7 @@ impl Loop {
                     c.deadline = if c.buf.is_empty() {
                         now + self.settings.idle_timeout
                     } else {
-                        now + self.settings.head_deadline
+                        now + self.settings.io_timeout
                     };
                     let id = c.id;
                     self.note_idle(id, now);
@@ -728,9 +746,11 @@ impl Loop {
                 match c.sock.read(&mut self.scratch) {
                     Ok(0) => return Step::Close,
                     Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Wait,
-                    Err(_) => return Step::Close,
+                    Err(e) => {
+                        if let Some(step) = on_io_error(&e) {
+                            return step;
+                        }
+                    }
                 }
             },
             Phase::Head => self.head(slot),

@@ -87,8 +87,9 @@ struct ServeArgs {
     /// longest a client may take to send its request head (default 10)
     #[argh(option, default = "10")]
     io_timeout_secs: u64,
-    /// most client connections open at once; beyond it new ones are closed
-    /// at once (default 16384)
+    /// most client connections open at once (capped at the open-file
+    /// limit); at it the longest-idle one is closed for a new one, and with
+    /// none idle the new one is closed at once (default 16384)
     #[argh(option, default = "16384")]
     max_connections: usize,
     /// seconds a kept-alive connection may wait for its next request
@@ -264,14 +265,13 @@ fn serve(a: ServeArgs) -> i32 {
             return 1;
         }
     };
+    let max_body = a.max_body_bytes.max(1024);
     let front_settings = Arc::new(front::Settings {
-        max_body: a.max_body_bytes.max(1024),
+        max_body,
         io_timeout: Duration::from_secs(a.io_timeout_secs.max(1)),
-        head_deadline: Duration::from_secs(a.io_timeout_secs.max(1)),
         idle_timeout: Duration::from_secs(a.idle_timeout_secs.max(1)),
         max_connections,
-        buffer_budget: tapio_wire::limits::CONTROLLER_BUFFER_BUDGET_BYTES
-            .max(2 * a.max_body_bytes.max(1024)),
+        buffer_budget: tapio_wire::limits::CONTROLLER_BUFFER_BUDGET_BYTES.max(2 * max_body),
         workers: a.workers.max(1),
     });
     let front_counters = Arc::new(front::FrontCounters::default());
@@ -287,7 +287,7 @@ fn serve(a: ServeArgs) -> i32 {
         exporter,
         counters: server::Counters::default(),
         settings: server::Settings {
-            max_body_bytes: a.max_body_bytes.max(1024),
+            max_body_bytes: max_body,
             heartbeat_interval_secs: a.heartbeat_interval_secs.max(1),
             config_poll_interval_secs: a.config_poll_interval_secs.max(1),
             stale_after_secs: a.stale_after_secs,
