@@ -148,13 +148,24 @@ static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32
  * Submit without waking the reader, unless enough bytes are pending: the
  * reader polls with a short timeout anyway. One wakeup per record costs the
  * machine several times more than the record itself (docs/architecture.md).
+ *
+ * The pending bytes are looked at only on every TAPIO_WAKEUP_CHECK_EVERY-th
+ * record a CPU tries to emit (its ATTEMPTS counter): reading the ring's
+ * positions pulls cache lines the consumer and the other CPUs write, and on
+ * every record it cost more than the rest of the record together
+ * (docs/budgets.md). The pending bytes can so pass `ringbuf_wakeup_bytes`
+ * by at most that many records per CPU before a wakeup is forced.
  */
+#define TAPIO_WAKEUP_CHECK_EVERY 16
+
 static __always_inline void tapio_submit(const struct tapio_config *cfg, void *rec)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	__u32 zero = 0, *consumer;
+	__u32 zero = 0, idx = TAPIO_CNT_ATTEMPTS, *consumer;
+	const __u64 *attempts = bpf_map_lookup_elem(&tapio_counters, &idx);
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes) {
+	if (attempts && *(volatile const __u64 *)attempts % TAPIO_WAKEUP_CHECK_EVERY == 0 &&
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes) {
 		flags = BPF_RB_FORCE_WAKEUP;
 	} else {
 		/* The poller sleeps long: the first record wakes it (tapio_abi.h). */

@@ -87,15 +87,24 @@ static __always_inline struct conn *conn_get(const struct sock *sk)
 	return bpf_map_lookup_elem(&conns, &key);
 }
 
-/* sk's entry, created as `init` when it has none (or replaced by it with
- * `replace`); NULL when no entry could be made: counted. */
-static __always_inline struct conn *conn_put(const struct sock *sk, const struct conn *init,
-					     bool replace)
+/* Sets sk's entry to `init`, replacing any; a full map is counted. No
+ * lookup after it: a caller that needs the entry uses conn_put. */
+static __always_inline void conn_set(const struct sock *sk, const struct conn *init)
+{
+	__u64 key = (__u64)sk;
+
+	if (tapio_map_update(&conns, &key, init, BPF_ANY))
+		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
+}
+
+/* sk's entry, created as `init` when it has none; NULL when no entry
+ * could be made: counted. */
+static __always_inline struct conn *conn_put(const struct sock *sk, const struct conn *init)
 {
 	__u64 key = (__u64)sk;
 	struct conn *c;
 
-	tapio_map_update(&conns, &key, init, replace ? BPF_ANY : BPF_NOEXIST);
+	tapio_map_update(&conns, &key, init, BPF_NOEXIST);
 	c = bpf_map_lookup_elem(&conns, &key);
 	if (!c)
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
@@ -109,19 +118,26 @@ static __always_inline void conn_forget(const struct sock *sk)
 	bpf_map_delete_elem(&conns, &key);
 }
 
+/*
+ * Socket fields are loaded directly: every program here is tp_btf, whose
+ * socket argument is a typed kernel pointer, and a direct load is far
+ * cheaper than a bpf_probe_read_kernel per field (docs/architecture.md).
+ * inet_sport lies past struct sock, which the verifier holds the argument
+ * to, so it alone is read with a helper.
+ */
 static __always_inline void fill_tuple(struct tapio_net_event *ev, const struct sock *sk)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 family = sk->__sk_common.skc_family;
 
 	ev->family = family;
 	ev->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
-	ev->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	ev->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 	if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&ev->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&ev->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(ev->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(ev->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
-		BPF_CORE_READ_INTO((__be32 *)ev->saddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO((__be32 *)ev->daddr, sk, __sk_common.skc_daddr);
+		*(__be32 *)ev->saddr = sk->__sk_common.skc_rcv_saddr;
+		*(__be32 *)ev->daddr = sk->__sk_common.skc_daddr;
 	}
 }
 
@@ -137,7 +153,7 @@ static __always_inline void fill_owner(struct tapio_net_event *ev, const struct 
 
 static __always_inline bool is_tcp(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP;
+	return sk->sk_protocol == IPPROTO_TCP;
 }
 
 static __always_inline void emit(const struct tapio_config *cfg, const struct sock *sk,
@@ -194,7 +210,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.flags = CONN_F_OWNER;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		conn_put(sk, &fresh, true);
+		conn_set(sk, &fresh);
 		return;
 	}
 	if (born) {
@@ -208,7 +224,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 	c = conn_get(sk);
 	if (oldstate == TCP_SYN_SENT) {
 		bool reset = c && (c->flags & CONN_F_RESET_SYN);
-		int err = BPF_CORE_READ(sk, sk_err);
+		int err = sk->sk_err;
 
 		if (reset) {
 			emit(cfg, sk, c, TAPIO_EV_NET_CONN_REFUSED, (__u8)oldstate, 0);
@@ -225,7 +241,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 			 * describes (an ICMP parameter problem, a socket
 			 * destroyed with ss -K): missing evidence, counted. */
 			tapio_count(TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED);
-		} else if (!BPF_CORE_READ(sk, sk_lock.owned)) {
+		} else if (!sk->sk_lock.owned) {
 			/* sk_err is 0, yet no task holds the socket: the
 			 * kernel closed it from softirq or timer context,
 			 * which it does only on an error. Before
@@ -255,7 +271,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	c = conn_get(sk);
 
 	if (state == TCP_SYN_SENT) {
@@ -266,7 +282,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 			struct conn fresh = { .flags = CONN_F_RESET_SYN };
 
 			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			conn_put(sk, &fresh, true);
+			conn_set(sk, &fresh);
 		}
 		return;
 	}
@@ -295,7 +311,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
 
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
-	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	state = sk->__sk_common.skc_state;
 	c = conn_get(sk);
 	if (state == TCP_SYN_SENT) {
 		/* SYN retries belong to the connect outcome, not to a span. */
@@ -309,7 +325,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
 		 * (accepted, or older than the agent): track it ownerless. */
 		struct conn fresh = {};
 
-		c = conn_put(sk, &fresh, false);
+		c = conn_put(sk, &fresh);
 		if (!c)
 			return;
 	}

@@ -102,18 +102,18 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 
 	/* The disk hangs off the request before 5.15, off its queue after. */
 	if (bpf_core_field_exists(rq->rq_disk))
-		disk = BPF_CORE_READ(rq, rq_disk);
+		disk = rq->rq_disk;
 	else
-		disk = BPF_CORE_READ(rq, q, disk);
+		disk = rq->q->disk;
 
 	v.issue_ns = bpf_ktime_get_boot_ns();
-	v.sector = BPF_CORE_READ(rq, __sector);
-	v.bytes = BPF_CORE_READ(rq, __data_len);
+	v.sector = rq->__sector;
+	v.bytes = rq->__data_len;
 	v.remaining = v.bytes;
-	v.op = op_of(BPF_CORE_READ(rq, cmd_flags));
+	v.op = op_of(rq->cmd_flags);
 	if (disk) {
-		v.dev_major = BPF_CORE_READ(disk, major);
-		v.dev_minor = BPF_CORE_READ(disk, first_minor);
+		v.dev_major = disk->major;
+		v.dev_minor = disk->first_minor;
 	}
 	err = tapio_map_update(&inflight, &key, &v, BPF_NOEXIST);
 	if (err == -EEXIST) {
@@ -182,7 +182,7 @@ int BPF_PROG(tapio_block_rq_requeue, struct request *rq)
  */
 static __always_inline bool flush_sequence_end(struct request *rq, unsigned int nr_bytes)
 {
-	return !nr_bytes && (BPF_CORE_READ(rq, cmd_flags) & REQ_OP_MASK) == REQ_OP_WRITE;
+	return !nr_bytes && (rq->cmd_flags & REQ_OP_MASK) == REQ_OP_WRITE;
 }
 
 /* Started before the agent attached. A request without a start time (the
@@ -190,7 +190,7 @@ static __always_inline bool flush_sequence_end(struct request *rq, unsigned int 
  * is never filed as informational: it stays a completion_without_issue. */
 static __always_inline bool in_flight_at_attach(struct request *rq, __u64 attached)
 {
-	__u64 start = BPF_CORE_READ(rq, start_time_ns);
+	__u64 start = rq->start_time_ns;
 
 	return start && start < attached;
 }
@@ -210,7 +210,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 	if (!e) {
 		/* One count per request, at its final completion (a partial
 		 * one leaves the rest of the request in flight). */
-		if (!error && nr_bytes < BPF_CORE_READ(rq, __data_len))
+		if (!error && nr_bytes < rq->__data_len)
 			return 0;
 		if (bpf_map_lookup_elem(&refused, &key)) {
 			/* Counted as inflight_map_full at issue. */
@@ -218,7 +218,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 			return 0;
 		}
 		attached = attached_ns;
-		if (BPF_CORE_READ(rq, state) == MQ_RQ_IDLE)
+		if (rq->state == MQ_RQ_IDLE)
 			tapio_count(TAPIO_CNT_NOT_DISPATCHED);
 		else if (flush_sequence_end(rq, nr_bytes))
 			tapio_count(TAPIO_CNT_FLUSH_SEQ_END);

@@ -100,6 +100,53 @@ fn refused_connects_are_exactly_one_event_each_with_the_owner() {
     assert_accounting(&done.metrics, "network");
 }
 
+#[test]
+fn refused_ipv6_connects_carry_both_addresses() {
+    if !kernel_available("network::refused_ipv6") {
+        return;
+    }
+    // The port is one nothing listens on over IPv6 loopback.
+    let Ok(l) = TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIPPED network::refused_ipv6: this host has no IPv6 loopback");
+        return;
+    };
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start("refused6", &[]);
+    const N: usize = 5;
+    for _ in 0..N {
+        let e = TcpStream::connect(("::1", port)).expect_err("nothing listens");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
+        by_type(ev, "kernel.network.connection_refused")
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .count()
+            >= N
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    assert!(done.status.success(), "exit: {:?}", done.status);
+    let ours: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .collect();
+    assert_eq!(ours.len(), N, "exactly the refused connects: {ours:#?}");
+    for e in ours {
+        assert_eq!(e["type"], "kernel.network.connection_refused");
+        let f = &e["facts"];
+        assert_eq!(f["family"], "ipv6");
+        assert_eq!(f["dst_ip"], "::1");
+        assert_eq!(f["src_ip"], "::1");
+        assert_ne!(f["src_port"], 0);
+        assert_eq!(f["pid"].as_u64(), Some(u64::from(std::process::id())));
+    }
+    assert_accounting(&done.metrics, "network");
+}
+
 /// Two test hosts joined by a veth pair: the client namespace (returned
 /// first) connects with `tcp_syn_retries=1`, so a connect times out after
 /// about 3 s; the server namespace silently drops the SYNs to `port` (no
