@@ -57,27 +57,65 @@ impl Utc {
     }
 }
 
+/// Writes `v` as `width` decimal digits ending just before `b[end]`.
+fn put_digits(b: &mut [u8; 30], end: usize, width: usize, mut v: u64) {
+    for i in (end - width..end).rev() {
+        b[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// RFC 3339 text of `ns`: fixed-width digits into a stack buffer, without
+/// core::fmt. A u64 of ns ends before year 2555.
+fn rfc3339_bytes(ns: u64) -> [u8; 30] {
+    let t = Utc::from_unix_ns(ns);
+    let mut b = *b"0000-00-00T00:00:00.000000000Z";
+    put_digits(&mut b, 4, 4, t.year.clamp(0, 9999) as u64);
+    put_digits(&mut b, 7, 2, u64::from(t.month));
+    put_digits(&mut b, 10, 2, u64::from(t.day));
+    put_digits(&mut b, 13, 2, u64::from(t.hour));
+    put_digits(&mut b, 16, 2, u64::from(t.minute));
+    put_digits(&mut b, 19, 2, u64::from(t.second));
+    put_digits(&mut b, 29, 9, u64::from(t.nanos));
+    b
+}
+
 /// `2026-11-22T06:01:02.123456789Z` (always nine fraction digits).
 pub fn format_rfc3339_ns(ns: u64, out: &mut String) {
-    let t = Utc::from_unix_ns(ns);
-    // Fixed-width digits into a stack buffer, without core::fmt (once per
-    // event on the agent's hot path). A u64 of ns ends before year 2555.
-    let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    let mut put = |at: usize, width: usize, mut v: u64| {
-        for i in (at..at + width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, 4, t.year.clamp(0, 9999) as u64);
-    put(5, 2, u64::from(t.month));
-    put(8, 2, u64::from(t.day));
-    put(11, 2, u64::from(t.hour));
-    put(14, 2, u64::from(t.minute));
-    put(17, 2, u64::from(t.second));
-    put(20, 9, u64::from(t.nanos));
     // Every byte is ASCII.
-    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+    out.push_str(std::str::from_utf8(&rfc3339_bytes(ns)).unwrap_or_default());
+}
+
+/// RFC 3339 for a stream of close timestamps (the agent's events): the
+/// calendar part is computed once per second, and each timestamp in the
+/// same second only rewrites its nine fraction digits.
+#[derive(Debug, Clone)]
+pub struct Rfc3339Cache {
+    second: u64,
+    text: [u8; 30],
+}
+
+impl Default for Rfc3339Cache {
+    fn default() -> Self {
+        Rfc3339Cache {
+            second: 0,
+            text: rfc3339_bytes(0),
+        }
+    }
+}
+
+impl Rfc3339Cache {
+    /// The same text as [`format_rfc3339_ns`].
+    pub fn format(&mut self, ns: u64) -> &str {
+        let second = ns / 1_000_000_000;
+        if second == self.second {
+            put_digits(&mut self.text, 29, 9, ns % 1_000_000_000);
+        } else {
+            self.text = rfc3339_bytes(ns);
+            self.second = second;
+        }
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
 }
 
 pub fn rfc3339_ns(ns: u64) -> String {
@@ -224,6 +262,21 @@ mod tests {
             "2000-02-29T00:00:00.000000001Z"
         );
         assert_eq!(rfc3339_ns(u64::MAX), "2554-07-21T23:34:33.709551615Z");
+        // The cache agrees with the plain formatter inside a second, across
+        // seconds, days and years, and going back in time.
+        let mut cache = Rfc3339Cache::default();
+        for ns in [
+            0,
+            999_999_999,
+            1_000_000_000,
+            1_798_761_599_999_999_999,
+            1_798_761_600_000_000_000,
+            1_798_761_600_000_000_007,
+            5,
+            u64::MAX,
+        ] {
+            assert_eq!(cache.format(ns), rfc3339_ns(ns), "{ns}");
+        }
     }
 
     #[test]
