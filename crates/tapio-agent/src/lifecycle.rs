@@ -399,7 +399,8 @@ impl Running {
         };
         let sender = spawn("tapio-sender", move || sender.run())?;
         let poller_stop = Arc::new(AtomicBool::new(false));
-        let poller = start_poller(&a, &cfg, observers, tx, &applier, &poller_stop)?;
+        let handoff = sender::Handoff::new(tx, sender.thread().clone());
+        let poller = start_poller(&a, &cfg, observers, handoff, &applier, &poller_stop)?;
         Ok(Running {
             args: a,
             applier,
@@ -491,7 +492,7 @@ fn start_poller(
     a: &RunArgs,
     cfg: &CompiledConfig,
     observers: Vec<loader::Observer>,
-    tx: crossbeam_channel::Sender<Event>,
+    tx: sender::Handoff,
     applier: &Applier,
     stop: &Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, i32> {

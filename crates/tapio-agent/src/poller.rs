@@ -12,7 +12,7 @@ use crate::loader::Observer;
 use crate::metrics::Metrics;
 use crate::observer::{Context, Rejected};
 use crate::observers::OBSERVERS;
-use crossbeam_channel::{Sender, TrySendError};
+use crate::sender::Handoff;
 use libbpf_rs::RingBufferBuilder;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -25,7 +25,7 @@ struct PollState {
     seq: Cell<u64>,
     offset: Cell<i64>,
     config: std::cell::RefCell<Arc<tapio_wire::CompiledConfig>>,
-    tx: Sender<Event>,
+    tx: Handoff,
     metrics: Arc<Metrics>,
     page_kb: u64,
     /// cgroup id -> workload facts (this thread only).
@@ -52,11 +52,8 @@ impl PollState {
             Ok(mut ev) => {
                 self.seq.set(seq);
                 self.attribute(&mut ev);
-                match self.tx.try_send(ev) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                        m.queue_drops[obs].fetch_add(1, Relaxed);
-                    }
+                if !self.tx.send(ev) {
+                    m.queue_drops[obs].fetch_add(1, Relaxed);
                 }
             }
             Err(Rejected::Malformed(_)) => {
@@ -135,7 +132,7 @@ pub struct PollerConfig {
 /// ring buffers still hold, and returns.
 pub fn run(
     mut observers: Vec<Observer>,
-    tx: Sender<Event>,
+    tx: Handoff,
     metrics: Arc<Metrics>,
     config: SharedConfig,
     stop: Arc<AtomicBool>,
@@ -201,6 +198,7 @@ pub fn run(
         // most one timeout.
         let polled = rb.poll_raw(if sleep.long { long_sleep } else { timeout });
         let consumed = rb.consume_raw();
+        state.tx.wake();
         if polled > 0 || consumed > 0 {
             last_record = Instant::now();
             if sleep.long {
@@ -258,7 +256,7 @@ mod tests {
             seq: Cell::new(0),
             offset: Cell::new(0),
             config: RefCell::new(Arc::new(tapio_wire::CompiledConfig::standalone_default())),
-            tx,
+            tx: Handoff::new(tx, std::thread::current()),
             metrics: Arc::new(Metrics::default()),
             page_kb: 4,
             resolver: RefCell::new(crate::attribution::Resolver::new(None, Arc::default())),
