@@ -34,7 +34,7 @@ const PRODUCTION_DEFAULT: Builtin = Builtin {
     max_events: 500,
     max_bytes: 512 * 1024,
     flush_interval_ms: 1000,
-    wakeup_bytes: 64 * 1024,
+    wakeup_bytes: 128 * 1024,
     poll_timeout_ms: 100,
 };
 

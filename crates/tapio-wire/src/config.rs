@@ -99,7 +99,7 @@ impl CompiledConfig {
                 flush_interval_ms: 1000,
             },
             ringbuf: RingbufConfig {
-                wakeup_bytes: 64 * 1024,
+                wakeup_bytes: 128 * 1024,
                 poll_timeout_ms: 100,
             },
         }

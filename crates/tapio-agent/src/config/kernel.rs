@@ -70,7 +70,7 @@ mod tests {
         assert_eq!(k.retransmit_window_ns, 10_000_000_000);
         assert_eq!(k.slow_io_threshold_ns, 0);
         assert_eq!(k.slow_io_critical_ns, 500_000_000);
-        assert_eq!(k.ringbuf_wakeup_bytes, 65536);
+        assert_eq!(k.ringbuf_wakeup_bytes, 131072);
         assert_eq!(k.ignore_exit_count, 2);
         assert_eq!(&k.ignore_exit_codes[..3], &[1, 143, 0]);
     }
