@@ -109,7 +109,12 @@ impl Rfc3339Cache {
     pub fn format(&mut self, ns: u64) -> &str {
         let second = ns / 1_000_000_000;
         if second == self.second {
-            put_digits(&mut self.text, 29, 9, ns % 1_000_000_000);
+            // Nine fraction digits, in 32-bit arithmetic.
+            let mut n = (ns % 1_000_000_000) as u32;
+            for d in self.text[20..29].iter_mut().rev() {
+                *d = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
         } else {
             self.text = rfc3339_bytes(ns);
             self.second = second;
