@@ -180,3 +180,78 @@ impl SenderThread {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Facts;
+    use crate::observer::network::NetFacts;
+
+    fn ev(seq: u64) -> Event {
+        Event {
+            seq,
+            kind: tapio_wire::EventKind::ConnectionRefused,
+            severity: tapio_wire::Severity::Warning,
+            timestamp_ns: 1,
+            config_generation: 1,
+            facts: Facts::Network(NetFacts::sample()),
+            workload: None,
+            memcg: None,
+        }
+    }
+
+    /// A receiver that parks whenever the channel is empty, as the sender
+    /// does, gets every event the hand-off queued, in order, and sees the
+    /// channel closed once the hand-off is dropped.
+    #[test]
+    fn a_parked_receiver_gets_every_event_and_then_the_close() {
+        let (tx, rx) = crossbeam_channel::bounded::<Event>(8);
+        let (seen_tx, seen) = crossbeam_channel::unbounded();
+        let receiver = std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                match rx.try_recv() {
+                    Ok(e) => {
+                        n += 1;
+                        let _ = seen_tx.send(e.seq);
+                    }
+                    Err(TryRecvError::Empty) => std::thread::park(),
+                    Err(TryRecvError::Disconnected) => return n,
+                }
+            }
+        });
+        let h = Handoff::new(tx, receiver.thread().clone());
+        // A quarter of 8: the second event wakes it, the round's end the third.
+        for seq in 1..=3 {
+            assert!(h.send(ev(seq)));
+        }
+        h.wake();
+        for seq in 1..=3 {
+            assert_eq!(seen.recv_timeout(Duration::from_secs(10)), Ok(seq));
+        }
+        drop(h);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !receiver.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "the receiver never saw the close"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(receiver.join().ok(), Some(3));
+    }
+
+    /// A full channel refuses without blocking: the poller counts the drop.
+    #[test]
+    fn a_full_channel_refuses_the_event() {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let h = Handoff::new(tx, std::thread::current());
+        for seq in 1..=4 {
+            assert!(h.send(ev(seq)));
+        }
+        assert!(!h.send(ev(5)));
+        assert_eq!(rx.len(), 4);
+        drop(h);
+        assert_eq!(rx.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
+}
