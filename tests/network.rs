@@ -27,6 +27,39 @@ fn thread_comm() -> String {
         .to_string()
 }
 
+/// Connects `n` times to `host`:`port`, where nothing listens, and stops
+/// the agent once it has seen the `n` refusals (and a little longer, to
+/// catch any extra event). Returns the stopped agent and every event to
+/// that destination port.
+fn refuse(agent: Agent, host: &str, port: u16, n: usize) -> (Finished, Vec<Value>) {
+    for _ in 0..n {
+        let e = TcpStream::connect((host, port)).expect_err("nothing listens");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
+        by_type(ev, "kernel.network.connection_refused")
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .count()
+            >= n
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    assert!(
+        done.status.success(),
+        "exit: {:?}\n{}",
+        done.status,
+        done.log.join("\n")
+    );
+    let ours = done
+        .events
+        .iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .cloned()
+        .collect();
+    (done, ours)
+}
+
 #[test]
 fn refused_connects_are_exactly_one_event_each_with_the_owner() {
     if !kernel_available("network::refused") {
@@ -36,32 +69,8 @@ fn refused_connects_are_exactly_one_event_each_with_the_owner() {
     let agent = Agent::start("refused", &[]);
     let port = closed_port();
     const N: usize = 25;
-    for _ in 0..N {
-        let e = TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-    }
     let comm = thread_comm();
-    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
-        by_type(ev, "kernel.network.connection_refused")
-            .iter()
-            .filter(|e| port_of(e, "dst_port") == u64::from(port))
-            .count()
-            >= N
-    });
-    // a little longer, to catch any extra event
-    std::thread::sleep(Duration::from_millis(300));
-    let done = agent.stop();
-    assert!(
-        done.status.success(),
-        "exit: {:?}\n{}",
-        done.status,
-        done.log.join("\n")
-    );
-    let ours: Vec<&Value> = done
-        .events
-        .iter()
-        .filter(|e| port_of(e, "dst_port") == u64::from(port))
-        .collect();
+    let (done, ours) = refuse(agent, "127.0.0.1", port, N);
     let refused = by_type(&done.events, "kernel.network.connection_refused")
         .into_iter()
         .filter(|e| port_of(e, "dst_port") == u64::from(port))
@@ -115,27 +124,9 @@ fn refused_ipv6_connects_carry_both_addresses() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let agent = Agent::start("refused6", &[]);
     const N: usize = 5;
-    for _ in 0..N {
-        let e = TcpStream::connect(("::1", port)).expect_err("nothing listens");
-        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-    }
-    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
-        by_type(ev, "kernel.network.connection_refused")
-            .iter()
-            .filter(|e| port_of(e, "dst_port") == u64::from(port))
-            .count()
-            >= N
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let done = agent.stop();
-    assert!(done.status.success(), "exit: {:?}", done.status);
-    let ours: Vec<&Value> = done
-        .events
-        .iter()
-        .filter(|e| port_of(e, "dst_port") == u64::from(port))
-        .collect();
+    let (done, ours) = refuse(agent, "::1", port, N);
     assert_eq!(ours.len(), N, "exactly the refused connects: {ours:#?}");
-    for e in ours {
+    for e in &ours {
         assert_eq!(e["type"], "kernel.network.connection_refused");
         let f = &e["facts"];
         assert_eq!(f["family"], "ipv6");
