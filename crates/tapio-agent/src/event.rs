@@ -194,17 +194,26 @@ pub fn escape_into(s: &str, out: &mut String) {
 }
 
 /// Writes events as JSON lines for one agent instance, keeping what
-/// successive lines share (the timestamp's calendar second).
+/// successive lines share: the id's prefix, the text from the type to the
+/// timestamp for the last kind and severity, and the timestamp's calendar
+/// second. A storm of one kind writes each of them with one copy.
 #[derive(Debug, Clone)]
 pub struct LineWriter {
-    instance: String,
+    /// `{"id":"<instance>-`
+    id_prefix: String,
+    /// `","type":"…","observer":"…","severity":"…","timestamp":"` of
+    /// `head_of`.
+    head: String,
+    head_of: Option<(EventKind, Severity)>,
     clock: Rfc3339Cache,
 }
 
 impl LineWriter {
     pub fn new(instance: &str) -> Self {
         LineWriter {
-            instance: instance.to_owned(),
+            id_prefix: format!("{{\"id\":\"{instance}-"),
+            head: String::with_capacity(160),
+            head_of: None,
             clock: Rfc3339Cache::default(),
         }
     }
@@ -213,17 +222,24 @@ impl LineWriter {
     pub fn write(&mut self, ev: &Event, out: &mut String) {
         // The id, `<instance>-<seq>`, is unique per agent instance and the
         // same on every resend.
-        put(out, "{\"id\":\"");
-        put(out, &self.instance);
-        put(out, "-");
+        put(out, &self.id_prefix);
         put(out, itoa::Buffer::new().format(ev.seq));
-        put(out, "\",\"type\":\"");
-        put(out, ev.kind.type_name());
-        put(out, "\",\"observer\":\"");
-        put(out, ev.kind.observer().as_str());
-        put(out, "\",\"severity\":\"");
-        put(out, ev.severity.as_str());
-        put(out, "\",\"timestamp\":\"");
+        if self.head_of != Some((ev.kind, ev.severity)) {
+            self.head.clear();
+            for piece in [
+                "\",\"type\":\"",
+                ev.kind.type_name(),
+                "\",\"observer\":\"",
+                ev.kind.observer().as_str(),
+                "\",\"severity\":\"",
+                ev.severity.as_str(),
+                "\",\"timestamp\":\"",
+            ] {
+                self.head.push_str(piece);
+            }
+            self.head_of = Some((ev.kind, ev.severity));
+        }
+        put(out, &self.head);
         // RFC 3339 is ASCII: written straight into the line, no escaping
         // and no allocation.
         put(out, self.clock.format(ev.timestamp_ns));
@@ -359,6 +375,34 @@ mod tests {
                 && !facts.contains_key("comm")
                 && !facts.contains_key("cgroup_id")
         );
+    }
+
+    /// One writer over a stream whose kind, severity and second change
+    /// writes each line exactly as a fresh writer would: nothing it keeps
+    /// from the line before leaks into the next.
+    #[test]
+    fn a_writer_reused_across_kinds_severities_and_seconds_writes_fresh_lines() {
+        let mut w = LineWriter::new("i");
+        let mut ts = 1_795_328_784_500_000_000u64;
+        for round in 0..3u64 {
+            for (n, kind) in EventKind::ALL.into_iter().enumerate() {
+                for severity in [Severity::Warning, Severity::Critical, Severity::Warning] {
+                    ts += 400_000_000 * (n as u64 % 3);
+                    let e = Event {
+                        seq: round * 1000 + n as u64,
+                        kind,
+                        severity,
+                        timestamp_ns: ts,
+                        facts: Facts::sample(kind.observer()),
+                        ..refused()
+                    };
+                    let (mut reused, mut fresh) = (String::new(), String::new());
+                    w.write(&e, &mut reused);
+                    e.write_json("i", &mut fresh);
+                    assert_eq!(reused, fresh);
+                }
+            }
+        }
     }
 
     #[test]
