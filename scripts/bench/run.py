@@ -53,9 +53,17 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
 
 
-def cpu_ticks(pid):
+def stat_ticks(pid):
     f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])  # utime + stime
+    return int(f[11]), int(f[12])  # utime, stime (every thread)
+
+
+def cpu_ticks(pid):
+    return sum(stat_ticks(pid))
+
+
+def user_ticks(pid):
+    return stat_ticks(pid)[0]
 
 
 def cpu_ns(pid):
@@ -105,20 +113,21 @@ class Agent:
                 raise SystemExit("agent did not start: " + (self.dir / "agent.log").read_text())
             time.sleep(0.05)
         time.sleep(0.3)
-        self.t0, self.c0 = time.time(), cpu_ns(self.p.pid)
+        self.t0, self.c0, self.u0 = time.time(), cpu_ns(self.p.pid), user_ticks(self.p.pid)
 
     def sample(self):
         return time.time() - self.t0, (cpu_ns(self.p.pid) - self.c0) / 1e9
 
     def stop(self):
         wall, cpu = self.sample()
+        user = (user_ticks(self.p.pid) - self.u0) / CLK
         hwm = status_kb(self.p.pid, "VmHWM:")
         rss = status_kb(self.p.pid, "VmRSS:")
         self.p.send_signal(signal.SIGTERM)
         self.p.wait(timeout=30)
         m = metrics(self.metrics)
         shutil.rmtree(self.dir, ignore_errors=True)
-        return {"wall": wall, "cpu": cpu, "hwm_kb": hwm, "rss_kb": rss, "m": m}
+        return {"wall": wall, "cpu": cpu, "user": user, "hwm_kb": hwm, "rss_kb": rss, "m": m}
 
 
 class Bpftrace:
@@ -218,6 +227,7 @@ def agent_workload(name, gen):
             "queue": msum(m, "tapio_queue_drops_total"),
             "cpu_pct": 100 * s["cpu"] / s["wall"],
             "ns_ev": 1e9 * s["cpu"] / max(emitted, 1),
+            "user_ns_ev": 1e9 * s["user"] / max(emitted, 1),
             "hwm": s["hwm_kb"] / 1024,
         })
     return name, rows
@@ -271,19 +281,21 @@ def main():
         emitted = msum(m, "tapio_events_total{")
         rows.append({"rate": res["rate"], "ev_s": emitted / res["secs"], "ring": msum(m, "tapio_ringbuf_lost_total"),
                      "queue": msum(m, "tapio_queue_drops_total"), "cpu_pct": 100 * s["cpu"] / s["wall"],
-                     "ns_ev": 1e9 * s["cpu"] / max(emitted, 1), "hwm": s["hwm_kb"] / 1024})
+                     "ns_ev": 1e9 * s["cpu"] / max(emitted, 1), "user_ns_ev": 1e9 * s["user"] / max(emitted, 1),
+                     "hwm": s["hwm_kb"] / 1024})
     work.append(("4 KiB direct writes, loop device, slow threshold 0", rows))
     out.append("## 1. Agent throughput and cost\n")
-    out.append("Agent CPU is the on-CPU time of all its threads (`/proc/<pid>/task/*/schedstat`, nanoseconds: user and system) over the agent's whole run (start to stop), as % of one core; events/s are events the agent handed to its file sink per second of load. The load generator runs on the same 2 vCPUs.\n")
-    out.append("| workload | load rate (ops/s) | events/s to sink | ring-buffer drops | queue drops | agent CPU % of one core | CPU ns per event | peak RSS (MiB) |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("Agent CPU is the on-CPU time of all its threads (`/proc/<pid>/task/*/schedstat`, nanoseconds: user and system) over the agent's whole run (start to stop), as % of one core; events/s are events the agent handed to its file sink per second of load. User CPU per event is the user-mode part alone, from `/proc/<pid>/stat` clock ticks (10 ms: a few % of resolution over a run). The load generator runs on the same 2 vCPUs.\n")
+    out.append("| workload | load rate (ops/s) | events/s to sink | ring-buffer drops | queue drops | agent CPU % of one core | CPU ns per event | user CPU ns per event | peak RSS (MiB) |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     T["storm_ev_s"] = med([r["ev_s"] for r in work[0][1]])[0]
     T["storm_drops"] = med([r["ring"] + r["queue"] for r in work[0][1]])[0]
     T["storm_ns"] = med([r["ns_ev"] for r in work[0][1]])[0]
+    T["storm_user_ns"] = med([r["user_ns_ev"] for r in work[0][1]])[0]
     T["peak_rss"] = max(max(r["hwm"] for r in rows) for _, rows in work)
     for name, rows in work:
         col = lambda k: med([r[k] for r in rows])
-        out.append(f"| {name} | {fmt(col('rate'), '', 0)} | {fmt(col('ev_s'), '', 0)} | {fmt(col('ring'), '', 0)} | {fmt(col('queue'), '', 0)} | {fmt(col('cpu_pct'))} | {fmt(col('ns_ev'), '', 0)} | {fmt(col('hwm'))} |")
+        out.append(f"| {name} | {fmt(col('rate'), '', 0)} | {fmt(col('ev_s'), '', 0)} | {fmt(col('ring'), '', 0)} | {fmt(col('queue'), '', 0)} | {fmt(col('cpu_pct'))} | {fmt(col('ns_ev'), '', 0)} | {fmt(col('user_ns_ev'), '', 0)} | {fmt(col('hwm'))} |")
     # paced
     out.append("\nPaced refused connects (CPU scaling with rate):\n")
     out.append("| target rate | achieved events/s | agent CPU % of one core | CPU ns per event | drops |")
@@ -389,7 +401,8 @@ def main():
     out.append("|---|---|---|---|")
     agent_bytes = AGENT.stat().st_size
     out.append(f"| storm rate kept, side by side (section 2) | ≥ 0.95, with 0 drops | {T['slow_tapio']:.3f} (bpftrace {T['slow_bpftrace']:.3f}), {T['storm_drops']:.0f} drops | {yes(T['slow_tapio'] >= 0.95 and T['storm_drops'] == 0)} |")
-    out.append(f"| agent CPU per event at storm rate (user + system) | ≤ 400 ns | {T['storm_ns']:.0f} ns | {yes(T['storm_ns'] <= 400)} |")
+    out.append(f"| agent CPU per event at storm rate (user + system: issue #14) | ≤ 400 ns | {T['storm_ns']:.0f} ns | {yes(T['storm_ns'] <= 400)} |")
+    out.append(f"| agent user CPU per event at storm rate (the brief) | ≤ 400 ns | {T['storm_user_ns']:.0f} ns | {yes(T['storm_user_ns'] <= 400)} |")
     out.append(f"| idle CPU (schedstat, {IDLE_SECS:.0f} s) | ≤ 0.05 % | {T['idle_cpu']:.3f} % | {yes(T['idle_cpu'] <= 0.05)} |")
     out.append(f"| RSS | ≤ 8 MiB | peak {T['peak_rss']:.1f} MiB over every agent run | {yes(T['peak_rss'] <= 8)} |")
     out.append(f"| agent binary | ≤ 1.0 MB | {agent_bytes:,} bytes | {yes(agent_bytes <= 1_000_000)} |")
