@@ -57,8 +57,10 @@ impl Utc {
     }
 }
 
-/// Writes `v` as `width` decimal digits ending just before `b[end]`.
-fn put_digits(b: &mut [u8; 30], end: usize, width: usize, mut v: u64) {
+/// Writes `v` as `width` decimal digits ending just before `b[end]`. Every
+/// field fits 32 bits (a clamped year, nanoseconds below 10^9), whose
+/// arithmetic is the cheaper.
+fn put_digits(b: &mut [u8; 30], end: usize, width: usize, mut v: u32) {
     for i in (end - width..end).rev() {
         b[i] = b'0' + (v % 10) as u8;
         v /= 10;
@@ -70,13 +72,13 @@ fn put_digits(b: &mut [u8; 30], end: usize, width: usize, mut v: u64) {
 fn rfc3339_bytes(ns: u64) -> [u8; 30] {
     let t = Utc::from_unix_ns(ns);
     let mut b = *b"0000-00-00T00:00:00.000000000Z";
-    put_digits(&mut b, 4, 4, t.year.clamp(0, 9999) as u64);
-    put_digits(&mut b, 7, 2, u64::from(t.month));
-    put_digits(&mut b, 10, 2, u64::from(t.day));
-    put_digits(&mut b, 13, 2, u64::from(t.hour));
-    put_digits(&mut b, 16, 2, u64::from(t.minute));
-    put_digits(&mut b, 19, 2, u64::from(t.second));
-    put_digits(&mut b, 29, 9, u64::from(t.nanos));
+    put_digits(&mut b, 4, 4, t.year.clamp(0, 9999) as u32);
+    put_digits(&mut b, 7, 2, t.month);
+    put_digits(&mut b, 10, 2, t.day);
+    put_digits(&mut b, 13, 2, t.hour);
+    put_digits(&mut b, 16, 2, t.minute);
+    put_digits(&mut b, 19, 2, t.second);
+    put_digits(&mut b, 29, 9, t.nanos);
     b
 }
 
@@ -109,12 +111,7 @@ impl Rfc3339Cache {
     pub fn format(&mut self, ns: u64) -> &str {
         let second = ns / 1_000_000_000;
         if second == self.second {
-            // Nine fraction digits, in 32-bit arithmetic.
-            let mut n = (ns % 1_000_000_000) as u32;
-            for d in self.text[20..29].iter_mut().rev() {
-                *d = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
+            put_digits(&mut self.text, 29, 9, (ns % 1_000_000_000) as u32);
         } else {
             self.text = rfc3339_bytes(ns);
             self.second = second;
