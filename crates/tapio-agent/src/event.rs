@@ -161,7 +161,7 @@ impl<'a> Json<'a> {
 }
 
 /// A JSON string literal of `s`, escaped. Runs of bytes that need no
-/// escape (everything but `"`, `\\` and control characters; UTF-8
+/// escape (everything but `"`, `\` and control characters; UTF-8
 /// continuation bytes are all >= 0x80) are copied whole.
 pub fn escape_into(s: &str, out: &mut String) {
     put(out, "\"");
@@ -270,8 +270,8 @@ impl LineWriter {
     }
 }
 
+#[cfg(test)]
 impl Event {
-    #[cfg(test)]
     /// Appends the event's JSON object (no newline) to `out`; a stream of
     /// events goes through one [`LineWriter`].
     pub fn write_json(&self, instance: &str, out: &mut String) {
