@@ -217,20 +217,24 @@ def agent_workload(name, gen):
         a = Agent()
         res = gen()
         time.sleep(1.0)
-        s = a.stop()
-        m = s["m"]
-        emitted = msum(m, "tapio_events_total{")
-        rows.append({
-            "rate": res["rate"],
-            "ev_s": emitted / res["secs"],
-            "ring": msum(m, "tapio_ringbuf_lost_total"),
-            "queue": msum(m, "tapio_queue_drops_total"),
-            "cpu_pct": 100 * s["cpu"] / s["wall"],
-            "ns_ev": 1e9 * s["cpu"] / max(emitted, 1),
-            "user_ns_ev": 1e9 * s["user"] / max(emitted, 1),
-            "hwm": s["hwm_kb"] / 1024,
-        })
+        rows.append(agent_row(res, a.stop()))
     return name, rows
+
+
+def agent_row(res, s):
+    """One run's figures: the load's result and the stopped agent's."""
+    m = s["m"]
+    emitted = msum(m, "tapio_events_total{")
+    return {
+        "rate": res["rate"],
+        "ev_s": emitted / res["secs"],
+        "ring": msum(m, "tapio_ringbuf_lost_total"),
+        "queue": msum(m, "tapio_queue_drops_total"),
+        "cpu_pct": 100 * s["cpu"] / s["wall"],
+        "ns_ev": 1e9 * s["cpu"] / max(emitted, 1),
+        "user_ns_ev": 1e9 * s["user"] / max(emitted, 1),
+        "hwm": s["hwm_kb"] / 1024,
+    }
 
 
 def loop_io():
@@ -276,13 +280,7 @@ def main():
         a = Agent(["--config", zero_cfg])
         res = loop_io()
         time.sleep(1.0)
-        s = a.stop()
-        m = s["m"]
-        emitted = msum(m, "tapio_events_total{")
-        rows.append({"rate": res["rate"], "ev_s": emitted / res["secs"], "ring": msum(m, "tapio_ringbuf_lost_total"),
-                     "queue": msum(m, "tapio_queue_drops_total"), "cpu_pct": 100 * s["cpu"] / s["wall"],
-                     "ns_ev": 1e9 * s["cpu"] / max(emitted, 1), "user_ns_ev": 1e9 * s["user"] / max(emitted, 1),
-                     "hwm": s["hwm_kb"] / 1024})
+        rows.append(agent_row(res, a.stop()))
     work.append(("4 KiB direct writes, loop device, slow threshold 0", rows))
     out.append("## 1. Agent throughput and cost\n")
     out.append("Agent CPU is the on-CPU time of all its threads (`/proc/<pid>/task/*/schedstat`, nanoseconds: user and system) over the agent's whole run (start to stop), as % of one core; events/s are events the agent handed to its file sink per second of load. User CPU per event is the user-mode part alone, from `/proc/<pid>/stat` clock ticks (10 ms: a few % of resolution over a run). The load generator runs on the same 2 vCPUs.\n")
@@ -327,8 +325,7 @@ def main():
             bcpu = x.stop()
             base.append(b); tap.append(t["rate"]); bt.append(bb["rate"])
             tr.append(t["rate"] / b); br.append(bb["rate"] / b)
-            ev = msum(st["m"], "tapio_events_total{")
-            tns.append(1e9 * st["cpu"] / max(ev, 1))
+            tns.append(agent_row(t, st)["ns_ev"])
             bns.append(1e9 * bcpu / max(bb["rate"] * bb["secs"], 1))
         if name == "refused-connect storm":
             T["slow_tapio"], T["slow_bpftrace"] = med(tr)[0], med(br)[0]
