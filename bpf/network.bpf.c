@@ -65,13 +65,29 @@ struct conn {
 };
 
 /*
- * A socket's `struct conn`, in a plain hash keyed by the socket's address:
- * never evicted (a full map is counted as state_map_full), emptied at
- * CLOSE, and reset when a socket is born (connect(), or a child created in
- * SYN_RECV), so that a socket reusing a freed one's address never inherits
- * its state, even one whose CLOSE was missed. (Per-socket storage would
- * need no capacity, but its allocation doubled this program's cost per
- * connect: docs/architecture.md, "Decisions".)
+ * A socket's `struct conn` lives in one of two tables. Both are exact:
+ * nothing is ever evicted, an entry is emptied at CLOSE, and it is reset
+ * when a socket is born (connect(), or a child created in SYN_RECV), so a
+ * socket reusing a freed one's address never inherits its state, even one
+ * whose CLOSE was missed. (Per-socket storage would need no capacity, but
+ * its allocation doubled this program's cost per connect:
+ * docs/architecture.md, "Decisions".)
+ *
+ * conn_slots, on kernels whose verifier has BPF atomics (5.12+; the loader
+ * probes for them and loads the `_slots` programs): a socket born by
+ * connect() claims the slot its address hashes to with one compare-and-
+ * swap, and gives it back with another at CLOSE. No lock, no allocation:
+ * the hash's insert and delete cost about a third of the observer's time
+ * per connect (docs/budgets.md). A slot holds one socket at a time; only
+ * that socket's own events, which its socket lock serialises, touch the
+ * slot's `conn` while it holds it, and a reader uses a slot only when it
+ * holds the reader's socket. A socket whose slot is held by another one
+ * uses `conns`.
+ *
+ * conns, a plain hash keyed by the socket's address: every socket on
+ * kernels without atomics; with them, a socket whose slot was taken, and
+ * state made after birth (a retransmit of an accepted connection). A full
+ * map is counted as state_map_full.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -80,25 +96,163 @@ struct {
 	__type(value, struct conn);
 } conns SEC(".maps");
 
-static __always_inline struct conn *conn_get(const struct sock *sk)
+#define TAPIO_CONN_SLOT_BITS 14 /* 16,384 slots; 1 when not used (loader) */
+
+struct conn_slot {
+	__u64 sk; /* struct sock * holding the slot; 0 when free */
+	struct conn c;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1u << TAPIO_CONN_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct conn_slot);
+} conn_slots SEC(".maps");
+
+/* A per-CPU word that turns sk's address into a number (below). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sk_scratch SEC(".maps");
+
+/*
+ * sk's address as a number, or 0. The verifier allows no arithmetic on a
+ * socket pointer, but a pointer stored into a map reads back as a plain
+ * number. A program that interrupts this one on the same CPU may store
+ * its own socket in between: then the two differ, and it tries again.
+ * Three times interrupted (never seen), 0 says "no slot": the socket's
+ * state is then looked for in the hash only.
+ */
+static __always_inline __u64 sk_addr_once(__u64 *w, const struct sock *sk)
+{
+	__u64 v;
+
+	*(volatile __u64 *)w = (__u64)sk;
+	/* In assembly: compiled from C, the compiler would reuse the pointer
+	 * for the number once it knows the two are equal. */
+	asm volatile("%[v] = *(u64 *)(%[w] + 0)\n"
+		     "if %[v] == %[p] goto +1\n"
+		     "%[v] = 0\n"
+		     : [v] "=&r"(v)
+		     : [w] "r"(w), [p] "r"(sk)
+		     : "memory");
+	return v;
+}
+
+static __always_inline __u64 sk_addr(const struct sock *sk)
+{
+	__u32 zero = 0;
+	__u64 *w = bpf_map_lookup_elem(&sk_scratch, &zero), v;
+
+	if (!w)
+		return 0;
+	v = sk_addr_once(w, sk);
+	if (!v)
+		v = sk_addr_once(w, sk);
+	if (!v)
+		v = sk_addr_once(w, sk);
+	return v;
+}
+
+/* sk's slot, by a multiplicative hash of its address: the top bits of the
+ * product mix every bit of the pointer (slab objects share their low
+ * ones). NULL when there is none: the address could not be read, or the
+ * map is smaller (the loader shrinks it to 1 entry where the slots are not
+ * used, and these programs are not loaded). */
+static __always_inline struct conn_slot *slot_of(const struct tapio_config *cfg,
+						 const struct sock *sk)
+{
+	__u64 addr = sk_addr(sk);
+	__u32 idx = (addr * 0x9E3779B97F4A7C15ull) >> (64 - TAPIO_CONN_SLOT_BITS);
+
+	if (!addr)
+		return 0;
+
+#ifdef TAPIO_TEST_HOOKS
+	/* Test hook (the test-hooks feature only, build.rs): every socket
+	 * in one of two slots, so that most find theirs taken. */
+	if (cfg->test_flags & TAPIO_TEST_SLOT_COLLIDE)
+		idx &= 1;
+#endif
+	return bpf_map_lookup_elem(&conn_slots, &idx);
+}
+
+/* The slot sk holds, or NULL. */
+static __always_inline struct conn_slot *slot_held(const struct tapio_config *cfg,
+						   const struct sock *sk)
+{
+	struct conn_slot *s = slot_of(cfg, sk);
+
+	if (s && *(volatile __u64 *)&s->sk == (__u64)sk)
+		return s;
+	return 0;
+}
+
+/* Frees sk's slot. A compare-and-swap, not a store: it orders every read
+ * of the slot before it ahead of the next holder's writes. */
+static __always_inline void slot_release(struct conn_slot *s, const struct sock *sk)
+{
+	__sync_val_compare_and_swap(&s->sk, (__u64)sk, 0);
+}
+
+/* sk's state and, in *slot, the slot that holds it (NULL: in conns). */
+static __always_inline struct conn *conn_find(const struct tapio_config *cfg,
+					      const struct sock *sk, bool slots,
+					      struct conn_slot **slot)
 {
 	__u64 key = (__u64)sk;
 
+	*slot = 0;
+	if (slots) {
+		struct conn_slot *s = slot_held(cfg, sk);
+
+		if (s) {
+			*slot = s;
+			return &s->c;
+		}
+	}
 	return bpf_map_lookup_elem(&conns, &key);
+}
+
+static __always_inline struct conn *conn_get(const struct tapio_config *cfg,
+					     const struct sock *sk, bool slots)
+{
+	struct conn_slot *slot;
+
+	return conn_find(cfg, sk, slots, &slot);
 }
 
 /* Sets sk's entry to `init`, replacing any; a full map is counted. No
  * lookup after it: a caller that needs the entry uses conn_put. */
-static __always_inline void conn_set(const struct sock *sk, const struct conn *init)
+static __always_inline void conn_set(const struct tapio_config *cfg, const struct sock *sk,
+				     const struct conn *init, bool slots)
 {
 	__u64 key = (__u64)sk;
 
+	if (slots) {
+		struct conn_slot *s = slot_of(cfg, sk);
+
+		if (s) {
+			/* Held by sk already: left by a freed socket at this
+			 * address, whose CLOSE was missed; sk may reuse it. */
+			__u64 held = *(volatile __u64 *)&s->sk;
+
+			if (held == key ||
+			    (held == 0 && __sync_val_compare_and_swap(&s->sk, 0, key) == 0)) {
+				s->c = *init;
+				return;
+			}
+		}
+	}
 	if (tapio_map_update(&conns, &key, init, BPF_ANY))
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 }
 
-/* sk's entry, created as `init` when it has none; NULL when no entry
- * could be made: counted. */
+/* sk's entry, created as `init` in conns when it has none; NULL when no
+ * entry could be made: counted. */
 static __always_inline struct conn *conn_put(const struct sock *sk, const struct conn *init)
 {
 	__u64 key = (__u64)sk;
@@ -111,11 +265,24 @@ static __always_inline struct conn *conn_put(const struct sock *sk, const struct
 	return c;
 }
 
-static __always_inline void conn_forget(const struct sock *sk)
+static __always_inline void conns_delete(const struct sock *sk)
 {
 	__u64 key = (__u64)sk;
 
 	bpf_map_delete_elem(&conns, &key);
+}
+
+/* Drops whatever state sk has, in either table. */
+static __always_inline void conn_forget(const struct tapio_config *cfg, const struct sock *sk,
+					bool slots)
+{
+	if (slots) {
+		struct conn_slot *s = slot_held(cfg, sk);
+
+		if (s)
+			slot_release(s, sk);
+	}
+	conns_delete(sk);
 }
 
 /*
@@ -156,17 +323,24 @@ static __always_inline bool is_tcp(const struct sock *sk)
 	return sk->sk_protocol == IPPROTO_TCP;
 }
 
-static __always_inline void emit(const struct tapio_config *cfg, const struct sock *sk,
-				 const struct conn *c, __u16 type, __u8 state, int err)
+/*
+ * One record: `what` is the event type, with the TCP state in bits 16-23
+ * (a BPF function takes at most five arguments). One BPF subprogram, not
+ * inlined at each of its six callers in both program variants: inlined, it
+ * was most of the object's size.
+ */
+static __attribute__((noinline)) int emit(const struct tapio_config *cfg, const struct sock *sk,
+					  const struct conn *c, __u32 what, int err)
 {
+	__u16 type = what & 0xffff;
 	struct tapio_net_event *ev;
 
 	ev = tapio_reserve(cfg, sizeof(*ev), type);
 	if (!ev)
-		return;
+		return 0;
 	fill_tuple(ev, sk);
 	fill_owner(ev, c);
-	ev->state = state;
+	ev->state = (__u8)(what >> 16);
 	if (c && (type == TAPIO_EV_NET_CONN_TIMEOUT || type == TAPIO_EV_NET_CONN_UNREACHABLE))
 		ev->syn_retries = c->syn_retries;
 	if (type == TAPIO_EV_NET_CONN_UNREACHABLE)
@@ -176,13 +350,18 @@ static __always_inline void emit(const struct tapio_config *cfg, const struct so
 		ev->span_ns = c->span_last_ns - c->span_start_ns;
 	}
 	tapio_submit(cfg, ev);
+	return 0;
 }
 
-static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate)
+/* emit()'s `what`. */
+#define EMIT_WHAT(type, state) ((__u32)(type) | (__u32)(__u8)(state) << 16)
+
+static __always_inline void on_state(const struct sock *sk, int oldstate, int newstate, bool slots)
 {
 	bool born = newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV;
 	const struct tapio_config *cfg;
 	struct tapio_config snap;
+	struct conn_slot *slot;
 	struct conn *c;
 
 	/* Most transitions matter to no fact: leave before any map. */
@@ -197,7 +376,7 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		/* Switched off: no facts, but no state outlives its socket
 		 * (this is a birth or a close) either, so nothing seen before
 		 * is inherited after it is switched on again. */
-		conn_forget(sk);
+		conn_forget(cfg, sk, slots);
 		return;
 	}
 
@@ -210,32 +389,38 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		fresh.cgroup_id = bpf_get_current_cgroup_id();
 		fresh.flags = CONN_F_OWNER;
 		bpf_get_current_comm(fresh.comm, sizeof(fresh.comm));
-		conn_set(sk, &fresh);
+		conn_set(cfg, sk, &fresh, slots);
 		return;
 	}
 	if (born) {
 		/* A child socket, new in SYN_RECV: whatever a freed socket at
 		 * this address left behind is not its state. */
-		conn_forget(sk);
+		conn_forget(cfg, sk, slots);
 		return;
 	}
 
 	/* newstate == TCP_CLOSE */
-	c = conn_get(sk);
+	c = conn_find(cfg, sk, slots, &slot);
 	if (oldstate == TCP_SYN_SENT) {
 		bool reset = c && (c->flags & CONN_F_RESET_SYN);
 		int err = sk->sk_err;
 
 		if (reset) {
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_REFUSED, (__u8)oldstate, 0);
+			emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_CONN_REFUSED, oldstate), 0);
 		} else if (err == ETIMEDOUT) {
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_TIMEOUT, (__u8)oldstate, err);
+			emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_CONN_TIMEOUT, oldstate), err);
+		} else if (!c && err == ECONNREFUSED) {
+			/* Refused by a reset or by an ICMP port unreachable:
+			 * with no state kept (connect() began before the
+			 * agent attached, or the map was full at the reset),
+			 * which one is unknown. Counted, never guessed. */
+			tapio_count(TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED);
 		} else if (icmp_connect_error(err)) {
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			emit(cfg, sk, c, TAPIO_EV_NET_CONN_UNREACHABLE, (__u8)oldstate, err);
+			emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_CONN_UNREACHABLE, oldstate), err);
 		} else if (err) {
 			/* Ended by the kernel with an errno no event kind
 			 * describes (an ICMP parameter problem, a socket
@@ -256,13 +441,15 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 		 * while connecting, both under the socket lock): no fact. */
 	} else if (c && c->retrans_pending) {
 		/* Final span of retransmits not reported yet. */
-		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, (__u8)oldstate, 0);
+		emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_RETRANSMITS, oldstate), 0);
 	}
-	if (c)
-		conn_forget(sk);
+	if (slot)
+		slot_release(slot, sk);
+	else if (c)
+		conns_delete(sk);
 }
 
-static __always_inline void on_receive_reset(struct sock *sk)
+static __always_inline void on_receive_reset(struct sock *sk, bool slots)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
@@ -272,7 +459,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = sk->__sk_common.skc_state;
-	c = conn_get(sk);
+	c = conn_get(cfg, sk, slots);
 
 	if (state == TCP_SYN_SENT) {
 		if (c) {
@@ -282,7 +469,7 @@ static __always_inline void on_receive_reset(struct sock *sk)
 			struct conn fresh = { .flags = CONN_F_RESET_SYN };
 
 			tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
-			conn_set(sk, &fresh);
+			conn_set(cfg, sk, &fresh, slots);
 		}
 		return;
 	}
@@ -298,10 +485,10 @@ static __always_inline void on_receive_reset(struct sock *sk)
 		}
 		c->flags |= CONN_F_RESET_DONE;
 	}
-	emit(cfg, sk, c, TAPIO_EV_NET_CONN_RESET, state, 0);
+	emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_CONN_RESET, state), 0);
 }
 
-static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
+static __always_inline void on_retransmit(const struct sock *sk, __u32 segs, bool slots)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
@@ -312,7 +499,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = sk->__sk_common.skc_state;
-	c = conn_get(sk);
+	c = conn_get(cfg, sk, slots);
 	if (state == TCP_SYN_SENT) {
 		/* SYN retries belong to the connect outcome, not to a span. */
 		if (c)
@@ -334,7 +521,7 @@ static __always_inline void on_retransmit(const struct sock *sk, __u32 segs)
 	c->span_last_ns = now;
 	c->retrans_pending += segs;
 	if (!c->last_emit_ns || now - c->last_emit_ns >= cfg->retransmit_window_ns) {
-		emit(cfg, sk, c, TAPIO_EV_NET_RETRANSMITS, state, 0);
+		emit(cfg, sk, c, EMIT_WHAT(TAPIO_EV_NET_RETRANSMITS, state), 0);
 		c->last_emit_ns = now;
 		c->retrans_pending = 0;
 	}
@@ -367,25 +554,36 @@ static __always_inline __u32 retransmit_segs(const struct sk_buff *skb)
 	return segs ? segs : 1;
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tapio_inet_sock_set_state, const struct sock *sk, int oldstate, int newstate)
-{
-	on_state(sk, oldstate, newstate);
-	return 0;
-}
+/*
+ * Each program twice: with the owner slots (kernels with BPF atomics) and
+ * without. The loader loads one of each pair (crate::prototypes); the
+ * other one, never loaded, is never verified.
+ */
+#define TAPIO_NET_PROGRAMS(suffix, slots)                                                   \
+	SEC("tp_btf/inet_sock_set_state")                                                   \
+	int BPF_PROG(tapio_inet_sock_set_state##suffix, const struct sock *sk, int oldstate, \
+		     int newstate)                                                          \
+	{                                                                                   \
+		on_state(sk, oldstate, newstate, slots);                                    \
+		return 0;                                                                   \
+	}                                                                                   \
+                                                                                            \
+	SEC("tp_btf/tcp_receive_reset")                                                     \
+	int BPF_PROG(tapio_tcp_receive_reset##suffix, struct sock *sk)                      \
+	{                                                                                   \
+		on_receive_reset(sk, slots);                                                \
+		return 0;                                                                   \
+	}                                                                                   \
+                                                                                            \
+	SEC("tp_btf/tcp_retransmit_skb")                                                    \
+	int BPF_PROG(tapio_tcp_retransmit_skb##suffix, const struct sock *sk,               \
+		     const struct sk_buff *skb)                                             \
+	{                                                                                   \
+		if (retransmit_failed(ctx))                                                 \
+			return 0;                                                           \
+		on_retransmit(sk, retransmit_segs(skb), slots);                             \
+		return 0;                                                                   \
+	}
 
-SEC("tp_btf/tcp_receive_reset")
-int BPF_PROG(tapio_tcp_receive_reset, struct sock *sk)
-{
-	on_receive_reset(sk);
-	return 0;
-}
-
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tapio_tcp_retransmit_skb, const struct sock *sk, const struct sk_buff *skb)
-{
-	if (retransmit_failed(ctx))
-		return 0;
-	on_retransmit(sk, retransmit_segs(skb));
-	return 0;
-}
+TAPIO_NET_PROGRAMS(, false)
+TAPIO_NET_PROGRAMS(_slots, true)

@@ -51,18 +51,23 @@ fn promtool_accepts_the_textfile_of_a_real_run() {
     }
     assert!(done.metrics.contains("# HELP tapio_events_total "));
     assert!(done.metrics.contains("tapio_build_info{version=\""));
-    // Every loaded program's recursion misses are exported.
+    // Every loaded program's recursion misses are exported: one of each
+    // pair (with owner slots or without, by kernel).
     for p in [
         "tapio_inet_sock_set_state",
         "tapio_tcp_receive_reset",
         "tapio_tcp_retransmit_skb",
     ] {
-        let prefix =
-            format!("tapio_kernel_recursion_misses_total{{observer=\"network\",program=\"{p}\"}} ");
+        let prefixes = [
+            format!("tapio_kernel_recursion_misses_total{{observer=\"network\",program=\"{p}\"}} "),
+            format!(
+                "tapio_kernel_recursion_misses_total{{observer=\"network\",program=\"{p}_slots\"}} "
+            ),
+        ];
         assert_eq!(
             done.metrics
                 .lines()
-                .filter(|l| l.starts_with(&prefix))
+                .filter(|l| prefixes.iter().any(|x| l.starts_with(x.as_str())))
                 .count(),
             1,
             "{p}:\n{}",

@@ -138,6 +138,127 @@ fn refused_ipv6_connects_carry_both_addresses() {
     assert_accounting(&done.metrics, "network");
 }
 
+/// The kernel release as (major, minor), for an expectation only: the
+/// agent itself never reads it.
+fn kernel_release() -> (u32, u32) {
+    let r = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut it = r
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+#[test]
+fn the_owner_table_is_the_one_the_verifier_allows() {
+    if !kernel_available("network::owner_table") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start("owner-table", &[]);
+    // BPF atomics (compare-and-swap) came with Linux 5.12.
+    let atomics = kernel_release() >= (5, 12);
+    agent.wait_log(
+        if atomics {
+            "BPF atomics: socket owners in lock-free slots"
+        } else {
+            "no BPF atomics: socket owners in a hash"
+        },
+        SLOW_KERNEL_DEADLINE,
+    );
+    let done = agent.stop();
+    assert!(done.status.success());
+    let metrics = &done.metrics;
+    // The loaded programs are the matching kind, all three of them.
+    for prog in [
+        "tapio_inet_sock_set_state",
+        "tapio_tcp_receive_reset",
+        "tapio_tcp_retransmit_skb",
+    ] {
+        let with_slots = format!("program=\"{prog}_slots\"");
+        let without = format!("program=\"{prog}\"");
+        assert_eq!(
+            metrics.contains(&with_slots),
+            atomics,
+            "{prog}: slots variant loaded?\n{metrics}"
+        );
+        assert_eq!(
+            metrics.contains(&without),
+            !atomics,
+            "{prog}: hash variant loaded?\n{metrics}"
+        );
+    }
+}
+
+#[test]
+fn owners_stay_exact_when_sockets_share_a_slot() {
+    if !kernel_and_hooks_available("network::slot_collide") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    // Every socket hashes to one of two slots: concurrent connects find
+    // theirs taken and keep their owner in the hash instead.
+    let agent = Agent::start_with_env(
+        "slot-collide",
+        &[],
+        &[("TAPIO_FAULT_INJECT", "network:slot_collide")],
+    );
+    const THREADS: usize = 4;
+    const EACH: usize = 200;
+    let ports: Vec<u16> = (0..THREADS).map(|_| closed_port()).collect();
+    let workers: Vec<_> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, &port)| {
+            std::thread::Builder::new()
+                .name(format!("slot-{i}"))
+                .spawn(move || {
+                    let mut refused = 0;
+                    for _ in 0..EACH {
+                        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+                            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                                refused += 1;
+                            }
+                        }
+                    }
+                    refused
+                })
+                .expect("spawn")
+        })
+        .collect();
+    let refused: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(refused, THREADS * EACH, "every connect was refused");
+    agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
+        by_type(ev, "kernel.network.connection_refused")
+            .iter()
+            .filter(|e| ports.contains(&(port_of(e, "dst_port") as u16)))
+            .count()
+            >= THREADS * EACH
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let done = agent.stop();
+    assert!(done.status.success());
+    for (i, &port) in ports.iter().enumerate() {
+        let ours: Vec<&Value> = done
+            .events
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .collect();
+        assert_eq!(ours.len(), EACH, "thread {i}: one event per connect");
+        for e in ours {
+            assert_eq!(e["type"], "kernel.network.connection_refused");
+            // Each thread connects to its own port: an owner taken from
+            // another socket's state would name another thread.
+            assert_eq!(e["facts"]["comm"], format!("slot-{i}"), "{e}");
+            assert_eq!(
+                e["facts"]["pid"].as_u64(),
+                Some(u64::from(std::process::id()))
+            );
+        }
+    }
+    assert_accounting(&done.metrics, "network");
+}
+
 /// Two test hosts joined by a veth pair: the client namespace (returned
 /// first) connects with `tcp_syn_retries=1`, so a connect times out after
 /// about 3 s; the server namespace silently drops the SYNs to `port` (no
@@ -742,9 +863,11 @@ fn a_recursion_storm_closes_with_the_counted_misses() {
     let done = agent.stop();
     let (_, losses) = assert_accounting(&done.metrics, "network");
     assert_eq!(losses, 0, "no ring, queue or sink loss in this test");
-    let misses = metric(
+    // The state-change program of either kind (with or without owner
+    // slots): only one is loaded.
+    let misses = metric_prefix_sum(
         &done.metrics,
-        "tapio_kernel_recursion_misses_total{observer=\"network\",program=\"tapio_inet_sock_set_state\"}",
+        "tapio_kernel_recursion_misses_total{observer=\"network\",program=\"tapio_inet_sock_set_state",
     );
     let drops = metric_prefix_sum(
         &done.metrics,

@@ -43,6 +43,7 @@ pub const CONSUMER_IDLE: u32 = 1;
 
 /// `TAPIO_TEST_*` (tapio_config.test_flags)
 pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
+pub const TEST_SLOT_COLLIDE: u8 = 1 << 1;
 
 /// `TAPIO_F_*`
 pub const F_OWNER_KNOWN: u8 = 1 << 0;

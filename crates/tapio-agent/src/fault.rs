@@ -10,6 +10,7 @@
 //! `storage:inflight_entries:<n>` (the in-flight map holds n requests),
 //! `config:slow_write:<ms>` (every config write pauses halfway),
 //! `network:ring_bytes:<n>` (the network ring buffer holds n bytes),
+//! `network:slot_collide` (every socket hashes to one of two owner slots),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 
 const VARIABLE: &str = "TAPIO_FAULT_INJECT";

@@ -272,7 +272,7 @@ macro_rules! loader {
             #[allow(clippy::redundant_closure_call)]
             choose_variants(open.open_object_mut(), &($variants)(protos))?;
             #[allow(clippy::redundant_closure_call)]
-            ($prepare)(&mut open);
+            ($prepare)(&mut open, protos);
             let mut skel = open.load()?;
             let counters_map = libbpf_rs::MapHandle::try_from(&skel.maps.tapio_counters)?;
             let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;

@@ -65,7 +65,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_NETWORK,
         budget: Budget {
             object_bytes: 24 * 1024,
-            maps: 6,
+            maps: 8,
             largest_map_entries: 16_384,
         },
         load: load_network,
@@ -232,28 +232,31 @@ fn size_from_hook(hook: &str, map: &mut libbpf_rs::OpenMapMut<'_>) {
     }
 }
 
-/// `network:ring_bytes:<n>`: a network ring a test can overflow.
-fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>) {
+/// The owner slots take no memory where their programs are not loaded
+/// (no BPF atomics: crate::prototypes). `network:ring_bytes:<n>`: a
+/// network ring a test can overflow.
+fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>, protos: &Prototypes) {
+    if !protos.bpf_atomics {
+        if let Err(e) = open.maps.conn_slots.set_max_entries(1) {
+            log::warn!("network: owner slots keep their full size: {e}");
+        }
+    }
     size_from_hook("network:ring_bytes:", &mut open.maps.events);
 }
 
 /// `storage:inflight_entries:<n>`: an in-flight map a test can fill.
-fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>) {
+fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>, _: &Prototypes) {
     size_from_hook("storage:inflight_entries:", &mut open.maps.inflight);
 }
 
 /// For an object loaded as it was built.
-fn as_built<T>(_: &mut T) {}
-
-fn no_variants(_: &Prototypes) -> Vec<(&'static str, bool)> {
-    Vec::new()
-}
+fn as_built<T>(_: &mut T, _: &Prototypes) {}
 
 loader!(
     load_network,
     network_tracepoints,
     tapio_bpf::network::NetworkSkelBuilder,
-    no_variants,
+    |p: &Prototypes| p.network_programs().to_vec(),
     network_prepare,
     |_: &mut tapio_bpf::network::NetworkSkel<'_>| {}
 );

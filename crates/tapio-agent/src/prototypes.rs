@@ -1,11 +1,16 @@
-//! The running kernel's tracepoint prototypes, read from its BTF, and the
-//! program variants they select.
+//! The running kernel's tracepoint prototypes, read from its BTF, the BPF
+//! instructions its verifier accepts, and the program variants they select.
 //!
 //! A few tracepoints changed their arguments across the kernels Tapio
 //! supports. Each observer object carries one program per prototype, and
 //! the loader turns autoload off for the ones this kernel cannot run. The
 //! choice comes from the kernel's own BTF (`btf_trace_<name>` is a pointer
 //! to the probe's function prototype), never from the release string.
+//!
+//! The network programs also come in two kinds: with the lock-free owner
+//! slots, which need BPF atomics (compare-and-swap, 5.12+), and without.
+//! Whether the verifier has them is asked of the verifier itself, with a
+//! three-instruction program, as `bpftool feature probe` does.
 
 use libbpf_rs::btf::types::{FuncProto, Int, IntEncoding, Ptr, Typedef};
 use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
@@ -21,6 +26,9 @@ pub struct Prototypes {
     /// `block_rq_complete(rq, int error, ...)` with a negative errno
     /// (older kernels) rather than a `blk_status_t`.
     pub complete_error_is_errno: bool,
+    /// The verifier accepts BPF atomics beyond add (compare-and-swap):
+    /// the network observer keeps socket owners in lock-free slots.
+    pub bpf_atomics: bool,
 }
 
 impl Default for Prototypes {
@@ -33,8 +41,62 @@ impl Default for Prototypes {
             exit_has_group_dead: false,
             mark_victim_has_task: true,
             complete_error_is_errno: false,
+            bpf_atomics: false,
         }
     }
+}
+
+/// Whether the verifier accepts a 64-bit compare-and-swap on the stack
+/// (BPF atomics, 5.12+): it loads a three-instruction socket filter, and
+/// closes it again. Any refusal, for whatever reason, says no; the
+/// programs without atomics run everywhere.
+pub fn probe_bpf_atomics() -> bool {
+    use libbpf_sys as sys;
+    fn insn(code: u32, dst: u8, src: u8, off: i16, imm: i32) -> sys::bpf_insn {
+        sys::bpf_insn {
+            code: code as u8,
+            _bitfield_align_1: [],
+            _bitfield_1: sys::bpf_insn::new_bitfield_1(dst, src),
+            off,
+            imm,
+        }
+    }
+    let insns = [
+        // *(u64 *)(r10 - 8) = 0
+        insn(sys::BPF_ST | sys::BPF_MEM | sys::BPF_DW, 10, 0, -8, 0),
+        // r0 = 0; r1 = 1
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 0, 0, 0, 0),
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 1, 0, 0, 1),
+        // r0 = cmpxchg_64(r10 - 8, r0, r1)
+        insn(
+            sys::BPF_STX | sys::BPF_ATOMIC | sys::BPF_DW,
+            10,
+            1,
+            -8,
+            (sys::BPF_CMPXCHG) as i32,
+        ),
+        // r0 = 0; exit
+        insn(sys::BPF_ALU64 | sys::BPF_MOV | sys::BPF_K, 0, 0, 0, 0),
+        insn(sys::BPF_JMP | sys::BPF_EXIT, 0, 0, 0, 0),
+    ];
+    // SAFETY: `insns` and the license string outlive the call, which only
+    // reads them; the fd it returns is ours and closed right away.
+    let fd = unsafe {
+        sys::bpf_prog_load(
+            sys::BPF_PROG_TYPE_SOCKET_FILTER,
+            std::ptr::null(),
+            c"GPL".as_ptr(),
+            insns.as_ptr(),
+            insns.len() as _,
+            std::ptr::null_mut(),
+        )
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd was just returned to us and is not used elsewhere.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    true
 }
 
 /// The argument kinds of a tracepoint, after the probe's `void *` context:
@@ -85,7 +147,7 @@ impl Prototypes {
     /// Reads the prototypes from `/sys/kernel/btf/vmlinux`; the defaults
     /// when it cannot be read.
     pub fn of_running_kernel() -> Prototypes {
-        match Btf::from_vmlinux() {
+        let from_btf = match Btf::from_vmlinux() {
             Ok(btf) => Prototypes::from_btf(&btf),
             Err(e) => {
                 log::warn!(
@@ -93,6 +155,10 @@ impl Prototypes {
                 );
                 Prototypes::default()
             }
+        };
+        Prototypes {
+            bpf_atomics: probe_bpf_atomics(),
+            ..from_btf
         }
     }
 
@@ -112,6 +178,7 @@ impl Prototypes {
                         signed: true,
                     })
             }),
+            bpf_atomics: d.bpf_atomics,
         }
     }
 
@@ -129,6 +196,19 @@ impl Prototypes {
     }
 
     /// See [`Prototypes::process_programs`].
+    pub fn network_programs(&self) -> [(&'static str, bool); 6] {
+        let slots = self.bpf_atomics;
+        [
+            ("tapio_inet_sock_set_state", !slots),
+            ("tapio_inet_sock_set_state_slots", slots),
+            ("tapio_tcp_receive_reset", !slots),
+            ("tapio_tcp_receive_reset_slots", slots),
+            ("tapio_tcp_retransmit_skb", !slots),
+            ("tapio_tcp_retransmit_skb_slots", slots),
+        ]
+    }
+
+    /// See [`Prototypes::process_programs`].
     pub fn storage_programs(&self) -> [(&'static str, bool); 2] {
         [
             ("tapio_block_rq_complete", !self.complete_error_is_errno),
@@ -142,7 +222,7 @@ impl Prototypes {
     /// One line for the log and `check`.
     pub fn describe(&self) -> String {
         format!(
-            "sched_process_exit {}, mark_victim {}, block_rq_complete {}",
+            "sched_process_exit {}, mark_victim {}, block_rq_complete {}, {}",
             if self.exit_has_group_dead {
                 "(task, group_dead)"
             } else {
@@ -157,6 +237,11 @@ impl Prototypes {
                 "(rq, errno)"
             } else {
                 "(rq, blk_status_t)"
+            },
+            if self.bpf_atomics {
+                "BPF atomics: socket owners in lock-free slots"
+            } else {
+                "no BPF atomics: socket owners in a hash"
             },
         )
     }
@@ -188,6 +273,18 @@ mod tests {
         assert_eq!(procs[..2].iter().filter(|(_, on)| *on).count(), 1);
         assert_eq!(procs[2..].iter().filter(|(_, on)| *on).count(), 1);
         assert_eq!(p.storage_programs().iter().filter(|(_, on)| *on).count(), 1);
+        for atomics in [false, true] {
+            let net = Prototypes {
+                bpf_atomics: atomics,
+                ..p
+            }
+            .network_programs();
+            for pair in net.chunks(2) {
+                assert_eq!(pair.iter().filter(|(_, on)| *on).count(), 1);
+                assert_eq!(pair[1].0, format!("{}_slots", pair[0].0));
+                assert_eq!(pair[1].1, atomics);
+            }
+        }
         // The task argument of sched_process_exit is a pointer everywhere.
         assert_eq!(
             args(&btf, "sched_process_exit").and_then(|a| a.first().copied()),

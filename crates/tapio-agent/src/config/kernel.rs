@@ -38,15 +38,21 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
     k
 }
 
-/// Test hook (crate::fault) `storage:double_issue` sets
+/// Test hooks (crate::fault): `storage:double_issue` sets
 /// `TAPIO_TEST_DOUBLE_ISSUE`, which makes the storage program record every
-/// issue twice, so a real completion meets an ambiguous key. 0 otherwise.
+/// issue twice, so a real completion meets an ambiguous key;
+/// `network:slot_collide` sets `TAPIO_TEST_SLOT_COLLIDE`, which puts every
+/// socket in one of two owner slots, so most fall back to the hash. 0
+/// otherwise.
 fn test_flags() -> u8 {
+    let mut f = 0;
     if crate::fault::injected("storage:double_issue") {
-        crate::abi::TEST_DOUBLE_ISSUE
-    } else {
-        0
+        f |= crate::abi::TEST_DOUBLE_ISSUE;
     }
+    if crate::fault::injected("network:slot_collide") {
+        f |= crate::abi::TEST_SLOT_COLLIDE;
+    }
+    f
 }
 
 #[cfg(test)]
