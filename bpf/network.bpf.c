@@ -290,14 +290,23 @@ static __always_inline void conn_forget(const struct tapio_config *cfg, const st
  * socket argument is a typed kernel pointer, and a direct load is far
  * cheaper than a bpf_probe_read_kernel per field (docs/architecture.md).
  * inet_sport lies past struct sock, which the verifier holds the argument
- * to, so it alone is read with a helper.
+ * to: it is loaded through the tcp_sock that bpf_skc_to_tcp_sock() (5.9+)
+ * returns as a typed pointer too, and read with the helper only if that
+ * says the socket is no full TCP socket (never seen: the callers are TCP
+ * state changes of full sockets).
  */
 static __always_inline void fill_tuple(struct tapio_net_event *ev, const struct sock *sk)
 {
 	__u16 family = sk->__sk_common.skc_family;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+	__be16 sport;
 
+	if (tp)
+		sport = tp->inet_conn.icsk_inet.inet_sport;
+	else
+		sport = BPF_CORE_READ((const struct inet_sock *)sk, inet_sport);
 	ev->family = family;
-	ev->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
+	ev->sport = __builtin_bswap16(sport);
 	ev->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 	if (family == AF_INET6) {
 		__builtin_memcpy(ev->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);

@@ -122,6 +122,16 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
+/* What bpf_skc_to_tcp_sock() returns: the socket as a typed pointer that
+ * reaches inet_sport with a direct load. */
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+};
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+};
+
 /* The control block where TCP keeps a segment's metadata (tcp_skb_cb). */
 struct sk_buff {
 	char cb[48];

@@ -795,12 +795,23 @@ fn stored(dir: &std::path::Path, ty: &str, dst_port: u16) -> u64 {
 /// fail, exactly. Kernels without the recursion guard for tracepoint
 /// programs (older than this machine's) run the nested program instead,
 /// and count 0.
+///
+/// The equation is exact only with no ring, queue or sink loss. Under
+/// emulation (the VM matrix runs a debug agent) the agent can fall behind
+/// the storm and lose records, each counted: that run is done again once.
 #[test]
 fn a_recursion_storm_closes_with_the_counted_misses() {
     if !kernel_available("network::recursion_storm") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    if !recursion_storm(false) {
+        assert!(recursion_storm(true));
+    }
+}
+
+/// One recursion storm; false when it lost records and `last` is not set.
+fn recursion_storm(last: bool) -> bool {
     let port = 9918;
     let refused_port = 9919;
     let (client_ns, _server_ns, _, server_ip) = syn_dropping_pair("r", port);
@@ -862,7 +873,21 @@ fn a_recursion_storm_closes_with_the_counted_misses() {
     std::thread::sleep(Duration::from_secs(2));
     let done = agent.stop();
     let (_, losses) = assert_accounting(&done.metrics, "network");
-    assert_eq!(losses, 0, "no ring, queue or sink loss in this test");
+    if losses > 0 && !last {
+        eprintln!("recursion storm: {losses} records lost (counted): run again once");
+        let _ = std::fs::remove_dir_all(&dir);
+        return false;
+    }
+    assert_eq!(
+        losses,
+        0,
+        "no ring, queue or sink loss in this test:\n{}",
+        done.metrics
+            .lines()
+            .filter(|l| l.contains("observer=\"network\"") && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // The state-change program of either kind (with or without owner
     // slots): only one is loaded.
     let misses = metric_prefix_sum(
@@ -885,6 +910,7 @@ fn a_recursion_storm_closes_with_the_counted_misses() {
         "every failed connect is an event or a counted miss"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    true
 }
 
 #[test]

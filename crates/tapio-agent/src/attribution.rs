@@ -228,7 +228,42 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-/// The cgroup id -> workload map, owned by the poller thread.
+/// Adds the owner's workload facts to events: the cgroup v2 resolver and,
+/// on hybrid hosts, the v1 memory hierarchy's (OOM victims' memcg). Owned
+/// by the sender thread, which also drops the events: a workload's
+/// reference count is never written from two threads.
+pub struct Attributor {
+    v2: Resolver,
+    /// Its counts are not exported: an OOM event is already counted once,
+    /// by its v2 cgroup's resolution.
+    memcg: Resolver,
+}
+
+impl Attributor {
+    /// `root` is the cgroup v2 mount (None: attribution off).
+    pub fn new(root: Option<PathBuf>, stats: Arc<Stats>) -> Attributor {
+        let v1_memory = root.as_ref().and_then(|_| detect_v1_memory_root());
+        Attributor {
+            v2: Resolver::new(root, stats),
+            memcg: Resolver::new(v1_memory, Arc::default()),
+        }
+    }
+
+    /// Adds the owner's workload facts (network and process events).
+    pub fn attribute(&mut self, ev: &mut crate::event::Event) {
+        let (id, memcg) = ev.facts.cgroups();
+        let Some(id) = id else {
+            return;
+        };
+        ev.workload = self.v2.resolve(id);
+        // On a v2-only host the memory cgroup is the v2 cgroup itself.
+        if let Some(m) = memcg.filter(|m| *m != id) {
+            ev.memcg = self.memcg.resolve(m);
+        }
+    }
+}
+
+/// The cgroup id -> workload map, owned by the sender thread.
 pub struct Resolver {
     root: Option<PathBuf>,
     map: IdMap<Arc<Workload>>,

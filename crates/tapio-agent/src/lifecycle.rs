@@ -387,8 +387,22 @@ impl Running {
                 &mut sinks,
             )?),
         };
+        let cgroup_root = a.cgroup_root();
+        match &cgroup_root {
+            Some(r) => log::info!(
+                "workload attribution from the cgroup v2 hierarchy at {}",
+                r.display()
+            ),
+            None => {
+                log::info!("workload attribution off (no cgroup v2 mount, or --cgroup-root off)")
+            }
+        }
         let sender = sender::SenderThread {
             rx,
+            attribution: crate::attribution::Attributor::new(
+                cgroup_root,
+                Arc::clone(&metrics.attribution),
+            ),
             sinks,
             metrics: Arc::clone(&metrics),
             cfg: sender::SenderConfig {
@@ -400,7 +414,7 @@ impl Running {
         let sender = spawn("tapio-sender", move || sender.run())?;
         let poller_stop = Arc::new(AtomicBool::new(false));
         let handoff = sender::Handoff::new(tx, sender.thread().clone());
-        let poller = start_poller(&a, &cfg, observers, handoff, &applier, &poller_stop)?;
+        let poller = start_poller(&cfg, observers, handoff, &applier, &poller_stop)?;
         Ok(Running {
             args: a,
             applier,
@@ -489,24 +503,14 @@ impl Running {
 }
 
 fn start_poller(
-    a: &RunArgs,
     cfg: &CompiledConfig,
     observers: Vec<loader::Observer>,
     tx: sender::Handoff,
     applier: &Applier,
     stop: &Arc<AtomicBool>,
 ) -> Result<JoinHandle<()>, i32> {
-    let cgroup_root = a.cgroup_root();
-    match &cgroup_root {
-        Some(r) => log::info!(
-            "workload attribution from the cgroup v2 hierarchy at {}",
-            r.display()
-        ),
-        None => log::info!("workload attribution off (no cgroup v2 mount, or --cgroup-root off)"),
-    }
     let pc = poller::PollerConfig {
         poll_timeout: Duration::from_millis(u64::from(cfg.ringbuf.poll_timeout_ms)),
-        cgroup_root,
     };
     let (metrics, shared, stop) = (
         Arc::clone(&applier.metrics),

@@ -89,7 +89,7 @@ pub struct Metrics {
     pub controller_connections: std::sync::Arc<crate::client::http::ConnectionCounters>,
     pub store_files_removed: AtomicU64,
     /// Workload attribution: events whose cgroup was resolved / not, and
-    /// walks of the cgroup hierarchy; the poller's resolver counts here.
+    /// walks of the cgroup hierarchy; the sender's resolver counts here.
     pub attribution: std::sync::Arc<crate::attribution::Stats>,
     pub config_generation: AtomicU32,
     /// Last kernel counter snapshot (refreshed by the metrics writer).

@@ -7,7 +7,6 @@
 
 use crate::clock;
 use crate::config::SharedConfig;
-use crate::event::Event;
 use crate::loader::Observer;
 use crate::metrics::Metrics;
 use crate::observer::{Context, Rejected};
@@ -28,10 +27,6 @@ struct PollState {
     tx: Handoff,
     metrics: Arc<Metrics>,
     page_kb: u64,
-    /// cgroup id -> workload facts (this thread only).
-    resolver: std::cell::RefCell<crate::attribution::Resolver>,
-    /// The v1 memory hierarchy's ids (hybrid hosts; OOM victims' memcg).
-    memcg_resolver: std::cell::RefCell<crate::attribution::Resolver>,
 }
 
 impl PollState {
@@ -49,9 +44,8 @@ impl PollState {
             page_kb: self.page_kb,
         };
         match (spec.to_event)(data, seq, &ctx) {
-            Ok(mut ev) => {
+            Ok(ev) => {
                 self.seq.set(seq);
-                self.attribute(&mut ev);
                 if !self.tx.send(ev) {
                     m.queue_drops[obs].fetch_add(1, Relaxed);
                 }
@@ -62,19 +56,6 @@ impl PollState {
             Err(Rejected::Suppressed(reason)) => {
                 m.suppressed[obs][reason as usize].fetch_add(1, Relaxed);
             }
-        }
-    }
-
-    /// Adds the owner's workload facts (network and process events).
-    fn attribute(&self, ev: &mut Event) {
-        let (id, memcg) = ev.facts.cgroups();
-        let Some(id) = id else {
-            return;
-        };
-        ev.workload = self.resolver.borrow_mut().resolve(id);
-        // On a v2-only host the memory cgroup is the v2 cgroup itself.
-        if let Some(m) = memcg.filter(|m| *m != id) {
-            ev.memcg = self.memcg_resolver.borrow_mut().resolve(m);
         }
     }
 }
@@ -124,8 +105,6 @@ impl Sleep {
 
 pub struct PollerConfig {
     pub poll_timeout: Duration,
-    /// The cgroup v2 mount used for workload attribution (None: off).
-    pub cgroup_root: Option<std::path::PathBuf>,
 }
 
 /// Runs until `stop` is set, then detaches every program, drains what the
@@ -139,7 +118,6 @@ pub fn run(
     pc: PollerConfig,
 ) {
     let (mut generation, cfg) = config.snapshot();
-    let attribution_stats = Arc::clone(&metrics.attribution);
     let state = Rc::new(PollState {
         seq: Cell::new(0),
         offset: Cell::new(clock::boot_to_wall_offset()),
@@ -147,18 +125,6 @@ pub fn run(
         tx,
         metrics,
         page_kb: page_kb(),
-        resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
-            pc.cgroup_root.clone(),
-            attribution_stats,
-        )),
-        // Its counts are not exported: an OOM event is already counted
-        // once, by its v2 cgroup's resolution.
-        memcg_resolver: std::cell::RefCell::new(crate::attribution::Resolver::new(
-            pc.cgroup_root
-                .as_ref()
-                .and_then(|_| crate::attribution::detect_v1_memory_root()),
-            Arc::default(),
-        )),
     });
     let mut builder = RingBufferBuilder::new();
     for o in &observers {
@@ -247,6 +213,7 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::abi::{EventHeader, record_bytes};
+    use crate::event::Event;
     use crate::observer::network::{self, NetEvent, types};
     use std::cell::RefCell;
 
@@ -259,8 +226,6 @@ mod tests {
             tx: Handoff::new(tx, std::thread::current()),
             metrics: Arc::new(Metrics::default()),
             page_kb: 4,
-            resolver: RefCell::new(crate::attribution::Resolver::new(None, Arc::default())),
-            memcg_resolver: RefCell::new(crate::attribution::Resolver::new(None, Arc::default())),
         };
         (st, rx)
     }

@@ -1,6 +1,10 @@
-//! The sender thread: channel -> batches -> JSON -> sinks.
+//! The sender thread: channel -> batches -> workload attribution -> JSON
+//! -> sinks.
 //!
-//! Serialization happens here, once per event for all sinks. A sink that
+//! Attribution happens here, not in the poller: a workload is shared
+//! (`Arc`), and taking a reference in one thread and dropping it in
+//! another moved its count's cache line between the two CPUs for every
+//! event. Serialization happens here too, once per event for all sinks. A sink that
 //! fails counts its failures and drops; it never slows the poller, which
 //! only ever sees a full channel (counted there).
 //!
@@ -84,6 +88,7 @@ pub struct SenderConfig {
 
 pub struct SenderThread {
     pub rx: Receiver<Event>,
+    pub attribution: crate::attribution::Attributor,
     pub sinks: Vec<(SinkId, Box<dyn Sink + Send>)>,
     pub metrics: Arc<Metrics>,
     pub cfg: SenderConfig,
@@ -117,6 +122,9 @@ impl SenderThread {
             }
             let full = batch.len() == self.cfg.max_events;
             if !batch.is_empty() {
+                for ev in &mut batch {
+                    self.attribution.attribute(ev);
+                }
                 self.write(&batch, &mut writer, &mut buf, &mut lines);
                 batch.clear();
                 dirty = true;
