@@ -191,6 +191,50 @@ fn the_owner_table_is_the_one_the_verifier_allows() {
 }
 
 #[test]
+fn a_failed_load_of_the_slot_programs_falls_back_to_the_hash() {
+    if !kernel_and_hooks_available("network::slots_fail") {
+        return;
+    }
+    if kernel_release() < (5, 12) {
+        eprintln!("network::slots_fail: no BPF atomics here, the hash programs load first anyway");
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start_with_env(
+        "slots-fail",
+        &[],
+        &[("TAPIO_FAULT_INJECT", "network:slots_fail")],
+    );
+    let port = closed_port();
+    const N: usize = 5;
+    let (done, ours) = refuse(agent, "127.0.0.1", port, N);
+    assert_eq!(ours.len(), N, "exactly the refused connects: {ours:#?}");
+    for e in &ours {
+        assert_eq!(e["type"], "kernel.network.connection_refused");
+        assert_eq!(
+            e["facts"]["pid"].as_u64(),
+            Some(u64::from(std::process::id()))
+        );
+    }
+    assert!(
+        done.metrics
+            .contains("program=\"tapio_inet_sock_set_state\"")
+            && !done.metrics.contains("_slots\""),
+        "the hash programs are loaded:\n{}",
+        done.metrics
+    );
+    if kernel_release() >= (5, 12) {
+        assert!(
+            done.log
+                .iter()
+                .any(|l| l.contains("did not load") && l.contains("loading the ones with the hash")),
+            "the fallback is logged:\n{}",
+            done.log.join("\n")
+        );
+    }
+    assert_accounting(&done.metrics, "network");
+}
+
+#[test]
 fn owners_stay_exact_when_sockets_share_a_slot() {
     if !kernel_and_hooks_available("network::slot_collide") {
         return;

@@ -11,6 +11,7 @@
 //! `config:slow_write:<ms>` (every config write pauses halfway),
 //! `network:ring_bytes:<n>` (the network ring buffer holds n bytes),
 //! `network:slot_collide` (every socket hashes to one of two owner slots),
+//! `network:slots_fail` (the programs with owner slots fail to load),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 
 const VARIABLE: &str = "TAPIO_FAULT_INJECT";

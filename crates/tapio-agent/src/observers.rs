@@ -68,7 +68,7 @@ pub const OBSERVERS: [Spec; 3] = [
             maps: 8,
             largest_map_entries: 16_384,
         },
-        load: load_network,
+        load: load_network_or_hash,
         tracepoints: network_tracepoints,
         to_event: network::to_event,
         correlation: &[
@@ -251,6 +251,41 @@ fn storage_prepare(open: &mut tapio_bpf::storage::OpenStorageSkel<'_>, _: &Proto
 
 /// For an object loaded as it was built.
 fn as_built<T>(_: &mut T, _: &Prototypes) {}
+
+/// The network object with the owner slots where the verifier has
+/// atomics; should that load fail all the same (a verifier between the
+/// kernels the matrix tests that refuses some other part of them), the
+/// hash programs, which every kernel runs. Logged, never silent. Test hook
+/// (crate::fault) `network:slots_fail`: the first load fails.
+fn load_network_or_hash(
+    index: usize,
+    k: &crate::abi::KernelConfig,
+    protos: &Prototypes,
+) -> libbpf_rs::Result<crate::loader::Observer> {
+    let first = if protos.bpf_atomics && crate::fault::injected("network:slots_fail") {
+        Err(libbpf_rs::Error::from(std::io::Error::other(
+            "fault injected by TAPIO_FAULT_INJECT",
+        )))
+    } else {
+        load_network(index, k, protos)
+    };
+    match first {
+        Err(e) if protos.bpf_atomics => {
+            log::warn!(
+                "network: the programs with owner slots did not load ({e}): loading the ones with the hash"
+            );
+            load_network(
+                index,
+                k,
+                &Prototypes {
+                    bpf_atomics: false,
+                    ..*protos
+                },
+            )
+        }
+        r => r,
+    }
+}
 
 loader!(
     load_network,

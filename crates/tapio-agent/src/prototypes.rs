@@ -10,7 +10,7 @@
 //! The network programs also come in two kinds: with the lock-free owner
 //! slots, which need BPF atomics (compare-and-swap, 5.12+), and without.
 //! Whether the verifier has them is asked of the verifier itself, with a
-//! three-instruction program, as `bpftool feature probe` does.
+//! six-instruction program, as `bpftool feature probe` does.
 
 use libbpf_rs::btf::types::{FuncProto, Int, IntEncoding, Ptr, Typedef};
 use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
@@ -47,7 +47,7 @@ impl Default for Prototypes {
 }
 
 /// Whether the verifier accepts a 64-bit compare-and-swap on the stack
-/// (BPF atomics, 5.12+): it loads a three-instruction socket filter, and
+/// (BPF atomics, 5.12+): it loads a six-instruction socket filter, and
 /// closes it again. Any refusal, for whatever reason, says no; the
 /// programs without atomics run everywhere.
 pub fn probe_bpf_atomics() -> bool {
