@@ -249,7 +249,7 @@ fn owners_stay_exact_when_sockets_share_a_slot() {
     );
     const THREADS: usize = 4;
     const EACH: usize = 200;
-    let ports: Vec<u16> = (0..THREADS).map(|_| closed_port()).collect();
+    let ports: [u16; THREADS] = closed_ports();
     let workers: Vec<_> = ports
         .iter()
         .enumerate()

@@ -89,7 +89,7 @@ fn a_full_disk_falls_back_counts_and_recovers() {
         fallback.to_str().unwrap(),
     ];
     let agent = Agent::start("full", &args);
-    let (p1, p2) = (closed_port(), closed_port());
+    let [p1, p2] = closed_ports();
     refuse(p1, 300);
     wait_emitted(&agent, 300);
     let text = agent.metrics_now();

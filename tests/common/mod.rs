@@ -583,10 +583,17 @@ pub fn pin_to_cpu(cpu: usize) {
 
 /// A local TCP port with nothing listening on it.
 pub fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let p = l.local_addr().expect("addr").port();
-    drop(l);
+    let [p] = closed_ports();
     p
+}
+
+/// `N` distinct local TCP ports with nothing listening on them: all bound
+/// at once, then closed (one at a time, the kernel may hand out the same
+/// port twice).
+pub fn closed_ports<const N: usize>() -> [u16; N] {
+    let listeners: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"));
+    listeners.map(|l| l.local_addr().expect("addr").port())
 }
 
 /// A TcpExt counter of a namespace (/proc/net/netstat as seen inside it).
