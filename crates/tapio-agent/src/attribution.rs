@@ -11,6 +11,10 @@
 //! ids are kernfs node ids, 64-bit and never reused on 64-bit kernels, so a
 //! cached path cannot belong to another cgroup later. A miss triggers a new
 //! walk, at most every [`RESCAN_MIN`]; the map is bounded by [`MAX_CGROUPS`].
+//! kernfs hands ids out in increasing order, so an id above every id the
+//! last walk saw is a cgroup made since: its miss walks again after only
+//! [`RESCAN_NEWER_MIN`], or a cgroup made just after a walk would stay
+//! unresolved for its first events.
 
 use crate::event::Workload;
 use std::collections::HashMap;
@@ -25,6 +29,8 @@ pub use tapio_wire::limits::MAX_CGROUPS;
 const MAX_DEPTH: usize = 32;
 /// Shortest time between two walks triggered by misses.
 pub const RESCAN_MIN: Duration = Duration::from_millis(100);
+/// Shortest time between two walks for ids newer than the last walk.
+pub const RESCAN_NEWER_MIN: Duration = Duration::from_millis(5);
 
 fn is_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
@@ -268,6 +274,8 @@ pub struct Resolver {
     root: Option<PathBuf>,
     map: IdMap<Arc<Workload>>,
     last_walk: Option<Instant>,
+    /// The largest id any walk saw.
+    newest: u64,
     stats: Arc<Stats>,
 }
 
@@ -279,6 +287,7 @@ impl Resolver {
             root,
             map: IdMap::default(),
             last_walk: None,
+            newest: 0,
             stats,
         }
     }
@@ -287,7 +296,12 @@ impl Resolver {
     pub fn resolve(&mut self, id: u64) -> Option<Arc<Workload>> {
         self.root.as_ref()?;
         let mut w = self.map.get(&id).map(Arc::clone);
-        if w.is_none() && self.last_walk.is_none_or(|t| t.elapsed() >= RESCAN_MIN) {
+        let min = if id > self.newest {
+            RESCAN_NEWER_MIN
+        } else {
+            RESCAN_MIN
+        };
+        if w.is_none() && self.last_walk.is_none_or(|t| t.elapsed() >= min) {
             self.walk();
             w = self.map.get(&id).map(Arc::clone);
         }
@@ -321,6 +335,7 @@ impl Resolver {
                 break;
             }
             let id = meta.ino();
+            self.newest = self.newest.max(id);
             let w = match self.map.get(&id) {
                 Some(w) if *w.cgroup_path == *rel => Arc::clone(w),
                 _ => Arc::new(parse(&rel)),
@@ -502,7 +517,8 @@ mod tests {
         assert_eq!(w.qos_class, Some("burstable"));
         // a hit shares the same facts
         assert!(Arc::ptr_eq(&w, &r.resolve(id).unwrap()));
-        assert_eq!(r.resolve(u64::MAX), None);
+        // an unknown id older than the walk (kernfs ids increase)
+        assert_eq!(r.resolve(1), None);
         let load = |c: &AtomicU64| c.load(Relaxed);
         assert_eq!(
             (
@@ -513,8 +529,21 @@ mod tests {
             (2, 1, 0)
         );
         // one walk for the first id; none for the hit, and none for the
-        // unknown id, which came within RESCAN_MIN of it
+        // unknown older id, which came within RESCAN_MIN of it
         assert_eq!(load(&stats.walks), 1);
+        // a cgroup made after the walk has a larger id: it walks again
+        // once RESCAN_NEWER_MIN has passed, not RESCAN_MIN
+        let newer = dir.join("kubepods/newer");
+        std::fs::create_dir_all(&newer).unwrap();
+        let newer_id = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(&newer).unwrap().ino()
+        };
+        if newer_id > id {
+            std::thread::sleep(RESCAN_NEWER_MIN);
+            assert!(r.resolve(newer_id).is_some());
+            assert_eq!(load(&stats.walks), 2);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(Resolver::new(None, Arc::default()).resolve(id), None);
     }
