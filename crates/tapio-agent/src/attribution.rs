@@ -104,9 +104,13 @@ fn looks_like_pod(seg: &str) -> bool {
     pod_segment(seg, true).is_some() || pod_segment(seg, false).is_some()
 }
 
-/// The facts a cgroup path states. `path` is relative to the v2 mount and
-/// starts with `/`.
+/// The facts a cgroup path states, rendered for the event line. `path` is
+/// relative to the v2 mount and starts with `/`.
 pub fn parse(path: &str) -> Workload {
+    facts(path).seal()
+}
+
+fn facts(path: &str) -> Workload {
     let mut w = Workload {
         cgroup_path: path.into(),
         ..Workload::default()

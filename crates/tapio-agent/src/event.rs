@@ -7,6 +7,7 @@
 
 pub use crate::observers::Facts;
 use std::net::IpAddr;
+use tapio_common::decimal::div10;
 use tapio_common::time::Rfc3339Cache;
 pub use tapio_wire::EventKind;
 use tapio_wire::Severity;
@@ -43,6 +44,36 @@ pub struct Workload {
     pub qos_class: Option<&'static str>,
     /// The systemd service outside Kubernetes (`nginx.service`).
     pub systemd_unit: Option<Box<str>>,
+    /// The facts above as JSON members, rendered once by [`Workload::seal`]
+    /// instead of escaped again for every event.
+    pub members: Box<str>,
+}
+
+impl Workload {
+    /// Renders [`Workload::members`] from the facts: call it once the facts
+    /// are final.
+    pub fn seal(mut self) -> Workload {
+        let mut out = String::new();
+        let mut j = Json {
+            out: &mut out,
+            first: true,
+        };
+        j.str("cgroup_path", &self.cgroup_path);
+        if let Some(v) = &self.pod_uid {
+            j.str("pod_uid", v);
+        }
+        if let Some(v) = &self.container_id {
+            j.str("container_id", v);
+        }
+        if let Some(v) = self.qos_class {
+            j.str("qos_class", v);
+        }
+        if let Some(v) = &self.systemd_unit {
+            j.str("systemd_unit", v);
+        }
+        self.members = out.into();
+        self
+    }
 }
 
 /// One piece of evidence.
@@ -90,6 +121,48 @@ fn grow(out: &mut String, more: usize) {
     out.reserve(more);
 }
 
+/// Appends bytes already known to be ASCII, without a UTF-8 check.
+///
+/// # Safety
+/// Every byte of `b` is ASCII (checked in debug builds).
+#[inline(always)]
+unsafe fn put_ascii(out: &mut String, b: &[u8]) {
+    debug_assert!(b.is_ascii());
+    // SAFETY: ASCII is UTF-8 (the caller's contract).
+    put(out, unsafe { std::str::from_utf8_unchecked(b) });
+}
+
+/// Appends the decimal text of an IPv4 octet at `b[n..]`, returning the
+/// new end. No division instruction (`tapio_common::decimal`).
+#[inline(always)]
+fn put_octet(b: &mut [u8; 17], mut n: usize, o: u8) -> usize {
+    let mut v = u32::from(o);
+    if v >= 100 {
+        let h = if v >= 200 { 2 } else { 1 };
+        b[n] = b'0' + h as u8;
+        n += 1;
+        v -= 100 * h;
+    }
+    if o >= 10 {
+        b[n] = b'0' + div10(v) as u8;
+        n += 1;
+    }
+    b[n] = b'0' + (v - 10 * div10(v)) as u8;
+    n + 1
+}
+
+/// The text of a comm that needs no JSON escape and no UTF-8 repair:
+/// printable ASCII without `"` and `\`, up to its NUL. Task names almost
+/// always are; the rest takes the lossy, escaping path.
+#[inline(always)]
+fn plain_comm(c: &Comm) -> Option<&[u8]> {
+    let end = c.0.iter().position(|&b| b == 0).unwrap_or(c.0.len());
+    let b = &c.0[..end];
+    b.iter()
+        .all(|&x| (0x20..0x7f).contains(&x) && x != b'"' && x != b'\\')
+        .then_some(b)
+}
+
 /// Writes the members of a JSON object without an allocation per value.
 pub struct Json<'a> {
     out: &'a mut String,
@@ -108,6 +181,47 @@ impl<'a> Json<'a> {
     pub fn str(&mut self, k: &str, v: &str) {
         self.key(k);
         escape_into(v, self.out);
+    }
+
+    /// A fixed identifier (`ipv4`, an errno's name, a TCP state): text
+    /// of the program's own, which needs no escape.
+    pub fn word(&mut self, k: &str, v: &'static str) {
+        debug_assert!(
+            v.bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        );
+        self.key(k);
+        put(self.out, "\"");
+        put(self.out, v);
+        put(self.out, "\"");
+    }
+
+    /// A task name: as is when it is plain ASCII, else lossily decoded
+    /// and escaped.
+    pub fn comm(&mut self, k: &str, c: &Comm) {
+        match plain_comm(c) {
+            Some(b) => {
+                self.key(k);
+                put(self.out, "\"");
+                // SAFETY: `plain_comm` returns printable ASCII only.
+                unsafe { put_ascii(self.out, b) };
+                put(self.out, "\"");
+            }
+            None => self.str(k, &c.as_str()),
+        }
+    }
+
+    /// Members already written as JSON (`"a":1,"b":"c"`), such as a
+    /// workload's, rendered once per cgroup ([`Workload::members`]).
+    fn members(&mut self, m: &str) {
+        if m.is_empty() {
+            return;
+        }
+        if !self.first {
+            put(self.out, ",");
+        }
+        self.first = false;
+        put(self.out, m);
     }
 
     pub fn num<T: itoa::Integer>(&mut self, k: &str, v: T) {
@@ -129,26 +243,15 @@ impl<'a> Json<'a> {
             // The common case, without core::fmt: four decimal octets.
             IpAddr::V4(a) => {
                 let mut b = *b"\"000.000.000.000\"";
-                let mut n = 1;
-                for (i, &o) in a.octets().iter().enumerate() {
-                    if i > 0 {
-                        b[n] = b'.';
-                        n += 1;
-                    }
-                    if o >= 100 {
-                        b[n] = b'0' + o / 100;
-                        n += 1;
-                    }
-                    if o >= 10 {
-                        b[n] = b'0' + o / 10 % 10;
-                        n += 1;
-                    }
-                    b[n] = b'0' + o % 10;
-                    n += 1;
+                let [o0, o1, o2, o3] = a.octets();
+                let mut n = put_octet(&mut b, 1, o0);
+                for o in [o1, o2, o3] {
+                    b[n] = b'.';
+                    n = put_octet(&mut b, n + 1, o);
                 }
                 b[n] = b'"';
-                // Digits, dots and quotes: ASCII.
-                put(self.out, std::str::from_utf8(&b[..=n]).unwrap_or_default());
+                // SAFETY: digits, dots and quotes.
+                unsafe { put_ascii(self.out, &b[..=n]) };
             }
             IpAddr::V6(a) => {
                 use std::fmt::Write;
@@ -249,19 +352,7 @@ impl LineWriter {
         let mut j = Json { out, first: true };
         ev.facts.write_json(&mut j);
         if let Some(w) = &ev.workload {
-            j.str("cgroup_path", &w.cgroup_path);
-            if let Some(v) = &w.pod_uid {
-                j.str("pod_uid", v);
-            }
-            if let Some(v) = &w.container_id {
-                j.str("container_id", v);
-            }
-            if let Some(v) = w.qos_class {
-                j.str("qos_class", v);
-            }
-            if let Some(v) = &w.systemd_unit {
-                j.str("systemd_unit", v);
-            }
+            j.members(&w.members);
         }
         if let Some(m) = &ev.memcg {
             j.str("memcg_path", &m.cgroup_path);
@@ -403,6 +494,84 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Every octet in every position, against the standard library's
+    /// text of the address.
+    #[test]
+    fn ipv4_text_is_the_standard_text() {
+        for o in 0..=255u8 {
+            for a in [
+                std::net::Ipv4Addr::new(o, 0, 9, 255),
+                std::net::Ipv4Addr::new(1, o, 10, 99),
+                std::net::Ipv4Addr::new(100, 200, o, 7),
+                std::net::Ipv4Addr::new(250, 19, 101, o),
+            ] {
+                let mut s = String::new();
+                Json {
+                    out: &mut s,
+                    first: true,
+                }
+                .ip("a", a.into());
+                assert_eq!(s, format!("\"a\":\"{a}\""));
+            }
+        }
+    }
+
+    /// A comm written by the plain path reads back as the lossy, escaped
+    /// path would write it, for plain and awkward names alike.
+    #[test]
+    fn comm_text_matches_the_escaped_text() {
+        let mut full = [b'x'; 16];
+        full[15] = b'y';
+        for raw in [
+            comm("curl"),
+            comm(""),
+            Comm(full),
+            comm("a\"b"),
+            comm("back\\slash"),
+            comm("tab\there"),
+            comm("del\u{7f}"),
+            comm("ünï"),
+            Comm(*b"bad\xff\xfeutf8\0\0\0\0\0\0\0"),
+        ] {
+            let (mut fast, mut slow) = (String::new(), String::new());
+            Json {
+                out: &mut fast,
+                first: true,
+            }
+            .comm("comm", &raw);
+            Json {
+                out: &mut slow,
+                first: true,
+            }
+            .str("comm", &raw.as_str());
+            assert_eq!(fast, slow, "{raw:?}");
+        }
+    }
+
+    /// A workload's members, rendered once, are the facts of its path in
+    /// the line, and the line stays one JSON object.
+    #[test]
+    fn workload_members_are_its_facts() {
+        let path = "/kubepods.slice/kubepods-burstable.slice/\
+            kubepods-burstable-pod1b2c3d4e_0000_4000_8000_00000000000a.slice/\
+            cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
+        let mut e = refused();
+        e.workload = Some(std::sync::Arc::new(crate::attribution::parse(path)));
+        let mut s = String::new();
+        e.write_json("i", &mut s);
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        let f = &v["facts"];
+        assert_eq!(f["cgroup_path"], path);
+        assert_eq!(f["pod_uid"], "1b2c3d4e-0000-4000-8000-00000000000a");
+        assert_eq!(
+            f["container_id"],
+            "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(f["qos_class"], "burstable");
+        assert_eq!(f["cgroup_id"], 1);
+        assert!(f.get("systemd_unit").is_none());
     }
 
     #[test]

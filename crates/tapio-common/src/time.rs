@@ -62,8 +62,9 @@ impl Utc {
 /// arithmetic is the cheaper.
 fn put_digits(b: &mut [u8; 30], end: usize, width: usize, mut v: u32) {
     for i in (end - width..end).rev() {
-        b[i] = b'0' + (v % 10) as u8;
-        v /= 10;
+        let q = crate::decimal::div10(v);
+        b[i] = b'0' + (v - q * 10) as u8;
+        v = q;
     }
 }
 
@@ -93,30 +94,36 @@ pub fn format_rfc3339_ns(ns: u64, out: &mut String) {
 /// same second only rewrites its nine fraction digits.
 #[derive(Debug, Clone)]
 pub struct Rfc3339Cache {
-    second: u64,
+    /// The first ns of the second `text` holds.
+    second_ns: u64,
     text: [u8; 30],
 }
 
 impl Default for Rfc3339Cache {
     fn default() -> Self {
         Rfc3339Cache {
-            second: 0,
+            second_ns: 0,
             text: rfc3339_bytes(0),
         }
     }
 }
 
 impl Rfc3339Cache {
-    /// The same text as [`format_rfc3339_ns`].
+    /// The same text as [`format_rfc3339_ns`]. Within the cached second
+    /// the fraction is a subtraction: no 64-bit division per event.
     pub fn format(&mut self, ns: u64) -> &str {
-        let second = ns / 1_000_000_000;
-        if second == self.second {
-            put_digits(&mut self.text, 29, 9, (ns % 1_000_000_000) as u32);
-        } else {
-            self.text = rfc3339_bytes(ns);
-            self.second = second;
+        match ns.checked_sub(self.second_ns) {
+            Some(frac) if frac < 1_000_000_000 => {
+                put_digits(&mut self.text, 29, 9, frac as u32);
+            }
+            _ => {
+                self.text = rfc3339_bytes(ns);
+                self.second_ns = ns - ns % 1_000_000_000;
+            }
         }
-        std::str::from_utf8(&self.text).unwrap_or_default()
+        // SAFETY: `text` starts as the ASCII template of
+        // `rfc3339_bytes`, and every write into it is an ASCII digit.
+        unsafe { std::str::from_utf8_unchecked(&self.text) }
     }
 }
 

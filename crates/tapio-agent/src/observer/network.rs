@@ -92,25 +92,25 @@ impl NetFacts {
     }
 
     pub fn write_json(&self, j: &mut Json<'_>) {
-        j.str("family", if self.src.is_ipv4() { "ipv4" } else { "ipv6" });
+        j.word("family", if self.src.is_ipv4() { "ipv4" } else { "ipv6" });
         j.ip("src_ip", self.src);
         j.num("src_port", self.src_port);
         j.ip("dst_ip", self.dst);
         j.num("dst_port", self.dst_port);
         if let Some(o) = &self.owner {
             j.num("pid", o.pid);
-            j.str("comm", &o.comm.as_str());
+            j.comm("comm", &o.comm);
         }
         j.num_opt("cgroup_id", self.cgroup_id);
         j.num_opt("retransmits", self.retransmits);
         j.num_opt("span_ns", self.span_ns);
         j.num_opt("syn_retries", self.syn_retries);
         if let Some(e) = self.error {
-            j.str("error", connect_errno_name(e).unwrap_or("unknown"));
+            j.word("error", connect_errno_name(e).unwrap_or("unknown"));
             j.num("error_code", e);
         }
         if let Some(s) = self.tcp_state {
-            j.str("tcp_state", s);
+            j.word("tcp_state", s);
         }
     }
 }

@@ -77,7 +77,7 @@ impl ProcessFacts {
 
     pub fn write_json(&self, j: &mut Json<'_>) {
         j.num("pid", self.pid);
-        j.str("comm", &self.comm.as_str());
+        j.comm("comm", &self.comm);
         j.num("cgroup_id", self.cgroup_id);
         j.num_opt("ppid", self.ppid);
         j.num_opt("exit_code", self.exit_code);

@@ -95,7 +95,7 @@ impl StorageFacts {
         j.num_opt("error_code", self.error_code);
         if let Some(o) = &self.owner {
             j.num("pid", o.pid);
-            j.str("comm", &o.comm.as_str());
+            j.comm("comm", &o.comm);
         }
         j.num_opt("cgroup_id", self.cgroup_id);
     }
