@@ -4,7 +4,6 @@
 //! final metrics). `main.rs::run` only strings these together.
 
 use crate::args::RunArgs;
-use crate::event::Event;
 use crate::metrics::{Metrics, SinkId};
 use crate::observers::{NAMES as OBSERVER_NAMES, index_of};
 use crate::sink::Sink;
@@ -80,7 +79,7 @@ pub struct Running {
     metrics_writer: MetricsWriter,
     updates: Receiver<client::ConfigUpdate>,
     /// Kept to count what a stuck sender leaves in the queue at shutdown.
-    leftover: Receiver<Event>,
+    leftover: sender::Queue,
     poller_stop: Arc<AtomicBool>,
     poller: JoinHandle<()>,
     sender: JoinHandle<()>,
@@ -358,8 +357,7 @@ impl Running {
             return Err(EXIT_RUNTIME);
         }
 
-        let (tx, rx) = crossbeam_channel::bounded(a.queue_capacity);
-        let leftover = rx.clone();
+        let (tx, rx) = sender::queue(a.queue_capacity);
         let mut sinks = local_sinks(&a, &metrics);
         let (updates_tx, updates) = crossbeam_channel::bounded::<client::ConfigUpdate>(4);
         let client = match endpoint {
@@ -398,7 +396,7 @@ impl Running {
             }
         }
         let sender = sender::SenderThread {
-            rx,
+            rx: rx.clone(),
             attribution: crate::attribution::Attributor::new(
                 cgroup_root,
                 Arc::clone(&metrics.attribution),
@@ -420,7 +418,7 @@ impl Running {
             applier,
             metrics_writer,
             updates,
-            leftover,
+            leftover: rx,
             poller_stop,
             poller,
             sender,
@@ -479,13 +477,11 @@ impl Running {
             // The sender is stuck (a sink that does not return): take what
             // it never will, and count it per observer, so the accounting
             // closes.
-            let mut abandoned = 0u64;
-            while let Ok(ev) = self.leftover.try_recv() {
+            let (abandoned, _) = self.leftover.take(usize::MAX, |ev| {
                 if let Some(obs) = index_of(ev.kind.observer()) {
                     metrics.shutdown_abandoned[obs].fetch_add(1, Relaxed);
                 }
-                abandoned += 1;
-            }
+            });
             log::error!(
                 "the sender did not finish within {}s; {abandoned} queued events abandoned (counted)",
                 timeout.as_secs()

@@ -1,7 +1,7 @@
-//! The poller thread: ring buffers -> events -> bounded channel.
+//! The poller thread: ring buffers -> events -> bounded queue.
 //!
 //! This is the hot path. Per record it parses (no allocation), builds a
-//! `Copy` event and `try_send`s it. A full channel is a counted queue drop:
+//! `Copy` event and queues it. A full queue is a counted queue drop:
 //! the poller never blocks, does no I/O and never waits on a sink or the
 //! controller.
 
@@ -213,12 +213,11 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::abi::{EventHeader, record_bytes};
-    use crate::event::Event;
     use crate::observer::network::{self, NetEvent, types};
     use std::cell::RefCell;
 
-    fn state(cap: usize) -> (PollState, crossbeam_channel::Receiver<Event>) {
-        let (tx, rx) = crossbeam_channel::bounded(cap);
+    fn state(cap: usize) -> (PollState, crate::sender::Queue) {
+        let (tx, rx) = crate::sender::queue(cap);
         let st = PollState {
             seq: Cell::new(0),
             offset: Cell::new(0),
@@ -271,7 +270,8 @@ mod tests {
         let malformed = m.malformed[0].load(Relaxed);
         assert_eq!(m.received[0].load(Relaxed), fed);
         assert_eq!(malformed + valid, fed);
-        let emitted = rx.try_iter().count() as u64;
+        let (emitted, _) = rx.take(usize::MAX, |_| ());
+        let emitted = emitted as u64;
         assert_eq!(
             emitted + m.queue_drops[0].load(Relaxed) + m.suppressed_for(0),
             valid,
@@ -297,7 +297,7 @@ mod tests {
             (m.received[0].load(Relaxed), m.queue_drops[0].load(Relaxed)),
             (5, 3)
         );
-        assert_eq!(rx.try_iter().count(), 2);
+        assert_eq!(rx.take(usize::MAX, |_| ()), (2, false));
         // records in the wrong ring buffer are malformed
         st.handle(1, &b);
         assert_eq!(m.malformed[1].load(Relaxed), 1);

@@ -14,10 +14,9 @@
 
 pub mod http;
 
-use crate::event::Event;
 use crate::metrics::{Metrics, SinkId};
 use crate::observers::NAMES as OBSERVER_NAMES;
-use crate::sink::{Sink, SinkResult};
+use crate::sink::{Line, Sink, SinkResult};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use http::{Client, HttpError, Response};
 use std::sync::atomic::Ordering::Relaxed;
@@ -64,16 +63,11 @@ impl ControllerSink {
 }
 
 impl Sink for ControllerSink {
-    fn write_batch(
-        &mut self,
-        _events: &[Event],
-        lines: &[std::ops::Range<usize>],
-        buf: &str,
-    ) -> SinkResult {
+    fn write_batch(&mut self, lines: &[Line], buf: &str) -> SinkResult {
         let mut r = SinkResult::default();
-        for range in lines {
+        for l in lines {
             // Without the trailing newline: the line is one JSON object.
-            let line = buf[range.clone()].trim_end_matches('\n');
+            let line = buf[l.range.clone()].trim_end_matches('\n');
             match self.tx.try_send(line.to_string()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => r.dropped += 1,

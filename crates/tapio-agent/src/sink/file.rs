@@ -12,8 +12,7 @@
 //!   bytes; each removal is counted.
 //! - Nothing here panics on an I/O error.
 
-use crate::event::Event;
-use crate::sink::{Sink, SinkResult};
+use crate::sink::{Line, Sink, SinkResult};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -253,12 +252,7 @@ impl FileSink {
 }
 
 impl Sink for FileSink {
-    fn write_batch(
-        &mut self,
-        events: &[Event],
-        lines: &[std::ops::Range<usize>],
-        buf: &str,
-    ) -> SinkResult {
+    fn write_batch(&mut self, lines: &[Line], buf: &str) -> SinkResult {
         let now = (self.now)();
         let now_hour = hour_of(now);
         self.retention(now_hour);
@@ -271,8 +265,12 @@ impl Sink for FileSink {
         let mut current: Option<(u64, Part)> = None;
         let mut group = 0..0;
         let mut count = 0u64;
-        for (ev, range) in events.iter().zip(lines) {
-            let hour = hour_of(ev.timestamp_ns);
+        for Line {
+            range,
+            timestamp_ns,
+        } in lines
+        {
+            let hour = hour_of(*timestamp_ns);
             let part = if hour < sealed_below {
                 Part::Late
             } else {
@@ -325,6 +323,7 @@ impl FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
     use crate::event::EventKind;
     use crate::observer::storage::StorageFacts;
     use crate::observers::Facts;
@@ -349,14 +348,17 @@ mod tests {
         }
     }
 
-    fn batch(events: &[Event]) -> (String, Vec<std::ops::Range<usize>>) {
+    fn batch(events: &[Event]) -> (String, Vec<Line>) {
         let mut buf = String::new();
         let mut lines = Vec::new();
         for e in events {
             let start = buf.len();
             e.write_json("t", &mut buf);
             buf.push('\n');
-            lines.push(start..buf.len());
+            lines.push(Line {
+                range: start..buf.len(),
+                timestamp_ns: e.timestamp_ns,
+            });
         }
         (buf, lines)
     }
@@ -413,7 +415,7 @@ mod tests {
             ev(4, hour_of(T0) * HOUR_NS - 1), // 05:59:59.999999999: late
         ];
         let (buf, lines) = batch(&events);
-        let r = s.write_batch(&events, &lines, &buf);
+        let r = s.write_batch(&lines, &buf);
         assert_eq!(r, SinkResult::default());
         let h = hour_of(T0);
         assert_eq!(lines_in(&store::path(&dir, h, Part::Primary)).len(), 1);
@@ -435,7 +437,7 @@ mod tests {
         let mut s = FileSink::with_clock(cfg, now_t0);
         let events = [ev(1, T0), ev(2, T0)];
         let (buf, lines) = batch(&events);
-        let r = s.write_batch(&events, &lines, &buf);
+        let r = s.write_batch(&lines, &buf);
         assert_eq!(
             r,
             SinkResult {
@@ -450,7 +452,7 @@ mod tests {
         );
         // primary comes back
         std::fs::remove_file(&dir).unwrap();
-        let r = s.write_batch(&events[..1], &lines[..1], &buf[lines[0].clone()]);
+        let r = s.write_batch(&lines[..1], &buf[lines[0].range.clone()]);
         assert_eq!(r, SinkResult::default());
         assert_eq!(
             lines_in(&store::path(&dir, hour_of(T0), Part::Primary)).len(),
@@ -468,7 +470,7 @@ mod tests {
         let events = [ev(1, T0), ev(2, T0), ev(3, T0)];
         let (buf, lines) = batch(&events);
         assert_eq!(
-            s.write_batch(&events, &lines, &buf),
+            s.write_batch(&lines, &buf),
             SinkResult {
                 failures: 1,
                 dropped: 3,
@@ -492,7 +494,7 @@ mod tests {
         let mut s = FileSink::with_clock(cfg, now_t0);
         let events = [ev(1, T0)];
         let (buf, lines) = batch(&events);
-        s.write_batch(&events, &lines, &buf);
+        s.write_batch(&lines, &buf);
         // 100h old: age. Then 50h, 3h: over 2500 bytes.
         let left: Vec<u64> = store::list(&dir)
             .unwrap()

@@ -4,19 +4,20 @@
 pub mod file;
 pub mod stdout;
 
-use crate::event::Event;
+/// One event of a batch: where its JSON line lies in the batch's buffer
+/// (ending in `\n`), and the event's time, which picks its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub range: std::ops::Range<usize>,
+    pub timestamp_ns: u64,
+}
 
 /// A destination for events. Implementations never panic on I/O errors:
 /// they report them, and count what they could not write.
 pub trait Sink {
-    /// Writes a batch. `lines` holds the JSON line of each event (same
-    /// order, each ending in `\n`), serialized once for all sinks.
-    fn write_batch(
-        &mut self,
-        events: &[Event],
-        lines: &[std::ops::Range<usize>],
-        buf: &str,
-    ) -> SinkResult;
+    /// Writes a batch: the lines of `buf`, one per event, in order,
+    /// serialized once for all sinks.
+    fn write_batch(&mut self, lines: &[Line], buf: &str) -> SinkResult;
 
     /// Flushes buffered output (called at the end of each batch and at
     /// shutdown).

@@ -1,7 +1,6 @@
 //! JSON lines on standard output.
 
-use crate::event::Event;
-use crate::sink::{Sink, SinkResult};
+use crate::sink::{Line, Sink, SinkResult};
 use std::io::Write;
 
 pub struct StdoutSink {
@@ -17,18 +16,13 @@ impl StdoutSink {
 }
 
 impl Sink for StdoutSink {
-    fn write_batch(
-        &mut self,
-        events: &[Event],
-        _lines: &[std::ops::Range<usize>],
-        buf: &str,
-    ) -> SinkResult {
+    fn write_batch(&mut self, lines: &[Line], buf: &str) -> SinkResult {
         let mut lock = self.out.lock();
         match lock.write_all(buf.as_bytes()).and_then(|_| lock.flush()) {
             Ok(()) => SinkResult::default(),
             Err(_) => SinkResult {
                 failures: 1,
-                dropped: events.len() as u64,
+                dropped: lines.len() as u64,
                 fallback: 0,
             },
         }
