@@ -7,7 +7,7 @@
 
 pub use crate::observers::Facts;
 use std::net::IpAddr;
-use tapio_common::decimal::div10;
+use tapio_common::decimal::{digits, div10};
 use tapio_common::time::Rfc3339Cache;
 pub use tapio_wire::EventKind;
 use tapio_wire::Severity;
@@ -110,8 +110,48 @@ fn put(out: &mut String, s: &str) {
     unsafe {
         let v = out.as_mut_vec();
         let len = v.len();
-        std::ptr::copy_nonoverlapping(s.as_ptr(), v.as_mut_ptr().add(len), s.len());
+        copy_bytes(s.as_ptr(), v.as_mut_ptr().add(len), s.len());
         v.set_len(len + s.len());
+    }
+}
+
+/// Copies `n` bytes from `src` to `dst`. Up to 32 bytes, the length of
+/// most of a line's variable pieces (digits, addresses, the comm, the
+/// timestamp), as two overlapping loads and stores in line; longer ones
+/// with `memcpy`, which for short copies cost a call and a size dispatch
+/// each (docs/budgets.md, "CPU per event").
+///
+/// # Safety
+/// `src` is valid for reads and `dst` for writes of `n` bytes, and the two
+/// do not overlap.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, n: usize) {
+    use std::ptr::{read_unaligned as load, write_unaligned as store};
+    // SAFETY: each branch touches only bytes below `n` of both buffers
+    // (the two halves overlap when `n` is below twice their width).
+    unsafe {
+        if n > 32 {
+            std::ptr::copy_nonoverlapping(src, dst, n);
+        } else if n >= 16 {
+            let (a, b) = (
+                load(src.cast::<u128>()),
+                load(src.add(n - 16).cast::<u128>()),
+            );
+            store(dst.cast::<u128>(), a);
+            store(dst.add(n - 16).cast::<u128>(), b);
+        } else if n >= 8 {
+            let (a, b) = (load(src.cast::<u64>()), load(src.add(n - 8).cast::<u64>()));
+            store(dst.cast::<u64>(), a);
+            store(dst.add(n - 8).cast::<u64>(), b);
+        } else if n >= 4 {
+            let (a, b) = (load(src.cast::<u32>()), load(src.add(n - 4).cast::<u32>()));
+            store(dst.cast::<u32>(), a);
+            store(dst.add(n - 4).cast::<u32>(), b);
+        } else if n > 0 {
+            *dst = *src;
+            *dst.add(n / 2) = *src.add(n / 2);
+            *dst.add(n - 1) = *src.add(n - 1);
+        }
     }
 }
 
@@ -130,6 +170,16 @@ unsafe fn put_ascii(out: &mut String, b: &[u8]) {
     debug_assert!(b.is_ascii());
     // SAFETY: ASCII is UTF-8 (the caller's contract).
     put(out, unsafe { std::str::from_utf8_unchecked(b) });
+}
+
+/// Appends `v` in decimal (`tapio_common::decimal`: no division
+/// instruction).
+#[inline(always)]
+fn put_u64(out: &mut String, v: u64) {
+    let mut b = [0u8; 20];
+    let at = digits(v, &mut b);
+    // SAFETY: decimal digits.
+    unsafe { put_ascii(out, &b[at..]) };
 }
 
 /// Appends the decimal text of an IPv4 octet at `b[n..]`, returning the
@@ -224,16 +274,28 @@ impl<'a> Json<'a> {
         put(self.out, m);
     }
 
-    pub fn num<T: itoa::Integer>(&mut self, k: &str, v: T) {
+    pub fn num<T: Into<u64>>(&mut self, k: &str, v: T) {
         self.key(k);
-        put(self.out, itoa::Buffer::new().format(v));
+        put_u64(self.out, v.into());
     }
 
     /// `k` only when there is a value: an unknown fact is left out, never
     /// written as 0.
-    pub fn num_opt<T: itoa::Integer>(&mut self, k: &str, v: Option<T>) {
+    pub fn num_opt<T: Into<u64>>(&mut self, k: &str, v: Option<T>) {
         if let Some(v) = v {
             self.num(k, v);
+        }
+    }
+
+    /// A signed number, left out when unknown.
+    pub fn int_opt<T: Into<i64>>(&mut self, k: &str, v: Option<T>) {
+        if let Some(v) = v {
+            let v: i64 = v.into();
+            self.key(k);
+            if v < 0 {
+                put(self.out, "-");
+            }
+            put_u64(self.out, v.unsigned_abs());
         }
     }
 
@@ -245,10 +307,12 @@ impl<'a> Json<'a> {
                 let mut b = *b"\"000.000.000.000\"";
                 let [o0, o1, o2, o3] = a.octets();
                 let mut n = put_octet(&mut b, 1, o0);
-                for o in [o1, o2, o3] {
-                    b[n] = b'.';
-                    n = put_octet(&mut b, n + 1, o);
-                }
+                b[n] = b'.';
+                n = put_octet(&mut b, n + 1, o1);
+                b[n] = b'.';
+                n = put_octet(&mut b, n + 1, o2);
+                b[n] = b'.';
+                n = put_octet(&mut b, n + 1, o3);
                 b[n] = b'"';
                 // SAFETY: digits, dots and quotes.
                 unsafe { put_ascii(self.out, &b[..=n]) };
@@ -326,7 +390,7 @@ impl LineWriter {
         // The id, `<instance>-<seq>`, is unique per agent instance and the
         // same on every resend.
         put(out, &self.id_prefix);
-        put(out, itoa::Buffer::new().format(ev.seq));
+        put_u64(out, ev.seq);
         if self.head_of != Some((ev.kind, ev.severity)) {
             self.head.clear();
             for piece in [
@@ -347,7 +411,7 @@ impl LineWriter {
         // and no allocation.
         put(out, self.clock.format(ev.timestamp_ns));
         put(out, "\",\"config_generation\":");
-        put(out, itoa::Buffer::new().format(ev.config_generation));
+        put_u64(out, ev.config_generation.into());
         put(out, ",\"facts\":{");
         let mut j = Json { out, first: true };
         ev.facts.write_json(&mut j);
@@ -493,6 +557,48 @@ mod tests {
                     assert_eq!(reused, fresh);
                 }
             }
+        }
+    }
+
+    /// Every length from empty to past the in-line copies, appended after
+    /// every offset, against `push_str`.
+    #[test]
+    fn put_copies_every_length_exactly() {
+        let text: String = (0..80u8).map(|i| char::from(b'!' + i % 90)).collect();
+        for pre in 0..9 {
+            for n in 0..=text.len() {
+                let mut fast = "x".repeat(pre);
+                let mut slow = fast.clone();
+                put(&mut fast, &text[..n]);
+                slow.push_str(&text[..n]);
+                put(&mut fast, "|");
+                slow.push('|');
+                assert_eq!(fast, slow, "{pre} {n}");
+            }
+        }
+    }
+
+    /// Numbers, signed and unsigned, at their edges, against the standard
+    /// library's text.
+    #[test]
+    fn numbers_are_the_standard_text() {
+        for v in [0u64, 9, 10, 65_535, u64::from(u32::MAX) + 1, u64::MAX] {
+            let mut s = String::new();
+            Json {
+                out: &mut s,
+                first: true,
+            }
+            .num("n", v);
+            assert_eq!(s, format!("\"n\":{v}"));
+        }
+        for v in [i64::MIN, -32_768, -1, 0, 1, 255, i64::MAX] {
+            let mut s = String::new();
+            Json {
+                out: &mut s,
+                first: true,
+            }
+            .int_opt("n", Some(v));
+            assert_eq!(s, format!("\"n\":{v}"));
         }
     }
 

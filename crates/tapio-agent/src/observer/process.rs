@@ -80,12 +80,12 @@ impl ProcessFacts {
         j.comm("comm", &self.comm);
         j.num("cgroup_id", self.cgroup_id);
         j.num_opt("ppid", self.ppid);
-        j.num_opt("exit_code", self.exit_code);
+        j.int_opt("exit_code", self.exit_code);
         j.num_opt("signal", self.signal);
         j.num_opt("memcg_id", self.memcg_id);
         j.num_opt("total_vm_kb", self.total_vm_kb);
         j.num_opt("rss_kb", self.rss_kb);
-        j.num_opt("oom_score_adj", self.oom_score_adj);
+        j.int_opt("oom_score_adj", self.oom_score_adj);
         if let Some(f) = &self.filename {
             j.str("filename", &crate::abi::c_str(&f[..]));
         }
