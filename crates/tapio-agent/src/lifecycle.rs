@@ -202,11 +202,8 @@ fn start_client(
     p: ClientParts,
     sinks: &mut Vec<(SinkId, Box<dyn Sink + Send>)>,
 ) -> Result<JoinHandle<()>, i32> {
-    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(a.controller_queue);
-    sinks.push((
-        SinkId::Controller,
-        Box::new(client::ControllerSink::new(ctl_tx)),
-    ));
+    let (sink, ctl_rx, spare) = client::line_queues(a.controller_queue);
+    sinks.push((SinkId::Controller, Box::new(sink)));
     log::info!(
         "controller {}: plaintext HTTP (trusted network only){}",
         p.ep,
@@ -225,6 +222,7 @@ fn start_client(
         http,
         cfg: p.identity,
         rx: ctl_rx,
+        spare,
         metrics: p.metrics,
         shared: p.shared,
         applied: p.applied,

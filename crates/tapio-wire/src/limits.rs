@@ -101,6 +101,9 @@ pub const HTTP_IDLE_TIMEOUT_SECS: u64 = 60;
 pub const HTTP_CLIENT_REUSE_SECS: u64 = 45;
 /// Largest agent queue (`--queue-capacity`, `--controller-queue`).
 pub const MAX_AGENT_QUEUE: usize = 1 << 20;
+/// Emptied line strings the agent's controller client hands back to the
+/// sender for reuse (at about 400 bytes each, ~200 KiB at most).
+pub const CONTROLLER_SPARE_LINES: usize = 512;
 /// `GET /v1/status`: agents per page when `limit` is not given, and the
 /// most a page holds whatever `limit` says.
 pub const STATUS_PAGE_DEFAULT: usize = 500;

@@ -2,7 +2,9 @@
 //!
 //! The sender thread hands each event's JSON line to a bounded queue
 //! ([`ControllerSink`]); a full queue is a counted drop
-//! (`tapio_sink_dropped_events_total{sink="controller"}`). This thread
+//! (`tapio_sink_dropped_events_total{sink="controller"}`). The strings
+//! come back once their batch is done, so a steady stream allocates
+//! nothing per event. This thread
 //! turns the queue into batches and talks to the controller: hello, config
 //! polls with If-None-Match, heartbeats, event batches with bounded
 //! exponential backoff and jitter. Local sinks never wait for any of it,
@@ -51,15 +53,21 @@ pub struct ConfigUpdate {
     pub response: ConfigResponse,
 }
 
-/// The sender's side: event lines into a bounded queue.
+/// The sender's side: event lines into a bounded queue. Each line is
+/// copied into a string the client gave back (`spare`) when there is one:
+/// a new one is allocated only when more lines are in flight than the
+/// client has returned (`CONTROLLER_SPARE_LINES`).
 pub struct ControllerSink {
     tx: Sender<String>,
+    spare: Receiver<String>,
 }
 
-impl ControllerSink {
-    pub fn new(tx: Sender<String>) -> Self {
-        ControllerSink { tx }
-    }
+/// The two queues between the sender's [`ControllerSink`] and the
+/// client: lines out, emptied strings back.
+pub fn line_queues(capacity: usize) -> (ControllerSink, Receiver<String>, Sender<String>) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let (spare_tx, spare) = crossbeam_channel::bounded(tapio_wire::limits::CONTROLLER_SPARE_LINES);
+    (ControllerSink { tx, spare }, rx, spare_tx)
 }
 
 impl Sink for ControllerSink {
@@ -68,7 +76,10 @@ impl Sink for ControllerSink {
         for l in lines {
             // Without the trailing newline: the line is one JSON object.
             let line = buf[l.range.clone()].trim_end_matches('\n');
-            match self.tx.try_send(line.to_string()) {
+            let mut s = self.spare.try_recv().unwrap_or_default();
+            s.clear();
+            s.push_str(line);
+            match self.tx.try_send(s) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => r.dropped += 1,
             }
@@ -94,6 +105,8 @@ pub struct ClientThread {
     pub http: Client,
     pub cfg: ClientConfig,
     pub rx: Receiver<String>,
+    /// Lines whose batch is done go back to the sink here.
+    pub spare: Sender<String>,
     pub metrics: Arc<Metrics>,
     pub shared: crate::config::SharedConfig,
     pub applied: Arc<Mutex<Applied>>,
@@ -303,6 +316,16 @@ impl ClientThread {
         b
     }
 
+    /// Hands a finished batch's strings back to the sink, as many as the
+    /// spare queue takes; the rest are freed.
+    fn give_back(&self, p: Option<Pending>) {
+        for line in p.into_iter().flat_map(|p| p.lines) {
+            if self.spare.try_send(line).is_err() {
+                break;
+            }
+        }
+    }
+
     /// Gives a batch up. Its events are counted as dropped, or, when an
     /// attempt may have reached the controller, as unconfirmed: they may be
     /// in the export, and the sequence/id de-duplication keeps them once.
@@ -489,7 +512,7 @@ impl ClientThread {
         };
         match self.send_batch(p) {
             Ok(known) => {
-                out.pending = None;
+                self.give_back(out.pending.take());
                 known
             }
             Err(()) if p.attempts >= self.cfg.max_attempts => {
@@ -497,7 +520,7 @@ impl ClientThread {
                     .fetch_add(1, Relaxed);
                 self.metrics.sink_failures[SinkId::Controller as usize].fetch_add(1, Relaxed);
                 self.drop_batch(p, "retries exhausted");
-                out.pending = None;
+                self.give_back(out.pending.take());
                 true
             }
             Err(()) => {
@@ -700,6 +723,29 @@ fn encode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A string the client gives back carries the next line: the sink
+    /// allocates only when none is spare. A full queue is a counted drop.
+    #[test]
+    fn the_sink_reuses_the_strings_the_client_gives_back() {
+        let (mut sink, rx, spare) = line_queues(2);
+        let buf = "{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let line = |range: std::ops::Range<usize>| Line {
+            range,
+            timestamp_ns: 1,
+        };
+        let r = sink.write_batch(&[line(0..8), line(8..16), line(16..24)], buf);
+        assert_eq!(r.dropped, 1, "the queue holds two lines");
+        let (a, b) = (rx.try_recv().unwrap(), rx.try_recv().unwrap());
+        assert_eq!((a.as_str(), b.as_str()), ("{\"a\":1}", "{\"b\":2}"));
+        let at = a.as_ptr();
+        spare.try_send(a).unwrap();
+        let r = sink.write_batch(&[line(16..24)], buf);
+        assert_eq!(r, SinkResult::default());
+        let c = rx.try_recv().unwrap();
+        assert_eq!(c, "{\"c\":3}");
+        assert_eq!(c.as_ptr(), at, "the given-back string was reused");
+    }
+
     #[test]
     fn failed_config_polls_back_off_and_a_success_resets() {
         let every = Duration::from_secs(10);
