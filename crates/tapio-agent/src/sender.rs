@@ -77,15 +77,18 @@ pub struct Handoff {
     /// Queued since the sender was last woken.
     queued: Cell<usize>,
     /// Within a round the sender is woken once this many events wait
-    /// (1/16 of the queue), so that it drains while the poller still
+    /// (1/4 of the queue), so that it drains while the poller still
     /// fills: a late poll round can hold more records than the queue.
-    /// Waking a sender that is already busy costs no context switch.
+    /// Waking a sender that is already busy costs no context switch, but
+    /// one that drained and parked costs two: at 1/16 the sender parked
+    /// and woke about 2.5 times per round in the storm, at 1/4 about 1.5,
+    /// with no more queue drops (docs/budgets.md).
     wake_every: usize,
 }
 
 impl Handoff {
     pub fn new(tx: rtrb::Producer<Event>, sender: Thread) -> Handoff {
-        let wake_every = (tx.buffer().capacity() / 16).max(1);
+        let wake_every = (tx.buffer().capacity() / 4).max(1);
         Handoff {
             tx: Some(RefCell::new(tx)),
             sender,
@@ -273,7 +276,7 @@ mod tests {
             }
         });
         let h = Handoff::new(tx, receiver.thread().clone());
-        // 1/16 of 8 rounds up to 1: each event wakes it.
+        // 1/4 of 8 is 2: the second event wakes it, the wake() the third.
         for seq in 1..=3 {
             assert!(h.send(ev(seq)));
         }
