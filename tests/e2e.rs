@@ -99,7 +99,9 @@ fn a_killed_controller_loses_nothing_uncounted() {
             .as_array()
             .is_some_and(|a| !a.is_empty())
     });
-    let p1 = closed_port();
+    // Three distinct ports, taken at once: one handed out twice would mix
+    // the phases' events.
+    let [p1, p2, p3] = closed_ports();
     refuse(p1, 30);
     wait_until("first export", Duration::from_secs(10), || {
         ids_for_port(&read_dir_events(&export), p1).len() >= 30
@@ -125,12 +127,10 @@ fn a_killed_controller_loses_nothing_uncounted() {
     // SIGKILL mid-run, events while it is down, then a restart on the same port
     c.signal("KILL");
     std::thread::sleep(Duration::from_millis(300));
-    let p2 = closed_port();
     refuse(p2, 30);
     std::thread::sleep(Duration::from_millis(500));
     drop(c);
     let c = Linked::controller_on(port, &export);
-    let p3 = closed_port();
     refuse(p3, 30);
     wait_until("re-hello", Duration::from_secs(20), || {
         c.status()["agents"][0]["instances"][0]["last_hello_age_secs"].is_u64()
