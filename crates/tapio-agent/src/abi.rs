@@ -259,8 +259,14 @@ pub fn record_bytes<T: Copy>(rec: &T) -> Vec<u8> {
 /// A NUL-terminated (or full-length) C string field as text; invalid UTF-8
 /// is replaced, never trusted.
 pub fn c_str(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(c_bytes(bytes))
+}
+
+/// The bytes of a fixed-size C string up to its NUL (all of them without
+/// one).
+pub fn c_bytes(bytes: &[u8]) -> &[u8] {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end])
+    &bytes[..end]
 }
 
 #[cfg(test)]

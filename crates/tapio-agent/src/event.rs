@@ -194,12 +194,20 @@ fn put_octet(b: &mut [u8; 17], mut n: usize, o: u8) -> usize {
         n += 1;
         v -= 100 * h;
     }
+    let tens = div10(v);
     if o >= 10 {
-        b[n] = b'0' + div10(v) as u8;
+        b[n] = b'0' + tens as u8;
         n += 1;
     }
-    b[n] = b'0' + (v - 10 * div10(v)) as u8;
+    b[n] = b'0' + (v - 10 * tens) as u8;
     n + 1
+}
+
+/// A byte a JSON string carries as is, with no escape and no UTF-8 repair:
+/// printable ASCII other than `"` and `\`.
+#[inline(always)]
+fn plain(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
 }
 
 /// The text of a comm that needs no JSON escape and no UTF-8 repair:
@@ -207,11 +215,8 @@ fn put_octet(b: &mut [u8; 17], mut n: usize, o: u8) -> usize {
 /// always are; the rest takes the lossy, escaping path.
 #[inline(always)]
 fn plain_comm(c: &Comm) -> Option<&[u8]> {
-    let end = c.0.iter().position(|&b| b == 0).unwrap_or(c.0.len());
-    let b = &c.0[..end];
-    b.iter()
-        .all(|&x| (0x20..0x7f).contains(&x) && x != b'"' && x != b'\\')
-        .then_some(b)
+    let b = crate::abi::c_bytes(&c.0);
+    b.iter().all(|&x| plain(x)).then_some(b)
 }
 
 /// Writes the members of a JSON object without an allocation per value.
@@ -287,10 +292,7 @@ impl<'a> Json<'a> {
     /// A fixed identifier (`ipv4`, an errno's name, a TCP state): text
     /// of the program's own, which needs no escape.
     pub fn word(&mut self, k: &str, v: &'static str) {
-        debug_assert!(
-            v.bytes()
-                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        );
+        debug_assert!(v.bytes().all(plain));
         self.key(k);
         put(self.out, "\"");
         put(self.out, v);

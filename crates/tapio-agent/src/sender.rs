@@ -59,11 +59,14 @@ impl Queue {
         if n == 0 {
             return (0, gone);
         }
-        if let Ok(mut chunk) = rx.read_chunk(n) {
-            let (a, b) = chunk.as_mut_slices();
-            a.iter_mut().chain(b.iter_mut()).for_each(&mut f);
-            chunk.commit_all();
-        }
+        // `n` slots are readable, so the chunk is always granted; were it
+        // not, nothing was taken.
+        let Ok(mut chunk) = rx.read_chunk(n) else {
+            return (0, gone);
+        };
+        let (a, b) = chunk.as_mut_slices();
+        a.iter_mut().chain(b.iter_mut()).for_each(&mut f);
+        chunk.commit_all();
         (n, false)
     }
 }
