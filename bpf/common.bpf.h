@@ -17,15 +17,24 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Each object defines TAPIO_RINGBUF_BYTES to its tapio_abi.h size before
- * including this header. */
-#ifndef TAPIO_RINGBUF_BYTES
-#error "define TAPIO_RINGBUF_BYTES (a TAPIO_RINGBUF_*_BYTES of tapio_abi.h) first"
-#endif
+/*
+ * The observer's rings, one entry per CPU (tapio_abi.h). The agent sets
+ * the array's size to the number of possible CPUs, creates the rings,
+ * gives the first one to libbpf as the inner map's template (so each ring
+ * has the template's size, which kernels before 5.10 also require), and
+ * fills every entry before it attaches the programs. The size here only
+ * makes the template valid on its own.
+ */
+struct tapio_ring {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, TAPIO_RINGBUF_MIN_BYTES);
+};
 
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, TAPIO_RINGBUF_BYTES);
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct tapio_ring);
 } events SEC(".maps");
 
 struct {
@@ -122,16 +131,29 @@ static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config 
 	return tapio_cfg_read(snap) ? snap : 0;
 }
 
+/* This CPU's ring, or NULL (an entry the agent did not fill: never seen,
+ * since it fills one for every possible CPU). A program runs on one CPU
+ * from start to end, so its reserve and its submit find the same ring. */
+static __always_inline void *tapio_ring(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&events, &cpu);
+}
+
 /*
- * Reserve a record of `size` bytes, zeroed, with the header stamped.
- * Counts the attempt, and a reserve failure as ringbuf_lost.
+ * Reserve a record of `size` bytes in this CPU's ring, zeroed, with the
+ * header stamped. Counts the attempt, and a reserve failure as
+ * ringbuf_lost.
  */
 static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32 size, __u16 type)
 {
-	struct tapio_event_header *hdr;
+	struct tapio_event_header *hdr = 0;
+	void *ring = tapio_ring();
 
 	tapio_count(TAPIO_CNT_ATTEMPTS);
-	hdr = bpf_ringbuf_reserve(&events, size, 0);
+	if (ring)
+		hdr = bpf_ringbuf_reserve(ring, size, 0);
 	if (!hdr) {
 		tapio_count(TAPIO_CNT_RINGBUF_LOST);
 		return 0;
@@ -145,16 +167,18 @@ static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32
 }
 
 /*
- * Submit without waking the reader, unless enough bytes are pending: the
- * reader polls with a short timeout anyway. One wakeup per record costs the
- * machine several times more than the record itself (docs/architecture.md).
+ * Submit without waking the reader, unless enough bytes are pending in
+ * this CPU's ring (ringbuf_wakeup_bytes, at most half the ring): the
+ * reader polls with a short timeout anyway, and drains every ring when it
+ * wakes. One wakeup per record costs the machine several times more than
+ * the record itself (docs/architecture.md).
  *
  * The pending bytes are looked at only on every TAPIO_WAKEUP_CHECK_EVERY-th
  * record a CPU tries to emit (its ATTEMPTS counter): reading the ring's
- * positions pulls cache lines the consumer and the other CPUs write, and on
- * every record it cost more than the rest of the record together
- * (docs/budgets.md). The pending bytes can so pass `ringbuf_wakeup_bytes`
- * by at most that many records per CPU before a wakeup is forced.
+ * positions pulls cache lines the consumer writes, and on every record it
+ * cost more than the rest of the record together (docs/budgets.md). The
+ * pending bytes can so pass the threshold by at most that many records per
+ * CPU before a wakeup is forced.
  */
 #define TAPIO_WAKEUP_CHECK_EVERY 16
 
@@ -163,11 +187,18 @@ static __always_inline void tapio_submit(const struct tapio_config *cfg, void *r
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u32 zero = 0, idx = TAPIO_CNT_ATTEMPTS, *consumer;
 	const __u64 *attempts = bpf_map_lookup_elem(&tapio_counters, &idx);
+	void *ring;
 
 	if (attempts && *(volatile const __u64 *)attempts % TAPIO_WAKEUP_CHECK_EVERY == 0 &&
-	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes) {
-		flags = BPF_RB_FORCE_WAKEUP;
-	} else {
+	    (ring = tapio_ring())) {
+		__u64 threshold = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 2;
+
+		if (cfg->ringbuf_wakeup_bytes < threshold)
+			threshold = cfg->ringbuf_wakeup_bytes;
+		if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold)
+			flags = BPF_RB_FORCE_WAKEUP;
+	}
+	if (flags == BPF_RB_NO_WAKEUP) {
 		/* The poller sleeps long: the first record wakes it (tapio_abi.h). */
 		consumer = bpf_map_lookup_elem(&tapio_consumer, &zero);
 		if (consumer && *(volatile __u32 *)consumer == TAPIO_CONSUMER_IDLE) {

@@ -25,8 +25,6 @@
  * moves the socket CLOSE -> SYN_SENT, and carried in `conns`. Nothing is
  * ever read from `current` in softirq or timer context.
  */
-/* The busiest observer: the largest ring (tapio_abi.h). */
-#define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_NETWORK_BYTES
 #include "common.bpf.h"
 
 TAPIO_KEEP_RECORD_BTF(tapio_net_event)

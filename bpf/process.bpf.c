@@ -23,8 +23,6 @@
  *    remembers that SIGKILL per CPU, and mark_victim checks it.
  *  - exec: sched_process_exec, only with exec_enabled.
  */
-/* Lower rate than the network observer: a smaller ring (tapio_abi.h). */
-#define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_PROCESS_BYTES
 #include "common.bpf.h"
 
 TAPIO_KEEP_RECORD_BTF(tapio_process_event)

@@ -22,8 +22,6 @@
  * pid/comm are not recorded: at issue time the current task is often a
  * kworker or the block layer's plug flush, not the submitter.
  */
-/* Lower rate than the network observer: a smaller ring (tapio_abi.h). */
-#define TAPIO_RINGBUF_BYTES TAPIO_RINGBUF_STORAGE_BYTES
 #include "common.bpf.h"
 
 TAPIO_KEEP_RECORD_BTF(tapio_storage_event)

@@ -26,14 +26,21 @@
 
 #define TAPIO_ABI_VERSION 3
 
-/* Ring buffer sizes, per observer (each ring is mapped twice into the
- * agent, so its size counts double in RSS; the low-rate observers get a
- * smaller one). The Rust mirror is tapio_wire::RING_BYTES_*; the profile
- * caps ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, half the smallest
- * ring, so that the wakeup threshold can fire on every ring. */
-#define TAPIO_RINGBUF_NETWORK_BYTES (512 * 1024)
-#define TAPIO_RINGBUF_STORAGE_BYTES (256 * 1024)
-#define TAPIO_RINGBUF_PROCESS_BYTES (256 * 1024)
+/* Ring buffers: each observer's programs emit into the ring of the CPU
+ * they run on ("events", a BPF_MAP_TYPE_ARRAY_OF_MAPS indexed by CPU, each
+ * entry a BPF_MAP_TYPE_RINGBUF), which the agent creates and inserts
+ * before it attaches the programs: two CPUs emitting into one ring fought
+ * over its lock and positions on every record (docs/budgets.md). The
+ * agent sizes them within the observer's bytes (tapio_wire::limits::
+ * RING_BYTES_*): as many rings as CPUs, each a power of two at most
+ * bytes / rings, but never one smaller than TAPIO_RINGBUF_MIN_BYTES, which
+ * is also the size of the inner map's template. With more CPUs than that
+ * allows, CPU c uses ring c % rings. Each ring is mapped twice into the
+ * agent, so its size counts double in RSS. The profile caps
+ * ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, and a program uses at
+ * most half of its own ring as the threshold, so that it can fire on every
+ * ring. */
+#define TAPIO_RINGBUF_MIN_BYTES (32 * 1024)
 #define TAPIO_WAKEUP_BYTES_MAX (128 * 1024)
 
 #define TAPIO_COMM_LEN 16

@@ -85,6 +85,7 @@ fn all_required_checks_pass_here_and_nothing_stays_loaded() {
         "map_type:hash",
         "map_type:percpu_array",
         "map_type:array",
+        "map_type:array_of_maps",
         "prog_type:tracing",
         "tracepoint:network/inet_sock_set_state",
         "tracepoint:storage/block_rq_complete",

@@ -1108,8 +1108,9 @@ fn an_observer_that_fails_to_load_does_not_stop_the_others() {
 }
 
 /// A ring buffer that overflows loses records, and counts each one: a
-/// 4 KiB ring (test hook) holds a few dozen records; the agent is
-/// stopped (SIGSTOP) while a burst of refused connects fills it.
+/// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
+/// records; the agent is stopped (SIGSTOP) while a burst of refused
+/// connects fills them.
 #[test]
 fn an_overflowing_ring_buffer_counts_every_lost_record() {
     if !kernel_and_hooks_available("network::ring_overflow") {

@@ -146,11 +146,27 @@ const BPF_MAP_CREATE: libc::c_long = 0;
 
 /// bpf(BPF_MAP_CREATE) for one map type; closes the map at once.
 fn create_map(map_type: u32, key: u32, value: u32, max_entries: u32) -> Result<(), std::io::Error> {
+    new_map(map_type, key, value, max_entries, None).map(drop)
+}
+
+/// bpf(BPF_MAP_CREATE): a new map, with `inner` as the template of its
+/// entries (a map of maps).
+fn new_map(
+    map_type: u32,
+    key: u32,
+    value: u32,
+    max_entries: u32,
+    inner: Option<&OwnedFd>,
+) -> Result<OwnedFd, std::io::Error> {
+    use std::os::fd::AsRawFd;
     let mut attr = [0u8; 128];
     attr[0..4].copy_from_slice(&map_type.to_ne_bytes());
     attr[4..8].copy_from_slice(&key.to_ne_bytes());
     attr[8..12].copy_from_slice(&value.to_ne_bytes());
     attr[12..16].copy_from_slice(&max_entries.to_ne_bytes());
+    if let Some(fd) = inner {
+        attr[20..24].copy_from_slice(&fd.as_raw_fd().to_ne_bytes());
+    }
     // SAFETY: bpf(2) reads `attr` (a zeroed union bpf_attr prefix of the
     // given size) and returns a new fd or -1.
     let fd = unsafe {
@@ -165,8 +181,14 @@ fn create_map(map_type: u32, key: u32, value: u32, max_entries: u32) -> Result<(
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the kernel just returned this fd to us; OwnedFd closes it.
-    drop(unsafe { OwnedFd::from_raw_fd(fd as i32) });
-    Ok(())
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// An array of ring buffers, as every observer keeps its rings (one per
+/// CPU, include/tapio_abi.h); closes both at once.
+fn create_ring_array(page: u32) -> Result<(), std::io::Error> {
+    let ring = new_map(27, 0, 0, page, None)?;
+    new_map(12, 4, 4, 1, Some(&ring)).map(drop)
 }
 
 fn errno_check(name: &str, what: &str, r: Result<(), std::io::Error>) -> Check {
@@ -234,6 +256,11 @@ fn probe_maps() -> Vec<Check> {
             create_map(ty, k, v, n),
         ));
     }
+    out.push(errno_check(
+        "map_type:array_of_maps",
+        "array_of_maps of ringbuf",
+        create_ring_array(page),
+    ));
     out
 }
 

@@ -9,7 +9,7 @@
 //! `storage:double_issue` (the storage program records every issue twice),
 //! `storage:inflight_entries:<n>` (the in-flight map holds n requests),
 //! `config:slow_write:<ms>` (every config write pauses halfway),
-//! `network:ring_bytes:<n>` (the network ring buffer holds n bytes),
+//! `<observer>:ring_bytes:<n>` (each of the observer's rings holds n bytes),
 //! `network:slot_collide` (every socket hashes to one of two owner slots),
 //! `network:slots_fail` (the programs with owner slots fail to load),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).

@@ -18,8 +18,8 @@ pub struct Observer {
     /// The skeleton, whatever its type: it holds the links (attachments).
     /// Dropping it detaches every program; the handles below stay valid.
     pub skel: Option<Box<dyn Send>>,
-    /// The ring buffer (an owned handle).
-    pub events: MapHandle,
+    /// Its ring buffers, one per possible CPU (owned handles).
+    pub rings: Vec<MapHandle>,
     /// Each loaded program's name and an owned fd (for its run counters:
     /// recursion misses), until `ProgramReaders` takes them.
     pub programs: Vec<(String, std::os::fd::OwnedFd)>,
@@ -34,11 +34,6 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// The observer's ring buffer map.
-    pub fn events_map(&self) -> &dyn MapCore {
-        &self.events
-    }
-
     /// Detaches every program (drops the skeleton and with it the links).
     pub fn detach(&mut self) {
         self.skel = None;
@@ -231,6 +226,87 @@ impl ProgramReaders {
     }
 }
 
+/// An observer's ring buffers, before they are in its `events` array
+/// (include/tapio_abi.h).
+pub struct Rings {
+    /// The distinct rings.
+    pub rings: Vec<MapHandle>,
+    /// The possible CPUs: CPU c emits into ring c % rings.
+    cpus: usize,
+}
+
+impl Rings {
+    /// Creates the rings of observer `index` ([`ring_layout`]), or, with
+    /// a test hook (crate::fault) `<observer>:ring_bytes:<n>`, as many
+    /// but of n bytes each (a power of two, at least a page).
+    pub fn create(index: usize) -> libbpf_rs::Result<Rings> {
+        let spec = &OBSERVERS[index];
+        let cpus = libbpf_rs::num_possible_cpus()?;
+        let (count, mut bytes) = ring_layout(spec.ring_bytes, cpus);
+        let hook = format!("{}:ring_bytes:", spec.wire.as_str());
+        if let Some(n) = crate::fault::values(&hook)
+            .into_iter()
+            .find_map(|n| n.parse::<u32>().ok())
+        {
+            bytes = n;
+        }
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let name = format!("{}_ring", spec.wire.as_str());
+        let rings = (0..count)
+            .map(|_| {
+                MapHandle::create(libbpf_rs::MapType::RingBuf, Some(&name), 0, 0, bytes, &opts)
+            })
+            .collect::<libbpf_rs::Result<Vec<_>>>()?;
+        Ok(Rings { rings, cpus })
+    }
+
+    /// Sizes the opened `events` array to the CPUs, with the first ring
+    /// as the template of its entries.
+    pub fn prepare(&self, events: &mut libbpf_rs::OpenMapMut<'_>) -> libbpf_rs::Result<()> {
+        use std::os::fd::AsFd;
+        let first = self
+            .rings
+            .first()
+            .ok_or_else(|| libbpf_rs::Error::from(std::io::Error::other("no ring to make")))?;
+        events.set_max_entries(self.cpus as u32)?;
+        events.set_inner_map_fd(first.as_fd())
+    }
+
+    /// Fills every CPU's entry of the loaded `events` array.
+    pub fn insert(&self, events: &dyn MapCore) -> libbpf_rs::Result<()> {
+        use std::os::fd::{AsFd, AsRawFd};
+        for cpu in 0..self.cpus {
+            let ring = &self.rings[cpu % self.rings.len()];
+            let key = (cpu as u32).to_ne_bytes();
+            let fd = ring.as_fd().as_raw_fd().to_ne_bytes();
+            events.update(&key, &fd, MapFlags::ANY)?;
+        }
+        Ok(())
+    }
+}
+
+/// How an observer's `total` ring bytes are laid out on `cpus` possible
+/// CPUs: (rings, bytes of each). One ring per CPU, each a power of two at
+/// most `total` / rings, but fewer rings, shared by CPUs, where that would
+/// make one smaller than `RING_BYTES_MIN` (include/tapio_abi.h). The rings
+/// never hold more than `total` together, however many CPUs there are,
+/// unless `total` itself is below the minimum.
+pub fn ring_layout(total: u32, cpus: usize) -> (usize, u32) {
+    let min = tapio_wire::limits::RING_BYTES_MIN;
+    let most = (total / min).max(1) as usize;
+    let rings = cpus.clamp(1, most);
+    let share = total / rings as u32;
+    let pow2 = if share == 0 {
+        0
+    } else {
+        1u32 << (31 - share.leading_zeros())
+    };
+    (rings, pow2.max(min))
+}
+
 /// Defines, for one skeleton type:
 /// - `fn $fn(index, config, prototypes) -> Observer`: opens it, turns off
 ///   the program variants this kernel cannot run (`$variants`), lets
@@ -273,9 +349,11 @@ macro_rules! loader {
             choose_variants(open.open_object_mut(), &($variants)(protos))?;
             #[allow(clippy::redundant_closure_call)]
             ($prepare)(&mut open, protos);
+            let rings = Rings::create(index)?;
+            rings.prepare(&mut open.maps.events)?;
             let mut skel = open.load()?;
             let counters_map = libbpf_rs::MapHandle::try_from(&skel.maps.tapio_counters)?;
-            let events = libbpf_rs::MapHandle::try_from(&skel.maps.events)?;
+            rings.insert(&skel.maps.events)?;
             // The first config, before the programs are attached.
             let mut config = $crate::config::ConfigSlots::open(
                 &skel.maps.tapio_config,
@@ -293,7 +371,7 @@ macro_rules! loader {
                 index,
                 programs,
                 skel: Some(Box::new(skel)),
-                events,
+                rings: rings.rings,
                 config: Some(config),
                 counters_map,
                 consumer: Some(consumer),
@@ -395,7 +473,7 @@ mod budgets {
     //! from the observer table. The lean gate prints this table
     //! (docs/budgets.md records it).
     use crate::observers::OBSERVERS;
-    use libbpf_rs::ObjectBuilder;
+    use libbpf_rs::{AsRawLibbpf, ObjectBuilder};
 
     #[test]
     fn bpf_objects_stay_within_budget() {
@@ -409,30 +487,57 @@ mod budgets {
                 .unwrap()
                 .open_memory(bytes)
                 .expect("object opens");
-            let maps: Vec<(String, u32, bool)> = obj
+            let maps: Vec<(String, u32, Option<libbpf_rs::MapType>)> = obj
                 .maps()
                 .map(|m| {
-                    let ring = m.map_type() == libbpf_rs::MapType::RingBuf;
                     (
                         m.name().to_string_lossy().into_owned(),
                         m.max_entries(),
-                        ring,
+                        Some(m.map_type()),
                     )
                 })
                 .collect();
             let (big_name, big, _) = maps
                 .iter()
-                .filter(|m| !m.2)
+                .filter(|m| m.0 != "events")
                 .max_by_key(|m| m.1)
                 .cloned()
                 .unwrap_or_default();
-            let ring: u32 = maps.iter().filter(|m| m.2).map(|m| m.1).sum();
             println!(
-                "BPF-BUDGET {name} {} {} {big} {big_name} {ring}",
+                "BPF-BUDGET {name} {} {} {big} {big_name} {}",
                 bytes.len(),
-                maps.len()
+                maps.len(),
+                spec.ring_bytes
             );
-            assert_eq!(ring, spec.ring_bytes, "{name}: its one ring buffer");
+            // Its rings: one array of them, and no other ring.
+            let rings: Vec<_> = maps
+                .iter()
+                .filter(|m| {
+                    m.2 == Some(libbpf_rs::MapType::RingBuf)
+                        || m.2 == Some(libbpf_rs::MapType::ArrayOfMaps)
+                })
+                .collect();
+            assert_eq!(rings.len(), 1, "{name}: one array of rings: {rings:?}");
+            assert_eq!(rings[0].0, "events", "{name}");
+            assert_eq!(rings[0].2, Some(libbpf_rs::MapType::ArrayOfMaps), "{name}");
+            // Its entries' template: a ring of the smallest size
+            // (TAPIO_RINGBUF_MIN_BYTES and its Rust mirror).
+            let events = obj
+                .maps()
+                .find(|m| m.name() == "events")
+                .expect("the events array");
+            // SAFETY: the pointer is the open object's own map, alive while
+            // `obj` is; bpf_map__inner_map returns NULL or a map of it.
+            let template = unsafe {
+                let inner = libbpf_sys::bpf_map__inner_map(events.as_libbpf_object().as_ptr());
+                assert!(!inner.is_null(), "{name}: events has an inner map");
+                (
+                    libbpf_sys::bpf_map__type(inner),
+                    libbpf_sys::bpf_map__max_entries(inner),
+                )
+            };
+            assert_eq!(template.0, libbpf_sys::BPF_MAP_TYPE_RINGBUF, "{name}");
+            assert_eq!(template.1, tapio_wire::limits::RING_BYTES_MIN, "{name}");
             assert!(
                 bytes.len() <= b.object_bytes,
                 "{name}: {} bytes > {}",
@@ -450,6 +555,51 @@ mod budgets {
                 "{name}: map {big_name} has {big} entries > {}",
                 b.largest_map_entries
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod ring_sizes {
+    use super::ring_layout;
+    use tapio_wire::limits::{RING_BYTES_MIN, RING_BYTES_NETWORK, RING_BYTES_STORAGE};
+
+    /// A ring per CPU while each gets at least the minimum, a power of
+    /// two; fewer, shared rings beyond that; never more bytes than the
+    /// observer's together.
+    #[test]
+    fn rings_split_the_observers_bytes_and_none_is_below_the_minimum() {
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 1), (1, 512 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 2), (2, 256 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 3), (3, 128 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 4), (4, 128 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_STORAGE, 2), (2, 128 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 16), (16, 32 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 64), (16, 32 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_STORAGE, 64), (8, 32 * 1024));
+        assert_eq!(ring_layout(RING_BYTES_NETWORK, 0), (1, 512 * 1024));
+        assert_eq!(ring_layout(4096, 8), (1, RING_BYTES_MIN));
+        for cpus in 0..=4096 {
+            for total in [
+                RING_BYTES_NETWORK,
+                RING_BYTES_STORAGE,
+                RING_BYTES_MIN,
+                4096,
+                1,
+            ] {
+                let (rings, b) = ring_layout(total, cpus);
+                assert!(
+                    rings >= 1 && rings <= cpus.max(1),
+                    "{total}/{cpus}: {rings}"
+                );
+                assert!(b.is_power_of_two(), "{total}/{cpus}: {b}");
+                assert!(b >= RING_BYTES_MIN, "{total}/{cpus}: {b}");
+                let all = u64::from(b) * rings as u64;
+                assert!(
+                    all <= u64::from(total.max(RING_BYTES_MIN)),
+                    "{total}/{cpus}: {rings} x {b}"
+                );
+            }
         }
     }
 }

@@ -233,15 +233,13 @@ fn size_from_hook(hook: &str, map: &mut libbpf_rs::OpenMapMut<'_>) {
 }
 
 /// The owner slots take no memory where their programs are not loaded
-/// (no BPF atomics: crate::prototypes). `network:ring_bytes:<n>`: a
-/// network ring a test can overflow.
+/// (no BPF atomics: crate::prototypes).
 fn network_prepare(open: &mut tapio_bpf::network::OpenNetworkSkel<'_>, protos: &Prototypes) {
     if !protos.bpf_atomics {
         if let Err(e) = open.maps.conn_slots.set_max_entries(1) {
             log::warn!("network: owner slots keep their full size: {e}");
         }
     }
-    size_from_hook("network:ring_bytes:", &mut open.maps.events);
 }
 
 /// `storage:inflight_entries:<n>`: an in-flight map a test can fill.

@@ -128,13 +128,15 @@ pub fn run(
     });
     let mut builder = RingBufferBuilder::new();
     for o in &observers {
-        let st = Rc::clone(&state);
-        let obs = o.index;
-        if let Err(e) = builder.add(o.events_map(), move |data: &[u8]| {
-            st.handle(obs, data);
-            0
-        }) {
-            log::error!("ring buffer of observer {obs}: {e}");
+        for (i, ring) in o.rings.iter().enumerate() {
+            let st = Rc::clone(&state);
+            let obs = o.index;
+            if let Err(e) = builder.add(ring, move |data: &[u8]| {
+                st.handle(obs, data);
+                0
+            }) {
+                log::error!("ring buffer {i} of observer {obs}: {e}");
+            }
         }
     }
     let rb = match builder.build() {

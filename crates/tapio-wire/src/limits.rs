@@ -22,12 +22,18 @@ impl Range {
 
 // ---- kernel-side sizes (include/tapio_abi.h)
 
-/// Ring buffer bytes per observer (`TAPIO_RINGBUF_*_BYTES`).
+/// Ring buffer bytes per observer, split into one ring per possible CPU,
+/// or fewer rings, shared by CPUs, so that none is smaller than
+/// [`RING_BYTES_MIN`] (include/tapio_abi.h). The low-rate observers get
+/// less.
 pub const RING_BYTES_NETWORK: u32 = 512 * 1024;
 pub const RING_BYTES_STORAGE: u32 = 256 * 1024;
 pub const RING_BYTES_PROCESS: u32 = 256 * 1024;
-/// The largest `ringbuf.wakeup_bytes`: half the smallest ring, so the
-/// threshold can fire on every ring (`TAPIO_WAKEUP_BYTES_MAX`).
+/// The smallest ring (`TAPIO_RINGBUF_MIN_BYTES`).
+pub const RING_BYTES_MIN: u32 = 32 * 1024;
+/// The largest `ringbuf.wakeup_bytes` (`TAPIO_WAKEUP_BYTES_MAX`). A
+/// program uses at most half of its own ring, so that the threshold can
+/// fire on every ring.
 pub const WAKEUP_BYTES_MAX: u32 = 128 * 1024;
 /// Most exit codes a profile may ignore: the kernel carrier's array
 /// (`TAPIO_MAX_IGNORED_EXIT_CODES`).
