@@ -81,6 +81,13 @@ static __always_inline void tapio_count(__u32 idx)
 		__sync_fetch_and_add(v, 1);
 }
 
+/* The leading bytes of struct tapio_config that an object's programs read,
+ * and so copy: all of it, unless the object defines fewer before it
+ * includes this header (its programs then read no field past them). */
+#ifndef TAPIO_CONFIG_READ_BYTES
+#define TAPIO_CONFIG_READ_BYTES sizeof(struct tapio_config)
+#endif
+
 /* Copies config slot `slot` into `snap`; whether the copy is whole (the
  * slot's seq was even before and unchanged after: tapio_abi.h). */
 static __always_inline bool tapio_cfg_copy(__u32 slot, struct tapio_config *snap)
@@ -92,7 +99,7 @@ static __always_inline bool tapio_cfg_copy(__u32 slot, struct tapio_config *snap
 		return false;
 	seq = *(volatile const __u32 *)&c->seq;
 	asm volatile("" ::: "memory");
-	__builtin_memcpy(snap, c, sizeof(*snap));
+	__builtin_memcpy(snap, c, TAPIO_CONFIG_READ_BYTES);
 	asm volatile("" ::: "memory");
 	return !(seq & 1) && *(volatile const __u32 *)&c->seq == seq;
 }
@@ -100,11 +107,9 @@ static __always_inline bool tapio_cfg_copy(__u32 slot, struct tapio_config *snap
 /*
  * Fills `snap` with a consistent copy of the config in force; 0 when the
  * agent has not written one yet, wrote an ABI version this program does
- * not understand (counted), or was rewriting both slots (counted). One
- * BPF subprogram per object, called by every program, rather than the copy
- * inlined into each (it was a fifth of each object's size).
+ * not understand (counted), or was rewriting both slots (counted).
  */
-static __attribute__((noinline)) int tapio_cfg_read(struct tapio_config *snap)
+static __always_inline int tapio_cfg_fill(struct tapio_config *snap)
 {
 	__u32 zero = 0, slot;
 	const __u32 *active = bpf_map_lookup_elem(&tapio_config_active, &zero);
@@ -125,35 +130,47 @@ static __attribute__((noinline)) int tapio_cfg_read(struct tapio_config *snap)
 	return 1;
 }
 
-/* The config in force (a copy in `snap`), or NULL: see tapio_cfg_read. */
+/* tapio_cfg_fill as one BPF subprogram per object, called by every
+ * program, rather than the copy inlined into each (it was a fifth of each
+ * object's size). */
+static __attribute__((noinline)) int tapio_cfg_read(struct tapio_config *snap)
+{
+	return tapio_cfg_fill(snap);
+}
+
+/* The config in force (a copy in `snap`), or NULL: see tapio_cfg_fill. */
 static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config *snap)
 {
 	return tapio_cfg_read(snap) ? snap : 0;
 }
 
-/* This CPU's ring, or NULL (an entry the agent did not fill: never seen,
- * since it fills one for every possible CPU). A program runs on one CPU
- * from start to end, so its reserve and its submit find the same ring. */
-static __always_inline void *tapio_ring(void)
+/* The same, inlined: for the programs that run on every connection. A
+ * call to a BPF subprogram and its return cost about 20 ns on this kind
+ * of machine (return thunks), as much as the copy itself
+ * (docs/budgets.md); inlined everywhere, the copies would not fit the
+ * agent's size budget. */
+static __always_inline const struct tapio_config *tapio_cfg_inline(struct tapio_config *snap)
 {
-	__u32 cpu = bpf_get_smp_processor_id();
-
-	return bpf_map_lookup_elem(&events, &cpu);
+	return tapio_cfg_fill(snap) ? snap : 0;
 }
 
 /*
- * Reserve a record of `size` bytes in this CPU's ring, zeroed, with the
- * header stamped. Counts the attempt, and a reserve failure as
- * ringbuf_lost.
+ * Reserve a record of `size` bytes in the ring of this CPU, zeroed, with
+ * the header stamped; `*ring` is the ring, for tapio_submit (a program
+ * runs on one CPU from start to end). Counts the attempt, and a reserve
+ * failure as ringbuf_lost: also a CPU without a ring, which the agent
+ * never leaves (it fills the entry of every possible CPU).
  */
-static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32 size, __u16 type)
+static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32 size, __u16 type,
+					   void **ring)
 {
 	struct tapio_event_header *hdr = 0;
-	void *ring = tapio_ring();
+	__u32 cpu = bpf_get_smp_processor_id();
 
 	tapio_count(TAPIO_CNT_ATTEMPTS);
-	if (ring)
-		hdr = bpf_ringbuf_reserve(ring, size, 0);
+	*ring = bpf_map_lookup_elem(&events, &cpu);
+	if (*ring)
+		hdr = bpf_ringbuf_reserve(*ring, size, 0);
 	if (!hdr) {
 		tapio_count(TAPIO_CNT_RINGBUF_LOST);
 		return 0;
@@ -168,10 +185,11 @@ static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32
 
 /*
  * Submit without waking the reader, unless enough bytes are pending in
- * this CPU's ring (ringbuf_wakeup_bytes, at most half the ring): the
- * reader polls with a short timeout anyway, and drains every ring when it
- * wakes. One wakeup per record costs the machine several times more than
- * the record itself (docs/architecture.md).
+ * the record's ring (ringbuf_wakeup_bytes: the agent writes at most half
+ * of the object's ring there): the reader polls with a short timeout
+ * anyway, and drains every ring when it wakes. One wakeup per record
+ * costs the machine several times more than the record itself
+ * (docs/architecture.md).
  *
  * The pending bytes are looked at only on every TAPIO_WAKEUP_CHECK_EVERY-th
  * record a CPU tries to emit (its ATTEMPTS counter): reading the ring's
@@ -182,23 +200,16 @@ static __always_inline void *tapio_reserve(const struct tapio_config *cfg, __u32
  */
 #define TAPIO_WAKEUP_CHECK_EVERY 16
 
-static __always_inline void tapio_submit(const struct tapio_config *cfg, void *rec)
+static __always_inline void tapio_submit(const struct tapio_config *cfg, void *rec, void *ring)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	__u32 zero = 0, idx = TAPIO_CNT_ATTEMPTS, *consumer;
 	const __u64 *attempts = bpf_map_lookup_elem(&tapio_counters, &idx);
-	void *ring;
 
 	if (attempts && *(volatile const __u64 *)attempts % TAPIO_WAKEUP_CHECK_EVERY == 0 &&
-	    (ring = tapio_ring())) {
-		__u64 threshold = bpf_ringbuf_query(ring, BPF_RB_RING_SIZE) / 2;
-
-		if (cfg->ringbuf_wakeup_bytes < threshold)
-			threshold = cfg->ringbuf_wakeup_bytes;
-		if (bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= threshold)
-			flags = BPF_RB_FORCE_WAKEUP;
-	}
-	if (flags == BPF_RB_NO_WAKEUP) {
+	    bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA) >= cfg->ringbuf_wakeup_bytes) {
+		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
 		/* The poller sleeps long: the first record wakes it (tapio_abi.h). */
 		consumer = bpf_map_lookup_elem(&tapio_consumer, &zero);
 		if (consumer && *(volatile __u32 *)consumer == TAPIO_CONSUMER_IDLE) {

@@ -169,9 +169,10 @@ static __always_inline void fill_task(struct tapio_process_event *ev, struct tas
 static __always_inline void emit_oom(const struct tapio_config *cfg, struct task_struct *task)
 {
 	struct tapio_process_event *ev;
+	void *ring;
 	struct mm_struct *mm;
 
-	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_OOM_KILL);
+	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_OOM_KILL, &ring);
 	if (!ev)
 		return; /* lost and counted */
 	fill_task(ev, task);
@@ -183,7 +184,7 @@ static __always_inline void emit_oom(const struct tapio_config *cfg, struct task
 		ev->rss_pages = rss_pages(mm);
 		ev->flags |= TAPIO_F_MM_KNOWN;
 	}
-	tapio_submit(cfg, ev);
+	tapio_submit(cfg, ev, ring);
 }
 
 /* mark_victim(task, uid): the victim's task, while its mm is still there. */
@@ -252,6 +253,7 @@ static __always_inline void pending_oom(struct task_struct *task, __u32 tgid)
 static __always_inline void group_died(const struct tapio_config *cfg, struct task_struct *task, __u32 tgid)
 {
 	struct tapio_process_event *ev;
+	void *ring;
 	struct task_struct *leader;
 	__u8 *oom;
 	__u32 flags, sig;
@@ -280,13 +282,13 @@ static __always_inline void group_died(const struct tapio_config *cfg, struct ta
 	sig = code & 0x7f;
 	if (!sig && (status == 0 || ignored(cfg, status)))
 		return;
-	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_ABNORMAL_EXIT);
+	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_ABNORMAL_EXIT, &ring);
 	if (!ev)
 		return;
 	fill_task(ev, task);
 	ev->exit_code = status;
 	ev->signal = sig;
-	tapio_submit(cfg, ev);
+	tapio_submit(cfg, ev, ring);
 }
 
 /* sched_process_exit(task, group_dead): the kernel says which thread
@@ -363,11 +365,12 @@ int BPF_PROG(tapio_sched_process_exec, struct task_struct *task, int old_pid, st
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
 	struct tapio_process_event *ev;
+	void *ring;
 	const char *filename;
 
 	if (!cfg || !cfg->process_enabled || !cfg->exec_enabled)
 		return 0;
-	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_EXEC);
+	ev = tapio_reserve(cfg, sizeof(*ev), TAPIO_EV_PROC_EXEC, &ring);
 	if (!ev)
 		return 0;
 	ev->pid = BPF_CORE_READ(task, tgid);
@@ -377,6 +380,6 @@ int BPF_PROG(tapio_sched_process_exec, struct task_struct *task, int old_pid, st
 	BPF_CORE_READ_STR_INTO(&ev->comm, task, comm);
 	filename = BPF_CORE_READ(bprm, filename);
 	bpf_probe_read_kernel_str(ev->filename, sizeof(ev->filename), filename);
-	tapio_submit(cfg, ev);
+	tapio_submit(cfg, ev, ring);
 	return 0;
 }

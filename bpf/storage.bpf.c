@@ -198,6 +198,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
 	struct tapio_storage_event *ev;
+	void *ring;
 	struct inflight *e, v;
 	__u64 key = (__u64)rq;
 	__u64 latency, attached;
@@ -240,7 +241,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 	latency = bpf_ktime_get_boot_ns() - v.issue_ns;
 	if (!error && latency < cfg->slow_io_threshold_ns)
 		return 0;
-	ev = tapio_reserve(cfg, sizeof(*ev), error ? TAPIO_EV_STORAGE_IO_ERROR : TAPIO_EV_STORAGE_SLOW_IO);
+	ev = tapio_reserve(cfg, sizeof(*ev), error ? TAPIO_EV_STORAGE_IO_ERROR : TAPIO_EV_STORAGE_SLOW_IO, &ring);
 	if (!ev)
 		return 0;
 	ev->sector = v.sector;
@@ -254,7 +255,7 @@ static __always_inline int on_complete(struct request *rq, __u8 error, __u8 efla
 	/* Severity under the config this record is stamped with. */
 	if (!error && latency >= cfg->slow_io_critical_ns)
 		ev->flags |= TAPIO_F_CRITICAL;
-	tapio_submit(cfg, ev);
+	tapio_submit(cfg, ev, ring);
 	return 0;
 }
 

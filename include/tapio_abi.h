@@ -37,9 +37,9 @@
  * is also the size of the inner map's template. With more CPUs than that
  * allows, CPU c uses ring c % rings. Each ring is mapped twice into the
  * agent, so its size counts double in RSS. The profile caps
- * ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, and a program uses at
- * most half of its own ring as the threshold, so that it can fire on every
- * ring. */
+ * ringbuf.wakeup_bytes at TAPIO_WAKEUP_BYTES_MAX, and the agent writes at
+ * most half of the object's ring into each object's config, so that the
+ * threshold can fire on every ring. */
 #define TAPIO_RINGBUF_MIN_BYTES (32 * 1024)
 #define TAPIO_WAKEUP_BYTES_MAX (128 * 1024)
 

@@ -231,6 +231,8 @@ impl ProgramReaders {
 pub struct Rings {
     /// The distinct rings.
     pub rings: Vec<MapHandle>,
+    /// The bytes of each.
+    pub bytes: u32,
     /// The possible CPUs: CPU c emits into ring c % rings.
     cpus: usize,
 }
@@ -243,34 +245,43 @@ impl Rings {
         let spec = &OBSERVERS[index];
         let cpus = libbpf_rs::num_possible_cpus()?;
         let (count, mut bytes) = ring_layout(spec.ring_bytes, cpus);
-        let hook = format!("{}:ring_bytes:", spec.wire.as_str());
-        if let Some(n) = crate::fault::values(&hook)
-            .into_iter()
-            .find_map(|n| n.parse::<u32>().ok())
-        {
-            bytes = n;
+        if crate::fault::COMPILED {
+            let hook = format!("{}:ring_bytes:", spec.wire.as_str());
+            if let Some(n) = crate::fault::values(&hook)
+                .iter()
+                .find_map(|n| n.parse::<u32>().ok())
+            {
+                bytes = n;
+            }
         }
         let opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
         };
-        let name = format!("{}_ring", spec.wire.as_str());
-        let rings = (0..count)
-            .map(|_| {
-                MapHandle::create(libbpf_rs::MapType::RingBuf, Some(&name), 0, 0, bytes, &opts)
-            })
-            .collect::<libbpf_rs::Result<Vec<_>>>()?;
-        Ok(Rings { rings, cpus })
+        let mut rings = Vec::with_capacity(count);
+        for _ in 0..count {
+            let ring = MapHandle::create(
+                libbpf_rs::MapType::RingBuf,
+                Some("tapio_ring"),
+                0,
+                0,
+                bytes,
+                &opts,
+            )?;
+            rings.push(ring);
+        }
+        Ok(Rings { rings, bytes, cpus })
     }
 
-    /// Sizes the opened `events` array to the CPUs, with the first ring
-    /// as the template of its entries.
-    pub fn prepare(&self, events: &mut libbpf_rs::OpenMapMut<'_>) -> libbpf_rs::Result<()> {
+    /// Sizes the opened object's `events` array to the CPUs, with the
+    /// first ring as the template of its entries.
+    pub fn prepare(&self, obj: &mut OpenObject) -> libbpf_rs::Result<()> {
         use std::os::fd::AsFd;
-        let first = self
-            .rings
-            .first()
-            .ok_or_else(|| libbpf_rs::Error::from(std::io::Error::other("no ring to make")))?;
+        let first = self.rings.first().ok_or_else(|| no("ring to make"))?;
+        let mut events = obj
+            .maps_mut()
+            .find(|m| m.name() == "events")
+            .ok_or_else(|| no("map events"))?;
         events.set_max_entries(self.cpus as u32)?;
         events.set_inner_map_fd(first.as_fd())
     }
@@ -285,6 +296,69 @@ impl Rings {
             events.update(&key, &fd, MapFlags::ANY)?;
         }
         Ok(())
+    }
+}
+
+fn no(what: &str) -> libbpf_rs::Error {
+    libbpf_rs::Error::from(std::io::Error::other(format!("no {what}")))
+}
+
+/// What the agent keeps of an object it has loaded, set up before its
+/// programs are attached: its rings in place, its first config written.
+/// One function for every observer, not a copy per skeleton type.
+pub struct Loaded {
+    rings: Vec<MapHandle>,
+    counters_map: MapHandle,
+    config: crate::config::ConfigSlots,
+    consumer: crate::poller::ConsumerFlag,
+}
+
+impl Loaded {
+    pub fn of(
+        obj: &libbpf_rs::Object,
+        rings: Rings,
+        k: &KernelConfig,
+    ) -> libbpf_rs::Result<Loaded> {
+        let map = |name: &str| {
+            obj.maps()
+                .find(|m| m.name() == name)
+                .ok_or_else(|| no(name))
+        };
+        let counters_map = MapHandle::try_from(&map("tapio_counters")?)?;
+        rings.insert(&map("events")?)?;
+        // The first config, before the programs are attached.
+        let mut config = crate::config::ConfigSlots::open(
+            &map("tapio_config")?,
+            &map("tapio_config_active")?,
+            rings.bytes,
+        )?;
+        config.write(k, || {});
+        let consumer = crate::poller::ConsumerFlag::open(&map("tapio_consumer")?)?;
+        Ok(Loaded {
+            rings: rings.rings,
+            counters_map,
+            config,
+            consumer,
+        })
+    }
+
+    /// The observer, once its programs are attached (`skel` holds the
+    /// links).
+    pub fn observer(
+        self,
+        index: usize,
+        programs: Vec<(String, std::os::fd::OwnedFd)>,
+        skel: Box<dyn Send>,
+    ) -> Observer {
+        Observer {
+            index,
+            programs,
+            skel: Some(skel),
+            rings: self.rings,
+            config: Some(self.config),
+            counters_map: self.counters_map,
+            consumer: Some(self.consumer),
+        }
     }
 }
 
@@ -350,32 +424,14 @@ macro_rules! loader {
             #[allow(clippy::redundant_closure_call)]
             ($prepare)(&mut open, protos);
             let rings = Rings::create(index)?;
-            rings.prepare(&mut open.maps.events)?;
+            rings.prepare(open.open_object_mut())?;
             let mut skel = open.load()?;
-            let counters_map = libbpf_rs::MapHandle::try_from(&skel.maps.tapio_counters)?;
-            rings.insert(&skel.maps.events)?;
-            // The first config, before the programs are attached.
-            let mut config = $crate::config::ConfigSlots::open(
-                &skel.maps.tapio_config,
-                &skel.maps.tapio_config_active,
-            )
-            .map_err(libbpf_rs::Error::from)?;
-            config.write(k, || {});
-            let consumer = $crate::poller::ConsumerFlag::open(&skel.maps.tapio_consumer)
-                .map_err(libbpf_rs::Error::from)?;
+            let loaded = Loaded::of(skel.object(), rings, k)?;
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
             let programs = loaded_programs(skel.object())?;
-            Ok(Observer {
-                index,
-                programs,
-                skel: Some(Box::new(skel)),
-                rings: rings.rings,
-                config: Some(config),
-                counters_map,
-                consumer: Some(consumer),
-            })
+            Ok(loaded.observer(index, programs, Box::new(skel)))
         }
     };
 }

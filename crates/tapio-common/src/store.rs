@@ -72,8 +72,14 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<StoreFile>> {
             bytes,
         });
     }
-    out.sort_by(|a, b| (a.hour, a.part, &a.path).cmp(&(b.hour, b.part, &b.path)));
+    sort_files(&mut out);
     Ok(out)
+}
+
+/// Oldest first: by hour, then part, then path. Every sort of store
+/// files goes through here (one copy of the sort in each binary).
+pub fn sort_files(files: &mut [StoreFile]) {
+    files.sort_by(|a, b| (a.hour, a.part, &a.path).cmp(&(b.hour, b.part, &b.path)));
 }
 
 #[cfg(test)]
@@ -160,7 +166,7 @@ pub fn read_events(
         }
     }
     files.retain(|f| from_hour.is_none_or(|h| f.hour >= h) && to_hour.is_none_or(|h| f.hour <= h));
-    files.sort_by_key(|f| (f.hour, f.part));
+    sort_files(&mut files);
     let mut stats = ReadStats::default();
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();

@@ -18,14 +18,23 @@ const SEQ: usize = offset_of!(KernelConfig, seq);
 pub struct ConfigSlots {
     slots: Mapping,
     active: Mapping,
+    /// The largest wakeup threshold for this object: half of one of its
+    /// rings, so that the threshold can fire (include/tapio_abi.h).
+    wakeup_cap: u32,
 }
 
 impl ConfigSlots {
-    /// Maps `config` (`tapio_config`) and `active` (`tapio_config_active`).
-    pub fn open(config: &impl AsFd, active: &impl AsFd) -> std::io::Result<ConfigSlots> {
+    /// Maps `config` (`tapio_config`) and `active` (`tapio_config_active`)
+    /// of an object whose rings hold `ring_bytes` each.
+    pub fn open(
+        config: &impl AsFd,
+        active: &impl AsFd,
+        ring_bytes: u32,
+    ) -> std::io::Result<ConfigSlots> {
         Ok(ConfigSlots {
             slots: Mapping::new(config, STRIDE * CONFIG_SLOTS)?,
             active: Mapping::new(active, size_of::<u32>())?,
+            wakeup_cap: ring_bytes / 2,
         })
     }
 
@@ -33,7 +42,7 @@ impl ConfigSlots {
     /// force. `pause` runs between the two halves of the write (a test
     /// hook: `crate::fault`, `config:slow_write:<ms>`).
     pub fn write(&mut self, k: &KernelConfig, pause: impl Fn()) {
-        let bytes = k.to_bytes();
+        let bytes = capped(k, self.wakeup_cap).to_bytes();
         // SAFETY: `active` maps at least one u32 and `slots` two strides of
         // a KernelConfig (`open`); every offset below stays inside them,
         // the u32s are 4-aligned (page-aligned bases, SEQ % 4 == 0), and
@@ -64,9 +73,33 @@ impl ConfigSlots {
     }
 }
 
+/// `k` for an object whose wakeup threshold may be at most `cap`.
+fn capped(k: &KernelConfig, cap: u32) -> KernelConfig {
+    let mut k = *k;
+    k.ringbuf_wakeup_bytes = k.ringbuf_wakeup_bytes.min(cap);
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each object gets the profile's threshold, or half its ring if that
+    /// is less; nothing else changes.
+    #[test]
+    fn the_wakeup_threshold_is_at_most_half_the_objects_ring() {
+        let mut k = KernelConfig {
+            generation: 7,
+            ringbuf_wakeup_bytes: 128 * 1024,
+            ..KernelConfig::default()
+        };
+        let small = capped(&k, 128 * 1024 / 2);
+        assert_eq!(small.ringbuf_wakeup_bytes, 64 * 1024);
+        assert_eq!(small.generation, 7);
+        assert_eq!(capped(&k, 256 * 1024 / 2).ringbuf_wakeup_bytes, 128 * 1024);
+        k.ringbuf_wakeup_bytes = 4096;
+        assert_eq!(capped(&k, 64 * 1024).ringbuf_wakeup_bytes, 4096);
+    }
 
     #[test]
     fn the_sequence_field_ends_the_carrier_and_is_aligned() {

@@ -219,7 +219,7 @@ impl FileSink {
                 files.extend(list);
             }
         }
-        files.sort_by_key(|f| f.hour);
+        store::sort_files(&mut files);
         let oldest_kept = now_hour.saturating_sub(self.cfg.max_age_hours);
         let mut total: u64 = files.iter().map(|f| f.bytes).sum();
         for f in &files {
