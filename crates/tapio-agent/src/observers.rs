@@ -36,10 +36,8 @@ pub struct Informational {
 pub struct Spec {
     /// Its name and identity on the wire and in metrics labels.
     pub wire: Observer,
-    /// Its ring buffer's size (`TAPIO_RINGBUF_*_BYTES`, mirrored in
-    /// tapio-wire for the profile's limits); the budget test holds the
-    /// object to it.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// Its ring buffers' bytes, all CPUs together (`tapio_wire::limits`,
+    /// split by `loader::ring_layout`).
     pub ring_bytes: u32,
     #[cfg_attr(not(test), allow(dead_code))]
     pub budget: Budget,
