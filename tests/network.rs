@@ -1107,6 +1107,69 @@ fn an_observer_that_fails_to_load_does_not_stop_the_others() {
     );
 }
 
+/// Every CPU's records arrive, whether it has a ring of its own or shares
+/// one (test hook `network:rings:1`, as on a host with more CPUs than
+/// rings): one thread per online CPU, pinned there, each refused `N`
+/// times; exactly one event per connect, and nothing lost.
+#[test]
+fn every_cpus_records_arrive_whether_it_has_a_ring_or_shares_one() {
+    if !kernel_and_hooks_available("network::rings_per_cpu") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    const N: usize = 200;
+    for (hook, rings) in [("", cpus.to_string()), ("network:rings:1", "1".to_string())] {
+        let agent = Agent::start_with_env("rings", &[], &[("TAPIO_FAULT_INJECT", hook)]);
+        agent.wait_log(
+            &format!("observer network: {rings} ring(s) of"),
+            SLOW_KERNEL_DEADLINE,
+        );
+        agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
+        let port = closed_port();
+        let threads: Vec<_> = (0..cpus)
+            .map(|cpu| {
+                std::thread::spawn(move || {
+                    pin_to_cpu(cpu);
+                    for _ in 0..N {
+                        let e =
+                            TcpStream::connect(("127.0.0.1", port)).expect_err("nothing listens");
+                        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("a connecting thread");
+        }
+        let want = N * cpus;
+        agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
+            by_type(ev, "kernel.network.connection_refused")
+                .iter()
+                .filter(|e| port_of(e, "dst_port") == u64::from(port))
+                .count()
+                >= want
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let done = agent.stop();
+        let ours = done
+            .events
+            .iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .count();
+        assert_eq!(ours, want, "{rings} ring(s): one event per connect");
+        assert_eq!(
+            metric(
+                &done.metrics,
+                "tapio_ringbuf_lost_total{observer=\"network\"}"
+            ),
+            0,
+            "{rings} ring(s)"
+        );
+        assert_accounting(&done.metrics, "network");
+    }
+}
+
 /// A ring buffer that overflows loses records, and counts each one: a
 /// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
 /// records; the agent is stopped (SIGSTOP) while a burst of refused

@@ -10,6 +10,7 @@
 //! `storage:inflight_entries:<n>` (the in-flight map holds n requests),
 //! `config:slow_write:<ms>` (every config write pauses halfway),
 //! `<observer>:ring_bytes:<n>` (each of the observer's rings holds n bytes),
+//! `<observer>:rings:<n>` (the observer has n rings, shared by the CPUs),
 //! `network:slot_collide` (every socket hashes to one of two owner slots),
 //! `network:slots_fail` (the programs with owner slots fail to load),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).

@@ -238,22 +238,28 @@ pub struct Rings {
 }
 
 impl Rings {
-    /// Creates the rings of observer `index` ([`ring_layout`]), or, with
-    /// a test hook (crate::fault) `<observer>:ring_bytes:<n>`, as many
-    /// but of n bytes each (a power of two, at least a page).
+    /// Creates the rings of observer `index` ([`ring_layout`]). Test
+    /// hooks (crate::fault): `<observer>:ring_bytes:<n>`, rings of n bytes
+    /// (a power of two, at least a page); `<observer>:rings:<n>`, n rings
+    /// (1 to the CPUs), so that CPUs share them as on a large host.
     pub fn create(index: usize) -> libbpf_rs::Result<Rings> {
         let spec = &OBSERVERS[index];
+        let name = spec.wire.as_str();
         let cpus = libbpf_rs::num_possible_cpus()?;
-        let (count, mut bytes) = ring_layout(spec.ring_bytes, cpus);
+        let (mut count, mut bytes) = ring_layout(spec.ring_bytes, cpus);
         if crate::fault::COMPILED {
-            let hook = format!("{}:ring_bytes:", spec.wire.as_str());
-            if let Some(n) = crate::fault::values(&hook)
-                .iter()
-                .find_map(|n| n.parse::<u32>().ok())
-            {
-                bytes = n;
-            }
+            let hook = |what: &str| {
+                crate::fault::values(&format!("{name}:{what}:"))
+                    .iter()
+                    .find_map(|n| n.parse::<u32>().ok())
+            };
+            bytes = hook("ring_bytes").unwrap_or(bytes);
+            count = hook("rings").map_or(count, |n| (n as usize).clamp(1, cpus));
         }
+        log::info!(
+            "observer {name}: {count} ring(s) of {} KiB for {cpus} CPU(s)",
+            bytes / 1024
+        );
         let opts = libbpf_sys::bpf_map_create_opts {
             sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
             ..Default::default()
