@@ -36,6 +36,13 @@ fn refuse(agent: Agent, host: &str, port: u16, n: usize) -> (Finished, Vec<Value
         let e = TcpStream::connect((host, port)).expect_err("nothing listens");
         assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
     }
+    stop_after_refusals(agent, port, n)
+}
+
+/// Stops the agent once it has seen `n` refusals to `port` (and a little
+/// longer, to catch any extra event). Returns the stopped agent and every
+/// event to that destination port.
+fn stop_after_refusals(agent: Agent, port: u16, n: usize) -> (Finished, Vec<Value>) {
     agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
         by_type(ev, "kernel.network.connection_refused")
             .iter()
@@ -1143,20 +1150,8 @@ fn every_cpus_records_arrive_whether_it_has_a_ring_or_shares_one() {
             t.join().expect("a connecting thread");
         }
         let want = N * cpus;
-        agent.wait_events(SLOW_KERNEL_DEADLINE, |ev| {
-            by_type(ev, "kernel.network.connection_refused")
-                .iter()
-                .filter(|e| port_of(e, "dst_port") == u64::from(port))
-                .count()
-                >= want
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        let done = agent.stop();
-        let ours = done
-            .events
-            .iter()
-            .filter(|e| port_of(e, "dst_port") == u64::from(port))
-            .count();
+        let (done, ours) = stop_after_refusals(agent, port, want);
+        let ours = ours.len();
         assert_eq!(ours, want, "{rings} ring(s): one event per connect");
         assert_eq!(
             metric(

@@ -309,63 +309,40 @@ fn no(what: &str) -> libbpf_rs::Error {
     libbpf_rs::Error::from(std::io::Error::other(format!("no {what}")))
 }
 
-/// What the agent keeps of an object it has loaded, set up before its
-/// programs are attached: its rings in place, its first config written.
-/// One function for every observer, not a copy per skeleton type.
-pub struct Loaded {
-    rings: Vec<MapHandle>,
-    counters_map: MapHandle,
-    config: crate::config::ConfigSlots,
-    consumer: crate::poller::ConsumerFlag,
-}
-
-impl Loaded {
-    pub fn of(
-        obj: &libbpf_rs::Object,
-        rings: Rings,
-        k: &KernelConfig,
-    ) -> libbpf_rs::Result<Loaded> {
-        let map = |name: &str| {
-            obj.maps()
-                .find(|m| m.name() == name)
-                .ok_or_else(|| no(name))
-        };
-        let counters_map = MapHandle::try_from(&map("tapio_counters")?)?;
-        rings.insert(&map("events")?)?;
-        // The first config, before the programs are attached.
-        let mut config = crate::config::ConfigSlots::open(
-            &map("tapio_config")?,
-            &map("tapio_config_active")?,
-            rings.bytes,
-        )?;
-        config.write(k, || {});
-        let consumer = crate::poller::ConsumerFlag::open(&map("tapio_consumer")?)?;
-        Ok(Loaded {
-            rings: rings.rings,
-            counters_map,
-            config,
-            consumer,
-        })
-    }
-
-    /// The observer, once its programs are attached (`skel` holds the
-    /// links).
-    pub fn observer(
-        self,
-        index: usize,
-        programs: Vec<(String, std::os::fd::OwnedFd)>,
-        skel: Box<dyn Send>,
-    ) -> Observer {
-        Observer {
-            index,
-            programs,
-            skel: Some(skel),
-            rings: self.rings,
-            config: Some(self.config),
-            counters_map: self.counters_map,
-            consumer: Some(self.consumer),
-        }
-    }
+/// Observer `index` from its loaded object, set up before its programs
+/// are attached: its rings in place, its first config written. The caller
+/// attaches, then gives it the skeleton and the loaded programs. One
+/// function for every observer, not a copy per skeleton type.
+pub fn loaded(
+    index: usize,
+    obj: &libbpf_rs::Object,
+    rings: Rings,
+    k: &KernelConfig,
+) -> libbpf_rs::Result<Observer> {
+    let map = |name: &str| {
+        obj.maps()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| no(name))
+    };
+    let counters_map = MapHandle::try_from(&map("tapio_counters")?)?;
+    rings.insert(&map("events")?)?;
+    // The first config, before the programs are attached.
+    let mut config = crate::config::ConfigSlots::open(
+        &map("tapio_config")?,
+        &map("tapio_config_active")?,
+        rings.bytes,
+    )?;
+    config.write(k, || {});
+    let consumer = crate::poller::ConsumerFlag::open(&map("tapio_consumer")?)?;
+    Ok(Observer {
+        index,
+        skel: None,
+        rings: rings.rings,
+        programs: Vec::new(),
+        config: Some(config),
+        counters_map,
+        consumer: Some(consumer),
+    })
 }
 
 /// How an observer's `total` ring bytes are laid out on `cpus` possible
@@ -432,12 +409,13 @@ macro_rules! loader {
             let rings = Rings::create(index)?;
             rings.prepare(open.open_object_mut())?;
             let mut skel = open.load()?;
-            let loaded = Loaded::of(skel.object(), rings, k)?;
+            let mut observer = loaded(index, skel.object(), rings, k)?;
             skel.attach()?;
             #[allow(clippy::redundant_closure_call)]
             ($after)(&mut skel);
-            let programs = loaded_programs(skel.object())?;
-            Ok(loaded.observer(index, programs, Box::new(skel)))
+            observer.programs = loaded_programs(skel.object())?;
+            observer.skel = Some(Box::new(skel));
+            Ok(observer)
         }
     };
 }
@@ -549,21 +527,21 @@ mod budgets {
                 .unwrap()
                 .open_memory(bytes)
                 .expect("object opens");
-            let maps: Vec<(String, u32, Option<libbpf_rs::MapType>)> = obj
+            let maps: Vec<(String, u32, libbpf_rs::MapType)> = obj
                 .maps()
                 .map(|m| {
                     (
                         m.name().to_string_lossy().into_owned(),
                         m.max_entries(),
-                        Some(m.map_type()),
+                        m.map_type(),
                     )
                 })
                 .collect();
-            let (big_name, big, _) = maps
+            let (big_name, big) = maps
                 .iter()
                 .filter(|m| m.0 != "events")
                 .max_by_key(|m| m.1)
-                .cloned()
+                .map(|m| (m.0.clone(), m.1))
                 .unwrap_or_default();
             println!(
                 "BPF-BUDGET {name} {} {} {big} {big_name} {}",
@@ -575,13 +553,12 @@ mod budgets {
             let rings: Vec<_> = maps
                 .iter()
                 .filter(|m| {
-                    m.2 == Some(libbpf_rs::MapType::RingBuf)
-                        || m.2 == Some(libbpf_rs::MapType::ArrayOfMaps)
+                    m.2 == libbpf_rs::MapType::RingBuf || m.2 == libbpf_rs::MapType::ArrayOfMaps
                 })
                 .collect();
             assert_eq!(rings.len(), 1, "{name}: one array of rings: {rings:?}");
             assert_eq!(rings[0].0, "events", "{name}");
-            assert_eq!(rings[0].2, Some(libbpf_rs::MapType::ArrayOfMaps), "{name}");
+            assert_eq!(rings[0].2, libbpf_rs::MapType::ArrayOfMaps, "{name}");
             // Its entries' template: a ring of the smallest size
             // (TAPIO_RINGBUF_MIN_BYTES and its Rust mirror).
             let events = obj
