@@ -42,6 +42,9 @@ agent=$repo/target/debug/tapio-agent
 bins=$(echo $bins)
 
 vng=$(command -v vng || echo "${TAPIO_KERNEL_CACHE:-$HOME/.cache/tapio-kernels}/venv/bin/vng")
+# vng runs its helpers (virtme-run) by name: the venv make setup made must
+# be on PATH, not only vng itself.
+PATH=$(dirname "$vng"):$PATH
 for tool in "$vng" qemu-system-x86_64 depmod; do
   command -v "$tool" >/dev/null || { say "missing $tool: run make setup"; exit 1; }
 done
