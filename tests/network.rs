@@ -1236,3 +1236,62 @@ fn an_overflowing_ring_buffer_counts_every_lost_record() {
     );
     assert_accounting(&done.metrics, "network");
 }
+
+/// Back-pressure: the poller takes from the rings no more records than the
+/// event queue has room for, so a burst larger than the queue waits in the
+/// rings instead of being dropped. The agent is stopped while 2,000
+/// connects are refused (one ring of 512 KiB, shared by every CPU, holds
+/// about 4,600 records), then resumes with a queue of 64 events: every
+/// record is delivered, none is a queue drop. (Taking the whole burst at
+/// once, as the poller did before, dropped all but the queue's worth.)
+#[test]
+fn a_burst_larger_than_the_queue_waits_in_the_rings() {
+    if !kernel_and_hooks_available("network::ring_backpressure") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let agent = Agent::start_with_env(
+        "ring-backpressure",
+        &["--queue-capacity", "64"],
+        &[(
+            "TAPIO_FAULT_INJECT",
+            "network:rings:1,network:ring_bytes:524288",
+        )],
+    );
+    agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
+    let port = closed_port();
+    const N: usize = 2000;
+    agent.signal("STOP");
+    let mut refused = 0;
+    for _ in 0..N {
+        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                refused += 1;
+            }
+        }
+    }
+    agent.signal("CONT");
+    assert_eq!(refused, N, "every connect was refused");
+    let ours = |ev: &[Value]| {
+        by_type(ev, "kernel.network.connection_refused")
+            .into_iter()
+            .filter(|e| port_of(e, "dst_port") == u64::from(port))
+            .count()
+    };
+    let all_in = agent.events_within(SLOW_KERNEL_DEADLINE, |ev| ours(ev) >= N);
+    let done = agent.stop();
+    let queue_drops = metric(
+        &done.metrics,
+        "tapio_queue_drops_total{observer=\"network\"}",
+    );
+    let lost = metric(
+        &done.metrics,
+        "tapio_ringbuf_lost_total{observer=\"network\"}",
+    );
+    assert_eq!(
+        (ours(&done.events), queue_drops, lost),
+        (N, 0, 0),
+        "every record of the burst delivered through a 64-event queue (arrived in time: {all_in})"
+    );
+    assert_accounting(&done.metrics, "network");
+}

@@ -129,14 +129,17 @@ fn validate(a: &RunArgs) -> Result<Settings, i32> {
     })
 }
 
-fn spawn<F: FnOnce() + Send + 'static>(name: &str, f: F) -> Result<JoinHandle<()>, i32> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map_err(|e| {
-            log::error!("cannot start the {name} thread: {e}");
-            EXIT_RUNTIME
-        })
+fn spawn(name: &str, f: Box<dyn FnOnce() + Send>) -> Result<JoinHandle<()>, i32> {
+    thread(name, f).map_err(|e| {
+        log::error!("cannot start the {name} thread: {e}");
+        EXIT_RUNTIME
+    })
+}
+
+/// Starts a named thread. Not generic: every thread of the agent shares
+/// one copy of the standard library's thread start (about 1 KB each).
+pub fn thread(name: &str, f: Box<dyn FnOnce() + Send>) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.into()).spawn(f)
 }
 
 /// Loads every observer it can and records each one's state.
@@ -229,7 +232,7 @@ fn start_client(
         updates: p.updates,
         started: Instant::now(),
     };
-    spawn("tapio-client", move || ct.run())
+    spawn("tapio-client", Box::new(move || ct.run()))
 }
 
 impl Applier {
@@ -407,7 +410,7 @@ impl Running {
                 flush_interval: Duration::from_millis(u64::from(cfg.batching.flush_interval_ms)),
             },
         };
-        let sender = spawn("tapio-sender", move || sender.run())?;
+        let sender = spawn("tapio-sender", Box::new(move || sender.run()))?;
         let poller_stop = Arc::new(AtomicBool::new(false));
         let handoff = sender::Handoff::new(tx, sender.thread().clone());
         let poller = start_poller(&cfg, observers, handoff, &applier, &poller_stop)?;
@@ -511,9 +514,10 @@ fn start_poller(
         applier.shared.clone(),
         Arc::clone(stop),
     );
-    spawn("tapio-poller", move || {
-        poller::run(observers, tx, metrics, shared, stop, pc)
-    })
+    spawn(
+        "tapio-poller",
+        Box::new(move || poller::run(observers, tx, metrics, shared, stop, pc)),
+    )
 }
 
 /// Joins `h` if it finishes within `timeout`; `Err` leaves it running.

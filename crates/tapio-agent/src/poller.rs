@@ -1,9 +1,12 @@
 //! The poller thread: ring buffers -> events -> bounded queue.
 //!
 //! This is the hot path. Per record it parses (no allocation), builds a
-//! `Copy` event and queues it. A full queue is a counted queue drop:
-//! the poller never blocks, does no I/O and never waits on a sink or the
-//! controller.
+//! `Copy` event and queues it. It takes from the rings only as many records
+//! as the queue has room for: while the sender is behind, records wait in
+//! the rings, and what the kernel then cannot reserve is counted there as
+//! ringbuf_lost. A full queue all the same is a counted queue drop. The
+//! poller never blocks on the sender, does no I/O and never waits on a
+//! sink or the controller.
 
 use crate::clock;
 use crate::config::SharedConfig;
@@ -57,6 +60,26 @@ impl PollState {
                 m.suppressed[obs][reason as usize].fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+/// Waits until a ring has records or `timeout` passes (a forced wakeup,
+/// or an EINTR: shutdown sends one); whether one was reported. Unlike
+/// libbpf's poll it takes no record: [`take`] does, within the queue's room.
+fn wait_ready(rb: &libbpf_rs::RingBuffer<'_>, timeout: Duration) -> i32 {
+    let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 4];
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `ev` is a valid buffer of `ev.len()` entries for the call's
+    // duration, and the descriptor is the ring reader's own epoll set.
+    unsafe { libc::epoll_wait(rb.epoll_fd(), ev.as_mut_ptr(), ev.len() as i32, ms) }
+}
+
+/// Takes records from the rings, at most as many as the queue has room
+/// for; how many (negative: libbpf's error).
+fn take(rb: &libbpf_rs::RingBuffer<'_>, tx: &Handoff) -> i32 {
+    match tx.room() {
+        0 => 0,
+        room => rb.consume_raw_n(room),
     }
 }
 
@@ -157,6 +180,7 @@ pub fn run(
     };
     let idle_after = Duration::from_millis(tapio_wire::limits::POLLER_IDLE_AFTER_MS);
     let long_sleep = Duration::from_millis(tapio_wire::limits::POLLER_IDLE_SLEEP_MS);
+    let full_pause = Duration::from_millis(tapio_wire::limits::POLLER_FULL_QUEUE_PAUSE_MS);
     let mut last_record = Instant::now();
     while !stop.load(Relaxed) {
         // Returns early on a forced wakeup, an EINTR (shutdown sends one)
@@ -164,8 +188,14 @@ pub fn run(
         // ready, and records submitted with BPF_RB_NO_WAKEUP never make a
         // ring ready: consume every ring explicitly, so a record waits at
         // most one timeout.
-        let polled = rb.poll_raw(if sleep.long { long_sleep } else { timeout });
-        let consumed = rb.consume_raw();
+        let polled = if state.tx.room() == 0 {
+            // The sender is behind: leave the records in the rings.
+            std::thread::sleep(full_pause);
+            1
+        } else {
+            wait_ready(&rb, if sleep.long { long_sleep } else { timeout })
+        };
+        let consumed = take(&rb, &state.tx);
         state.tx.wake();
         if polled > 0 || consumed > 0 {
             last_record = Instant::now();
@@ -177,7 +207,7 @@ pub fn run(
             // submitted before its program saw the flag is drained here,
             // or waits at most the long sleep.
             sleep.set(true);
-            if rb.consume_raw() > 0 {
+            if take(&rb, &state.tx) > 0 {
                 sleep.set(false);
                 last_record = Instant::now();
             }
@@ -199,8 +229,19 @@ pub fn run(
         o.detach();
     }
     std::thread::sleep(Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_millis(tapio_wire::limits::POLLER_DRAIN_WAIT_MS);
     loop {
-        let n = rb.consume_raw();
+        let n = if state.tx.room() > 0 {
+            take(&rb, &state.tx)
+        } else if Instant::now() < deadline {
+            state.tx.wake();
+            std::thread::sleep(full_pause);
+            continue;
+        } else {
+            // Waited long enough: the rest is counted as queue drops.
+            rb.consume_raw()
+        };
+        state.tx.wake();
         if n <= 0 {
             break;
         }

@@ -116,6 +116,11 @@ impl Handoff {
         true
     }
 
+    /// Free places in the queue: records the poller may take now.
+    pub fn room(&self) -> usize {
+        self.tx.as_ref().map_or(0, |tx| tx.borrow().slots())
+    }
+
     /// The end of a poll round: wakes the sender if anything was queued.
     pub fn wake(&self) {
         if self.queued.replace(0) > 0 {

@@ -82,6 +82,19 @@ pub const POLLER_IDLE_AFTER_MS: u64 = 1000;
 /// poller was just going to sleep (the programs read the flag before they
 /// submit), and on the wakeups of an idle node.
 pub const POLLER_IDLE_SLEEP_MS: u64 = 2000;
+/// The agent's store starts the write-out of each file every this many
+/// bytes (`sync_file_range`), off the sender's thread: written back in
+/// small pieces, the file's block allocation never holds its lock long
+/// enough to stall the sender's next write (docs/architecture.md).
+pub const STORE_WRITEBACK_BYTES: u64 = 4 << 20;
+/// While the event queue is full the poller takes no record and pauses
+/// this long between looks: the records wait in the rings, which hold
+/// more than the queue (docs/architecture.md, "Back-pressure").
+pub const POLLER_FULL_QUEUE_PAUSE_MS: u64 = 1;
+/// At shutdown the poller waits at most this long for room in the queue
+/// while it drains the rings; past it, what does not fit is a counted
+/// queue drop.
+pub const POLLER_DRAIN_WAIT_MS: u64 = 1000;
 
 // ---- what the programs read and hold
 
