@@ -10,7 +10,9 @@ PKGS=(gcc libc6-dev make pkg-config libelf-dev zlib1g-dev clang llvm bpftool nft
   # promtool and a real Prometheus + node_exporter for the metrics tests
   prometheus prometheus-node-exporter
   # make smoke-vm: a Debian 12 image with systemd; make image: buildah
-  mmdebstrap e2fsprogs buildah runc)
+  mmdebstrap e2fsprogs buildah runc
+  # make bench: the peer measured side by side; curl asks the controller
+  bpftrace curl)
 # virtme-ng boots the matrix kernels; PyPI only, kept in a venv beside the
 # kernel cache (pinned: the version the matrix was proven with).
 VIRTME_NG_VERSION=1.42
