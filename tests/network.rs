@@ -1187,6 +1187,24 @@ fn every_cpus_records_arrive_whether_it_has_a_ring_or_shares_one() {
 /// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
 /// records; the agent is stopped (SIGSTOP) while a burst of refused
 /// connects fills them.
+/// `n` connects to a closed port refused while the agent is stopped
+/// (SIGSTOP), so that their records pile up in the rings; the port.
+fn refused_while_stopped(agent: &Agent, n: usize) -> u16 {
+    let port = closed_port();
+    agent.signal("STOP");
+    let mut refused = 0;
+    for _ in 0..n {
+        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                refused += 1;
+            }
+        }
+    }
+    agent.signal("CONT");
+    assert_eq!(refused, n, "every connect was refused");
+    port
+}
+
 #[test]
 fn an_overflowing_ring_buffer_counts_every_lost_record() {
     if !kernel_and_hooks_available("network::ring_overflow") {
@@ -1199,19 +1217,8 @@ fn an_overflowing_ring_buffer_counts_every_lost_record() {
         &[("TAPIO_FAULT_INJECT", "network:ring_bytes:4096")],
     );
     agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
-    let port = closed_port();
     const N: usize = 2000;
-    agent.signal("STOP");
-    let mut refused = 0;
-    for _ in 0..N {
-        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                refused += 1;
-            }
-        }
-    }
-    agent.signal("CONT");
-    assert_eq!(refused, N, "every connect was refused");
+    let port = refused_while_stopped(&agent, N);
     std::thread::sleep(Duration::from_secs(1));
     let done = agent.stop();
     let ours = by_type(&done.events, "kernel.network.connection_refused")
@@ -1259,19 +1266,8 @@ fn a_burst_larger_than_the_queue_waits_in_the_rings() {
         )],
     );
     agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
-    let port = closed_port();
     const N: usize = 2000;
-    agent.signal("STOP");
-    let mut refused = 0;
-    for _ in 0..N {
-        if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                refused += 1;
-            }
-        }
-    }
-    agent.signal("CONT");
-    assert_eq!(refused, N, "every connect was refused");
+    let port = refused_while_stopped(&agent, N);
     let ours = |ev: &[Value]| {
         by_type(ev, "kernel.network.connection_refused")
             .into_iter()
