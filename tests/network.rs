@@ -558,10 +558,23 @@ fn icmp_rejected_connects_are_unreachable_with_the_errno_connect_returned() {
         } else {
             M
         };
-        assert_eq!(
+        // A state change the kernel skipped because the program was
+        // already running on that CPU (a process-context run elsewhere on
+        // the host, under this softirq) is the one way for a fact to be
+        // missing: counted, for any socket, so it bounds the shortfall.
+        let misses = metric_prefix_sum(
+            &done.metrics,
+            "tapio_kernel_recursion_misses_total{observer=\"network\",program=\"tapio_inet_sock_set_state",
+        ) as usize;
+        assert!(
+            ours.len() <= want && ours.len() + misses >= want,
+            "one event per reported connect to {port}, {} of {want} with {misses} recursion misses: {ours:#?}\n{}",
             ours.len(),
-            want,
-            "exactly one event per reported connect to {port}: {ours:#?}"
+            done.metrics
+                .lines()
+                .filter(|l| l.contains("observer=\"network\"") && !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         for e in ours {
             assert_eq!(e["type"], "kernel.network.connection_unreachable");
