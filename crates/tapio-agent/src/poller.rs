@@ -183,11 +183,11 @@ pub fn run(
     let full_pause = Duration::from_millis(tapio_wire::limits::POLLER_FULL_QUEUE_PAUSE_MS);
     let mut last_record = Instant::now();
     while !stop.load(Relaxed) {
-        // Returns early on a forced wakeup, an EINTR (shutdown sends one)
-        // or the timeout. poll only consumes rings that epoll reported
-        // ready, and records submitted with BPF_RB_NO_WAKEUP never make a
-        // ring ready: consume every ring explicitly, so a record waits at
-        // most one timeout.
+        // The wait returns early on a forced wakeup, an EINTR (shutdown
+        // sends one) or the timeout. Records submitted with
+        // BPF_RB_NO_WAKEUP wake nobody: every ring is read after each
+        // wait, whatever it reported, so a record waits at most one
+        // timeout.
         let polled = if state.tx.room() == 0 {
             // The sender is behind: leave the records in the rings.
             std::thread::sleep(full_pause);
