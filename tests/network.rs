@@ -570,11 +570,7 @@ fn icmp_rejected_connects_are_unreachable_with_the_errno_connect_returned() {
             ours.len() <= want && ours.len() + misses >= want,
             "one event per reported connect to {port}, {} of {want} with {misses} recursion misses: {ours:#?}\n{}",
             ours.len(),
-            done.metrics
-                .lines()
-                .filter(|l| l.contains("observer=\"network\"") && !l.starts_with('#'))
-                .collect::<Vec<_>>()
-                .join("\n")
+            network_counters(&done.metrics)
         );
         for e in ours {
             assert_eq!(e["type"], "kernel.network.connection_unreachable");
@@ -964,11 +960,7 @@ fn recursion_storm(last: bool) -> bool {
         losses,
         0,
         "no ring, queue or sink loss in this test:\n{}",
-        done.metrics
-            .lines()
-            .filter(|l| l.contains("observer=\"network\"") && !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join("\n")
+        network_counters(&done.metrics)
     );
     // The state-change program of either kind (with or without owner
     // slots): only one is loaded.
@@ -1200,6 +1192,23 @@ fn every_cpus_records_arrive_whether_it_has_a_ring_or_shares_one() {
 /// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
 /// records; the agent is stopped (SIGSTOP) while a burst of refused
 /// connects fills them.
+/// The network observer's samples of a metrics text, for a failure message.
+fn network_counters(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.contains("observer=\"network\"") && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `connection_refused` events to `port`.
+fn refused_to(events: &[Value], port: u16) -> usize {
+    by_type(events, "kernel.network.connection_refused")
+        .into_iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .count()
+}
+
 /// `n` connects to a closed port refused while the agent is stopped
 /// (SIGSTOP), so that their records pile up in the rings; the port.
 fn refused_while_stopped(agent: &Agent, n: usize) -> u16 {
@@ -1234,10 +1243,7 @@ fn an_overflowing_ring_buffer_counts_every_lost_record() {
     let port = refused_while_stopped(&agent, N);
     std::thread::sleep(Duration::from_secs(1));
     let done = agent.stop();
-    let ours = by_type(&done.events, "kernel.network.connection_refused")
-        .into_iter()
-        .filter(|e| port_of(e, "dst_port") == u64::from(port))
-        .count() as u64;
+    let ours = refused_to(&done.events, port) as u64;
     let lost = metric(
         &done.metrics,
         "tapio_ringbuf_lost_total{observer=\"network\"}",
@@ -1281,13 +1287,7 @@ fn a_burst_larger_than_the_queue_waits_in_the_rings() {
     agent.wait_log("observer network attached", SLOW_KERNEL_DEADLINE);
     const N: usize = 2000;
     let port = refused_while_stopped(&agent, N);
-    let ours = |ev: &[Value]| {
-        by_type(ev, "kernel.network.connection_refused")
-            .into_iter()
-            .filter(|e| port_of(e, "dst_port") == u64::from(port))
-            .count()
-    };
-    let all_in = agent.events_within(SLOW_KERNEL_DEADLINE, |ev| ours(ev) >= N);
+    let all_in = agent.events_within(SLOW_KERNEL_DEADLINE, |ev| refused_to(ev, port) >= N);
     let done = agent.stop();
     let queue_drops = metric(
         &done.metrics,
@@ -1298,7 +1298,7 @@ fn a_burst_larger_than_the_queue_waits_in_the_rings() {
         "tapio_ringbuf_lost_total{observer=\"network\"}",
     );
     assert_eq!(
-        (ours(&done.events), queue_drops, lost),
+        (refused_to(&done.events, port), queue_drops, lost),
         (N, 0, 0),
         "every record of the burst delivered through a 64-event queue (arrived in time: {all_in})"
     );

@@ -129,32 +129,19 @@ impl Syncer {
         Syncer { shared, thread }
     }
 
-    /// Hands `round` to the thread if it is idle; whether it did (else
-    /// the round is dropped). Without a thread, which could not be
-    /// started, it syncs in place.
-    fn offer(&self, round: Round) -> bool {
+    /// Hands `round` to the thread: when it is idle, or, with `wait`,
+    /// once it is; whether it did (else the round is dropped). Without a
+    /// thread, which could not be started, it syncs in place.
+    fn hand(&self, round: Round, wait: bool) -> bool {
         if self.thread.is_none() {
             round.sync();
             return true;
         }
         let mut st = self.shared.state();
-        if st.busy || st.round.is_some() {
-            return false;
-        }
-        st.round = Some(round);
-        self.shared.changed.notify_all();
-        true
-    }
-
-    /// Hands `round` over, waiting until the thread is idle; in place
-    /// without a thread.
-    fn give(&self, round: Round) {
-        if self.thread.is_none() {
-            round.sync();
-            return;
-        }
-        let mut st = self.shared.state();
         while st.busy || st.round.is_some() {
+            if !wait {
+                return false;
+            }
             st = self
                 .shared
                 .changed
@@ -163,6 +150,7 @@ impl Syncer {
         }
         st.round = Some(round);
         self.shared.changed.notify_all();
+        true
     }
 }
 
@@ -211,6 +199,14 @@ struct OpenFile {
     /// Write-out started up to here.
     started: u64,
     dirty: bool,
+}
+
+impl OpenFile {
+    /// `STORE_WRITEBACK_BYTES` or more written since the write-out last
+    /// started: the next round starts it.
+    fn write_out_due(&self) -> bool {
+        self.len - self.started >= tapio_wire::limits::STORE_WRITEBACK_BYTES
+    }
 }
 
 pub struct FileSink {
@@ -424,11 +420,10 @@ impl FileSink {
             Vec::new()
         };
         for f in &self.open {
-            let unstarted = f.len - f.started;
             if sync && f.dirty {
                 files.push((Arc::clone(&f.file), None));
-            } else if unstarted >= tapio_wire::limits::STORE_WRITEBACK_BYTES {
-                files.push((Arc::clone(&f.file), Some((f.started, unstarted))));
+            } else if f.write_out_due() {
+                files.push((Arc::clone(&f.file), Some((f.started, f.len - f.started))));
             }
         }
         Round(files)
@@ -440,7 +435,7 @@ impl FileSink {
     fn maybe_sync(&mut self, force: bool) {
         let sync = force || self.last_sync.elapsed() >= self.cfg.fsync_every;
         let round = self.round(sync);
-        if round.0.is_empty() || !self.syncer.offer(round) {
+        if round.0.is_empty() || !self.syncer.hand(round, false) {
             return;
         }
         if sync {
@@ -448,11 +443,11 @@ impl FileSink {
             self.last_sync = Instant::now();
         }
         for f in &mut self.open {
+            if sync || f.write_out_due() {
+                f.started = f.len;
+            }
             if sync {
                 f.dirty = false;
-                f.started = f.len;
-            } else if f.len - f.started >= tapio_wire::limits::STORE_WRITEBACK_BYTES {
-                f.started = f.len;
             }
         }
     }
@@ -525,7 +520,7 @@ impl Drop for FileSink {
     fn drop(&mut self) {
         let round = self.round(true);
         if !round.0.is_empty() {
-            self.syncer.give(round);
+            self.syncer.hand(round, true);
         }
     }
 }
