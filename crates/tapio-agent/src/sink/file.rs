@@ -21,6 +21,9 @@
 //!   of a storm's evidence written back at once held the file's block
 //!   allocation lock for up to 32 ms, and the sender's next write waited
 //!   for it.
+//! - Once written back, the store's pages leave the page cache
+//!   (`POSIX_FADV_DONTNEED`): the node's cache does not grow by the
+//!   evidence, and new writes reuse warm pages.
 //! - Nothing here panics on an I/O error.
 
 use crate::sink::{Line, Sink, SinkResult};
@@ -47,25 +50,51 @@ type Span = (u64, u64);
 
 impl Round {
     fn sync(&self) {
+        use std::os::fd::AsRawFd;
         for (f, range) in &self.0 {
-            match *range {
+            let fd = f.as_raw_fd();
+            // On disk up to here: the page cache may let it go.
+            let written = match *range {
                 None => {
                     let _ = f.sync_data();
+                    0 // the whole file
                 }
                 Some((from, len)) => {
-                    use std::os::fd::AsRawFd;
-                    // SAFETY: a plain syscall on a descriptor the round
-                    // keeps open; it only starts write-out (errors ignored,
-                    // as for sync_data: the next sync tries again).
+                    // SAFETY (both calls): plain syscalls on a descriptor
+                    // the round keeps open. Errors are ignored, as for
+                    // sync_data: the next sync tries again. The first one
+                    // starts the write-out of the span; the second waits
+                    // for the write-out of everything before it, which an
+                    // earlier round started.
                     unsafe {
                         libc::sync_file_range(
-                            f.as_raw_fd(),
+                            fd,
                             from as i64,
                             len as i64,
                             libc::SYNC_FILE_RANGE_WRITE,
-                        )
+                        );
+                        if from > 0 {
+                            libc::sync_file_range(
+                                fd,
+                                0,
+                                from as i64,
+                                libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                                    | libc::SYNC_FILE_RANGE_WRITE
+                                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                            );
+                        }
                     };
+                    from
                 }
+            };
+            // The written-back pages leave the page cache, which only
+            // ever drops clean ones: the store does not grow the node's
+            // cache by what it writes, and its next writes reuse pages
+            // that are still warm. Fresh pages for every write cost the
+            // sender 3 times as much at storm rate (docs/budgets.md).
+            if range.is_none() || written > 0 {
+                // SAFETY: as above; 0 bytes is "to the end of the file".
+                unsafe { libc::posix_fadvise(fd, 0, written as i64, libc::POSIX_FADV_DONTNEED) };
             }
         }
     }
@@ -621,10 +650,90 @@ mod tests {
 
     /// Waits until the sink's sync thread has nothing handed over.
     fn sync_idle(s: &FileSink) {
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut st = s.syncer.shared.state();
         while st.busy || st.round.is_some() {
-            st = s.syncer.shared.changed.wait(st).unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "the sync thread never went idle");
+            st = s.syncer.shared.changed.wait_timeout(st, left).unwrap().0;
         }
+    }
+
+    /// Bytes of `path` in the page cache, as the kernel's mincore() says.
+    fn cached_bytes(path: &Path) -> u64 {
+        use std::os::fd::AsRawFd;
+        let f = File::open(path).unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        let page = 4096;
+        let mut vec = vec![0u8; len.div_ceil(page)];
+        // SAFETY: a read-only shared mapping of an open file of `len`
+        // bytes, unmapped below; mincore writes one byte per page of it
+        // into `vec`, which holds exactly that many.
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0);
+            libc::munmap(p, len);
+        }
+        vec.iter().filter(|b| *b & 1 == 1).count() as u64 * page as u64
+    }
+
+    /// Written-back pages leave the page cache: while the store is written
+    /// it keeps at most about two write-outs of it cached, and once synced
+    /// nothing. Needs a disk-backed directory (tmpfs keeps its pages).
+    #[test]
+    fn written_back_pages_leave_the_page_cache() {
+        use tapio_wire::limits::STORE_WRITEBACK_BYTES as WB;
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target"))
+            .join(format!("tapio-file-pagecache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // SAFETY: statfs fills the zeroed struct; the path is a valid C string.
+        let tmpfs = unsafe {
+            let mut st: libc::statfs = std::mem::zeroed();
+            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+            libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type == libc::TMPFS_MAGIC
+        };
+        if tmpfs {
+            std::fs::remove_dir_all(&dir).unwrap();
+            crate::test_skip::record(
+                "written_back_pages_leave_the_page_cache (target/ is on tmpfs)",
+            );
+            return;
+        }
+        let mut cfg = StoreConfig::new(dir.clone());
+        cfg.fsync_every = Duration::from_secs(3600); // only the flush syncs
+        let mut s = FileSink::with_clock(cfg, now_t0);
+        let events: Vec<Event> = (0..1000).map(|i| ev(i, T0)).collect();
+        let (buf, lines) = batch(&events);
+        let path = store::path(&dir, hour_of(T0), Part::Primary);
+        let mut most = 0;
+        while s.open.first().map_or(0, |f| f.len) < 8 * WB {
+            s.write_batch(&lines, &buf);
+            sync_idle(&s);
+            most = most.max(cached_bytes(&path));
+        }
+        let len = s.open[0].len;
+        assert!(
+            most <= 2 * WB + 2 * buf.len() as u64,
+            "{most} of {len} bytes were cached at once"
+        );
+        s.flush();
+        sync_idle(&s);
+        assert_eq!(cached_bytes(&path), 0, "synced, nothing stays cached");
+        drop(s);
+        assert_eq!(
+            lines_in(&path).len() as u64,
+            len / (buf.len() as u64) * 1000
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
