@@ -88,6 +88,8 @@ pub struct Metrics {
     /// The controller client's connections (shared with its HTTP client).
     pub controller_connections: std::sync::Arc<crate::client::http::ConnectionCounters>,
     pub store_files_removed: AtomicU64,
+    /// Store syncs and write-outs that failed (sink::file).
+    pub store_sync_failures: AtomicU64,
     /// Workload attribution: events whose cgroup was resolved / not, and
     /// walks of the cgroup hierarchy; the sender's resolver counts here.
     pub attribution: std::sync::Arc<crate::attribution::Stats>,
@@ -122,6 +124,7 @@ impl Default for Metrics {
             controller_unconfirmed: AtomicU64::new(0),
             controller_connections: std::sync::Arc::default(),
             store_files_removed: AtomicU64::new(0),
+            store_sync_failures: AtomicU64::new(0),
             attribution: std::sync::Arc::default(),
             config_generation: AtomicU32::new(0),
             kernel: Mutex::new(KernelCounters::default()),
@@ -356,6 +359,11 @@ impl Metrics {
             String::new(),
             self.store_files_removed.load(Relaxed),
         );
+        push(
+            "tapio_store_sync_failures_total",
+            String::new(),
+            self.store_sync_failures.load(Relaxed),
+        );
         let a = &self.attribution;
         for (result, c) in [("resolved", &a.resolved), ("unresolved", &a.unresolved)] {
             push(
@@ -483,6 +491,9 @@ fn help(name: &str) -> &'static str {
             "Connections to the controller: opened, and kept-alive ones found closed before an answer and replaced."
         }
         "tapio_store_files_removed_total" => "Store files removed by retention.",
+        "tapio_store_sync_failures_total" => {
+            "Store fsyncs and write-outs that failed: what they covered may not be on disk."
+        }
         "tapio_config_generation" => "The config generation in force in the kernel.",
         "tapio_cgroup_attribution_total" => {
             "Events whose owner's cgroup was resolved to a path (workload facts) or not."

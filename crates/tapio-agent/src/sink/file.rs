@@ -30,6 +30,7 @@ use crate::sink::{Line, Sink, SinkResult};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tapio_common::store::{self, Part};
@@ -49,31 +50,34 @@ struct Round(Vec<(Arc<File>, Option<Span>)>);
 type Span = (u64, u64);
 
 impl Round {
-    fn sync(&self) {
+    /// Syncs or writes out every file of the round; how many of those
+    /// failed (the kernel reports a write-back error once, to the first
+    /// sync that waits for it: a failure is counted, never retried).
+    fn sync(&self) -> u64 {
         use std::os::fd::AsRawFd;
+        let mut failed = 0;
         for (f, range) in &self.0 {
             let fd = f.as_raw_fd();
             // On disk up to here: the page cache may let it go.
             let written = match *range {
                 None => {
-                    let _ = f.sync_data();
+                    failed += u64::from(f.sync_data().is_err());
                     0 // the whole file
                 }
                 Some((from, len)) => {
                     // SAFETY (both calls): plain syscalls on a descriptor
-                    // the round keeps open. Errors are ignored, as for
-                    // sync_data: the next sync tries again. The first one
-                    // starts the write-out of the span; the second waits
-                    // for the write-out of everything before it, which an
-                    // earlier round started.
+                    // the round keeps open. The first one starts the
+                    // write-out of the span; the second waits for the
+                    // write-out of everything before it, which an earlier
+                    // round started.
                     unsafe {
-                        libc::sync_file_range(
+                        let start = libc::sync_file_range(
                             fd,
                             from as i64,
                             len as i64,
                             libc::SYNC_FILE_RANGE_WRITE,
                         );
-                        if from > 0 {
+                        let wait = if from > 0 {
                             libc::sync_file_range(
                                 fd,
                                 0,
@@ -81,8 +85,11 @@ impl Round {
                                 libc::SYNC_FILE_RANGE_WAIT_BEFORE
                                     | libc::SYNC_FILE_RANGE_WRITE
                                     | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-                            );
-                        }
+                            )
+                        } else {
+                            0
+                        };
+                        failed += u64::from(start != 0) + u64::from(wait != 0);
                     };
                     from
                 }
@@ -97,6 +104,7 @@ impl Round {
                 unsafe { libc::posix_fadvise(fd, 0, written as i64, libc::POSIX_FADV_DONTNEED) };
             }
         }
+        failed
     }
 }
 
@@ -112,6 +120,8 @@ struct Syncer {
 struct SyncShared {
     state: Mutex<SyncState>,
     changed: Condvar,
+    /// Failed syncs not yet counted in the metrics (`Round::sync`).
+    failed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -135,7 +145,7 @@ impl SyncShared {
             if let Some(round) = st.round.take() {
                 st.busy = true;
                 drop(st);
-                round.sync();
+                self.failed.fetch_add(round.sync(), Relaxed);
                 drop(round);
                 st = self.state();
                 st.busy = false;
@@ -163,7 +173,7 @@ impl Syncer {
     /// thread, which could not be started, it syncs in place.
     fn hand(&self, round: Round, wait: bool) -> bool {
         if self.thread.is_none() {
-            round.sync();
+            self.shared.failed.fetch_add(round.sync(), Relaxed);
             return true;
         }
         let mut st = self.shared.state();
@@ -183,14 +193,20 @@ impl Syncer {
     }
 }
 
-impl Drop for Syncer {
-    /// Waits until every round handed over is synced.
-    fn drop(&mut self) {
+impl Syncer {
+    /// Waits until every round handed over is synced, and ends the thread.
+    fn finish(&mut self) {
         self.shared.state().done = true;
         self.shared.changed.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -458,10 +474,20 @@ impl FileSink {
         Round(files)
     }
 
+    /// Moves the sync thread's failures into
+    /// `tapio_store_sync_failures_total`.
+    fn count_sync_failures(&self) {
+        let n = self.syncer.shared.failed.swap(0, Relaxed);
+        if let Some(m) = self.metrics.as_ref().filter(|_| n > 0) {
+            m.store_sync_failures.fetch_add(n, Relaxed);
+        }
+    }
+
     /// Starts a sync round when one is due (`force`: the sender's flush),
     /// else the write-out of what is due; only while the sync thread is
     /// idle, else the files stay dirty for later.
     fn maybe_sync(&mut self, force: bool) {
+        self.count_sync_failures();
         let sync = force || self.last_sync.elapsed() >= self.cfg.fsync_every;
         let round = self.round(sync);
         if round.0.is_empty() || !self.syncer.hand(round, false) {
@@ -551,6 +577,8 @@ impl Drop for FileSink {
         if !round.0.is_empty() {
             self.syncer.hand(round, true);
         }
+        self.syncer.finish();
+        self.count_sync_failures();
     }
 }
 
@@ -657,6 +685,41 @@ mod tests {
             assert!(!left.is_zero(), "the sync thread never went idle");
             st = s.syncer.shared.changed.wait_timeout(st, left).unwrap().0;
         }
+    }
+
+    /// A sync or write-out the kernel refuses is counted, once per call,
+    /// in `tapio_store_sync_failures_total` (a pipe: fsync and
+    /// sync_file_range both fail on it).
+    #[test]
+    fn a_failed_sync_is_counted() {
+        use std::os::fd::FromRawFd;
+        // The read end of a new pipe (its write end closed).
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: pipe() fills two descriptors; each is owned once,
+            // by one File.
+            unsafe {
+                assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+                drop(File::from_raw_fd(fds[1]));
+                Arc::new(File::from_raw_fd(fds[0]))
+            }
+        };
+        assert_eq!(Round(vec![(pipe(), None)]).sync(), 1);
+        assert_eq!(Round(vec![(pipe(), Some((0, 10)))]).sync(), 1);
+        assert_eq!(Round(vec![(pipe(), Some((4096, 10)))]).sync(), 2);
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let dir = tmp("syncfail");
+        let mut s = FileSink::with_clock(StoreConfig::new(dir.clone()), now_t0)
+            .with_metrics(Arc::clone(&metrics));
+        assert!(
+            s.syncer
+                .hand(Round(vec![(pipe(), None), (pipe(), None)]), true)
+        );
+        sync_idle(&s);
+        s.flush();
+        assert_eq!(metrics.store_sync_failures.load(Relaxed), 2);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Bytes of `path` in the page cache, as the kernel's mincore() says.
