@@ -465,6 +465,10 @@ impl Running {
     pub fn shutdown(self) -> i32 {
         log::info!("stopping: detaching programs and draining");
         let timeout = Duration::from_secs(self.args.shutdown_timeout_secs.max(1));
+        // One deadline for the poller's drain and the sender's flush: the
+        // drain waits for room in the queue (at most
+        // POLLER_DRAIN_WAIT_MS), and that wait is part of the timeout.
+        let deadline = Instant::now() + timeout;
         let metrics = &self.metrics_writer.metrics;
         self.poller_stop.store(true, Relaxed);
         // The poller may be in its long idle sleep: interrupt it until it
@@ -474,7 +478,12 @@ impl Running {
             std::thread::sleep(Duration::from_millis(20));
         }
         let _ = self.poller.join();
-        if join_within(self.sender, timeout).is_err() {
+        if join_within(
+            self.sender,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .is_err()
+        {
             // The sender is stuck (a sink that does not return): take what
             // it never will, and count it per observer, so the accounting
             // closes.
