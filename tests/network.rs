@@ -391,10 +391,7 @@ fn silently_dropped_syns_are_timeouts_never_refusals() {
         .into_iter()
         .filter(|e| port_of(e, "dst_port") == u64::from(port))
         .collect();
-    let refused = by_type(&done.events, "kernel.network.connection_refused")
-        .into_iter()
-        .filter(|e| port_of(e, "dst_port") == u64::from(port))
-        .count();
+    let refused = refused_to(&done.events, port);
     assert_eq!(timeouts.len(), M, "{:#?}", done.events);
     assert_eq!(refused, 0);
     for reason in ["connect_error_taken", "connect_error_unclassified"] {
@@ -1193,10 +1190,6 @@ fn every_cpus_records_arrive_whether_it_has_a_ring_or_shares_one() {
     }
 }
 
-/// A ring buffer that overflows loses records, and counts each one: a
-/// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
-/// records; the agent is stopped (SIGSTOP) while a burst of refused
-/// connects fills them.
 /// The network observer's samples of a metrics text, for a failure message.
 fn network_counters(metrics: &str) -> String {
     metrics
@@ -1232,6 +1225,10 @@ fn refused_while_stopped(agent: &Agent, n: usize) -> u16 {
     port
 }
 
+/// A ring buffer that overflows loses records, and counts each one: a
+/// 4 KiB ring (test hook, each of the network's rings) holds a few dozen
+/// records; the agent is stopped (SIGSTOP) while a burst of refused
+/// connects fills them.
 #[test]
 fn an_overflowing_ring_buffer_counts_every_lost_record() {
     if !kernel_and_hooks_available("network::ring_overflow") {
