@@ -58,11 +58,12 @@ impl Round {
         let mut failed = 0;
         for (f, range) in &self.0 {
             let fd = f.as_raw_fd();
-            // On disk up to here: the page cache may let it go.
-            let written = match *range {
+            // The bytes now on disk, from the start, that the page cache
+            // may let go (0: the whole file); None: none yet.
+            let on_disk = match *range {
                 None => {
                     failed += u64::from(f.sync_data().is_err());
-                    0 // the whole file
+                    Some(0)
                 }
                 Some((from, len)) => {
                     // SAFETY (both calls): plain syscalls on a descriptor
@@ -91,7 +92,7 @@ impl Round {
                         };
                         failed += u64::from(start != 0) + u64::from(wait != 0);
                     };
-                    from
+                    (from > 0).then_some(from)
                 }
             };
             // The written-back pages leave the page cache, which only
@@ -99,9 +100,9 @@ impl Round {
             // cache by what it writes, and its next writes reuse pages
             // that are still warm. Fresh pages for every write cost the
             // sender 3 times as much at storm rate (docs/budgets.md).
-            if range.is_none() || written > 0 {
+            if let Some(len) = on_disk {
                 // SAFETY: as above; 0 bytes is "to the end of the file".
-                unsafe { libc::posix_fadvise(fd, 0, written as i64, libc::POSIX_FADV_DONTNEED) };
+                unsafe { libc::posix_fadvise(fd, 0, len as i64, libc::POSIX_FADV_DONTNEED) };
             }
         }
         failed
