@@ -144,11 +144,12 @@ static __always_inline const struct tapio_config *tapio_cfg(struct tapio_config 
 	return tapio_cfg_read(snap) ? snap : 0;
 }
 
-/* The same, inlined: for the programs that run on every connection. A
+/* The same, inlined: for the programs that run on every connection
+ * (network) or every block request (storage's issue and completion). A
  * call to a BPF subprogram and its return cost about 20 ns on this kind
- * of machine (return thunks), as much as the copy itself
- * (docs/budgets.md); inlined everywhere, the copies would not fit the
- * agent's size budget. */
+ * of machine (return thunks), more where returns are mitigated
+ * (docs/budgets.md); inlined in every program, the copies would cost
+ * the agent's size budget more than the rare programs gain. */
 static __always_inline const struct tapio_config *tapio_cfg_inline(struct tapio_config *snap)
 {
 	return tapio_cfg_fill(snap) ? snap : 0;

@@ -128,8 +128,11 @@ static __always_inline void record_issue(struct request *rq, __u64 key)
 			tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 	} else {
 		/* Recorded: a refusal of an earlier dispatch of this request
-		 * (requeued, then issued again) no longer stands. */
-		bpf_map_delete_elem(&refused, &key);
+		 * (requeued, then issued again) no longer stands. Looked up
+		 * before it is deleted: a lookup takes no lock, a delete takes
+		 * the bucket's, and there is almost never one. */
+		if (bpf_map_lookup_elem(&refused, &key))
+			bpf_map_delete_elem(&refused, &key);
 	}
 }
 
@@ -137,7 +140,7 @@ SEC("tp_btf/block_rq_issue")
 int BPF_PROG(tapio_block_rq_issue, struct request *rq)
 {
 	struct tapio_config snap;
-	const struct tapio_config *cfg = tapio_cfg(&snap);
+	const struct tapio_config *cfg = tapio_cfg_inline(&snap);
 	__u64 key = (__u64)rq;
 
 	if (!cfg || !cfg->storage_enabled)
@@ -196,7 +199,7 @@ static __always_inline bool in_flight_at_attach(struct request *rq, __u64 attach
 static __always_inline int on_complete(struct request *rq, __u8 error, __u8 eflags, unsigned int nr_bytes)
 {
 	struct tapio_config snap;
-	const struct tapio_config *cfg = tapio_cfg(&snap);
+	const struct tapio_config *cfg = tapio_cfg_inline(&snap);
 	struct tapio_storage_event *ev;
 	void *ring;
 	struct inflight *e, v;
