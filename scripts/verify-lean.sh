@@ -27,7 +27,16 @@ export TAPIO_SKIP_LOG=${TAPIO_SKIP_LOG:-$PWD/target/tapio-skipped-tests.txt}
 
 failures=()
 warnings=()
-step() { printf '\n== %s\n' "$*"; }
+# Each step's wall time, printed at the end: CI gives `make test` 30
+# minutes (docs/operations.md, "Supported kernels").
+gate_start=$(date +%s)
+step_name="" step_start=$gate_start
+timings=()
+step_done() {
+  [ -n "$step_name" ] && timings+=("$(( $(date +%s) - step_start )) s  $step_name")
+  step_start=$(date +%s)
+}
+step() { step_done; step_name=$1; printf '\n== %s\n' "$*"; }
 fail() { failures+=("$1"); printf 'FAIL: %s\n' "$1"; }
 
 step "format"
@@ -103,6 +112,12 @@ else
   echo "SKIPPED: systemd-analyze not installed; units not verified"
   echo "systemd-analyze verify: not installed" >> "$TAPIO_SKIP_LOG"
 fi
+
+step_done
+echo
+echo "TIMES (wall seconds per step):"
+printf '  %s\n' "${timings[@]}"
+echo "make test took $(( $(date +%s) - gate_start )) s"
 
 # Every skip, the kernel matrix's included, is in the log.
 skipped=0

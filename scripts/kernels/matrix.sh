@@ -52,12 +52,15 @@ done
 fetched=$(scripts/kernels/fetch.sh ${TAPIO_KERNELS:-})
 echo "$fetched" | sed 's/^/  /' >&2
 
-# KVM only when a probe boot succeeds (here `-cpu host` dies on an MSR).
+# KVM only when a probe boot succeeds. Seen on these VMs: `-cpu host` dies
+# on an MSR, or the guest hangs right after "Probing EDD". A KVM boot that
+# works takes a few seconds; the probe gives it 30 (a hung one had cost 90
+# of every CI run).
 accel=(--disable-kvm)
 first=$(echo "$fetched" | awk '$3 != "UNAVAILABLE" {print $3; exit}')
 if [ -n "$first" ] && [ -w /dev/kvm ]; then
   probe=$out/kvm-probe && mkdir -p "$probe"
-  timeout 90 "$vng" -r "$first" --user root --rwdir "$probe" --cwd / --memory 1G --cpus 2 \
+  timeout 30 "$vng" -r "$first" --user root --rwdir "$probe" --cwd / --memory 1G --cpus 2 \
     --exec "echo ok > $probe/ok" > "$probe/console.log" 2>&1 </dev/null
   if [ -s "$probe/ok" ]; then accel=(); say "KVM probe boot succeeded: using KVM"
   else say "KVM probe boot failed ($(grep -a -m1 -o 'failed to set MSR[^ ]* [^ ]*' "$probe/console.log" || echo 'see target/kernel-matrix/kvm-probe')): using TCG"; fi
