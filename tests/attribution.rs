@@ -176,7 +176,7 @@ fn kubelet_shaped_cgroups_give_exact_pod_and_container_facts() {
             .spawn()
             .unwrap();
         let exit_pid = sh.id();
-        assert_eq!(sh.wait().unwrap().code(), Some(3));
+        assert_eq!(wait_child(&mut sh, "the exiting sh").code(), Some(3));
         // An OOM kill in the same cgroup.
         let mut hog = Command::new("sh")
             .arg("-c")
@@ -188,7 +188,7 @@ fn kubelet_shaped_cgroups_give_exact_pod_and_container_facts() {
         let oom_pid = hog.id();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
-            hog.wait().unwrap().signal(),
+            wait_child(&mut hog, "the OOM hog").signal(),
             Some(9),
             "{}: OOM-killed",
             l.rel

@@ -135,7 +135,7 @@ fn cap_bpf_and_cap_perfmon_alone_load_every_observer_and_see_events() {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let st = child.wait().unwrap();
+    let st = wait_child(&mut child, "the capability-limited agent");
     assert!(seen, "the refused connect was not reported");
     assert!(st.success(), "clean stop: {st:?}");
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());

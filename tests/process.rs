@@ -29,7 +29,7 @@ fn run_exit(code: i32) -> u32 {
         .spawn()
         .unwrap();
     let pid = c.id();
-    let st = c.wait().unwrap();
+    let st = wait_child(&mut c, "sh -c exit");
     assert_eq!(st.code(), Some(code));
     pid
 }
@@ -70,7 +70,7 @@ fn exits_are_one_event_per_process_and_only_abnormal_ones() {
         .count();
     assert_eq!(tasks, 8, "the victim has 8 threads");
     hog.kill().unwrap();
-    hog.wait().unwrap();
+    wait_child(&mut hog, "the killed 8-thread python3");
     settle(&agent, threaded, 1);
     settle(&agent, three, 1);
     let done = agent.stop();
@@ -226,7 +226,7 @@ fn an_oom_kill_is_one_event_with_the_victims_cgroups() {
         .spawn()
         .unwrap();
     let pid = hog.id();
-    let st = hog.wait().unwrap();
+    let st = wait_child(&mut hog, "the OOM hog");
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(st.signal(), Some(9), "the OOM killer killed the hog");
     settle(&agent, pid, 1);
@@ -401,7 +401,7 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
     // the victim's release for the memory (on 6.1 that race, lost, had the
     // OOM killer take it: a real kill, which would be reported as one).
     let _ = other.kill();
-    let st = other.wait().unwrap();
+    let st = wait_child(&mut other, "the second process");
     use std::os::unix::process::ExitStatusExt;
     let other_killed = st.signal() == Some(libc::SIGKILL);
     assert!(
@@ -411,7 +411,7 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
     let kills_after = vmstat_oom_kills();
     // SAFETY: as above; the victim then finishes its exit.
     unsafe { assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0), 0) };
-    let st = victim.wait().unwrap();
+    let st = wait_child(&mut victim, "the detached victim");
     assert_eq!(st.code(), Some(7), "the victim exited as it asked");
     settle(&agent, pid, 1);
     let done = agent.stop();
@@ -539,7 +539,7 @@ fn a_hundred_eight_thread_processes_killed_are_a_hundred_events() {
         }
         for mut c in batch {
             pids.push(c.id());
-            c.wait().unwrap();
+            wait_child(&mut c, "a killed threads8 helper");
         }
     }
     let all = |ev: &[Value]| pids.iter().all(|p| !for_pid(ev, *p).is_empty());
@@ -574,11 +574,14 @@ fn exit_group_from_a_thread_and_a_segfault_are_one_event_each() {
     agent.wait_log("observer process attached", Duration::from_secs(30));
     let mut eg = helper("exit_group_from_thread").spawn().unwrap();
     let eg_pid = eg.id();
-    assert_eq!(eg.wait().unwrap().code(), Some(7));
+    assert_eq!(
+        wait_child(&mut eg, "exit_group_from_thread").code(),
+        Some(7)
+    );
     let mut sv = helper("segv").spawn().unwrap();
     let sv_pid = sv.id();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(sv.wait().unwrap().signal(), Some(libc::SIGSEGV));
+    assert_eq!(wait_child(&mut sv, "segv").signal(), Some(libc::SIGSEGV));
     settle(&agent, eg_pid, 1);
     settle(&agent, sv_pid, 1);
     let done = agent.stop();

@@ -24,11 +24,41 @@ export TAPIO_STORM_CONNECTS=${TAPIO_STORM_CONNECTS:-20000} RUST_BACKTRACE=1
 : > "$out/results"
 "$agent" check > "$out/check.json" 2> "$out/check.err"
 echo "tapio-agent-check $?" >> "$out/results"
+# Each test binary has a deadline of its own (every wait inside a test
+# has one too): a binary still running at it is recorded with what the
+# guest's tasks were doing, then killed, and the next binary runs. A hang
+# is then a named failure with evidence, not a VM that times out.
+limit=${TAPIO_TEST_BINARY_TIMEOUT:-600}
+set +x
 for bin in "$@"; do
   name=$(basename "$bin" | sed 's/-[0-9a-f]*$//')
   start=$(date +%s)
-  "$bin" --test-threads=1 > "$out/test-$name.log" 2>&1
-  rc=$?
+  echo "running $name"
+  # Its own process group, so that a kill reaches every helper it started.
+  setsid "$bin" --test-threads=1 > "$out/test-$name.log" 2>&1 &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null && [ $(( $(date +%s) - start )) -lt "$limit" ]; do sleep 1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    {
+      echo "== $name still running after $limit s: the test in progress"
+      tail -n 3 "$out/test-$name.log"
+      echo "== tasks"
+      ps -eo pid,ppid,stat,wchan:32,etimes,args | grep -v ' \[.*\]$'
+      echo "== kernel stacks of tasks not sleeping interruptibly"
+      for s in /proc/[0-9]*/stat; do
+        p=${s#/proc/}; p=${p%/stat}
+        case "$(cut -d' ' -f3 "$s" 2>/dev/null)" in D|T|t|R) echo "-- $p $(cat /proc/$p/comm 2>/dev/null)"; cat "/proc/$p/stack" 2>/dev/null ;; esac
+      done
+      echo "== dmesg (last 40 lines)"
+      dmesg | tail -n 40
+    } > "$out/hang-$name.txt" 2>&1
+    kill -KILL -- "-$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rc=timeout
+  else
+    wait "$pid"
+    rc=$?
+  fi
   echo "$name $rc $(( $(date +%s) - start ))" >> "$out/results"
 done
 echo done > "$out/finished"

@@ -11,6 +11,7 @@
 # Environment:
 #   TAPIO_KERNELS="5.10 6.1"   only these (default: all of kernels.conf)
 #   TAPIO_VM_TIMEOUT=1200      seconds per guest, boot included
+#   TAPIO_TEST_BINARY_TIMEOUT=600  seconds per test binary in a guest (guest.sh)
 #   TAPIO_MATRIX_HOST=0        leave the host row out
 #   TAPIO_SKIP_LOG             where skipped kernels are recorded (lean gate)
 #   TAPIO_MATRIX_TESTS="network"  only these test binaries (default: all six)
@@ -116,6 +117,19 @@ why_failed() {
     [ -f "$f" ] || continue
     grep -a -E '^test .* \.\.\. FAILED$|panicked at' -A4 "$f" | head -40 | sed "s|^|  $(basename "$f" .log): |" >&2
   done
+  for f in "$1"/hang-*.txt; do
+    [ -f "$f" ] || continue
+    head -n 60 "$f" | sed "s|^|  $(basename "$f" .txt): |" >&2
+  done
+  # A guest that ran out of time: the test it was in (libtest names a test
+  # as it starts it).
+  if [ ! -f "$1/finished" ]; then
+    for f in "$1"/test-*.log; do
+      [ -f "$f" ] && ! grep -aq '^test result:' "$f" && tail -n 3 "$f" | sed "s|^|  unfinished $(basename "$f" .log): |" >&2
+    done
+    # The guest kernel's last words (a panic, a soft lockup, hung tasks).
+    [ -f "$1/console.log" ] && tail -n 40 "$1/console.log" | sed 's/^/  console: /' >&2
+  fi
   [ -s "$1/check.err" ] && grep -a -i -m5 'fail' "$1/check.err" | sed 's/^/  check: /' >&2
   return 0
 }

@@ -296,8 +296,13 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // Bounded: an agent stuck in the kernel must not hang the test
+        // binary on its way out of a failed test.
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -386,6 +391,37 @@ pub fn assert_accounting(text: &str, observer: &str) -> (u64, u64) {
 
 pub fn by_type<'a>(events: &'a [Value], ty: &str) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == ty).collect()
+}
+
+/// How long a test waits for a child process it started to end (the
+/// helpers sleep at most 120 s; an OOM victim dies in well under this).
+pub const CHILD_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `child.wait()` with a deadline: a child still running at the deadline
+/// is killed, and the test fails naming `what` (a hang in a test must be
+/// a failure with a name, never a matrix VM that times out silently).
+pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + CHILD_DEADLINE;
+    loop {
+        match child.try_wait() {
+            Ok(Some(st)) => return st,
+            Ok(None) => {}
+            Err(e) => panic!("{what}: waitpid({}): {e}", child.id()),
+        }
+        if Instant::now() >= deadline {
+            let state =
+                std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+            let stack =
+                std::fs::read_to_string(format!("/proc/{}/stack", child.id())).unwrap_or_default();
+            let _ = child.kill();
+            let _ = child.try_wait();
+            panic!(
+                "{what}: pid {} still running after {CHILD_DEADLINE:?}; stat: {state}\nstack:\n{stack}",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 pub fn sh(cmd: &str) {
