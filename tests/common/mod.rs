@@ -271,16 +271,9 @@ impl Agent {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                break s;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!("agent did not stop within 30 s after SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let Some(status) = exited_within(&mut self.child, Duration::from_secs(30)) else {
+            let _ = self.child.kill();
+            panic!("agent did not stop within 30 s after SIGTERM");
         };
         // let the reader threads finish the pipes
         std::thread::sleep(Duration::from_millis(200));
@@ -299,10 +292,7 @@ impl Drop for Agent {
         // Bounded: an agent stuck in the kernel must not hang the test
         // binary on its way out of a failed test.
         let _ = self.child.kill();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !matches!(self.child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let _ = exited_within(&mut self.child, Duration::from_secs(10));
     }
 }
 
@@ -401,24 +391,30 @@ pub const CHILD_DEADLINE: Duration = Duration::from_secs(60);
 /// is killed, and the test fails naming `what` (a hang in a test must be
 /// a failure with a name, never a matrix VM that times out silently).
 pub fn wait_child(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + CHILD_DEADLINE;
+    if let Some(st) = exited_within(child, CHILD_DEADLINE) {
+        return st;
+    }
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    let stack = std::fs::read_to_string(format!("/proc/{}/stack", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.try_wait();
+    panic!(
+        "{what}: pid {} still running after {CHILD_DEADLINE:?}; stat: {state}\nstack:\n{stack}",
+        child.id()
+    );
+}
+
+/// The child's exit status once it has exited, polling until `within` has
+/// passed (None: still running, or waitpid kept failing). The one bounded
+/// wait behind [`wait_child`], [`Agent::stop`] and the agent's drop.
+fn exited_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + within;
     loop {
-        match child.try_wait() {
-            Ok(Some(st)) => return st,
-            Ok(None) => {}
-            Err(e) => panic!("{what}: waitpid({}): {e}", child.id()),
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
         }
         if Instant::now() >= deadline {
-            let state =
-                std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-            let stack =
-                std::fs::read_to_string(format!("/proc/{}/stack", child.id())).unwrap_or_default();
-            let _ = child.kill();
-            let _ = child.try_wait();
-            panic!(
-                "{what}: pid {} still running after {CHILD_DEADLINE:?}; stat: {state}\nstack:\n{stack}",
-                child.id()
-            );
+            return None;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
