@@ -23,7 +23,7 @@ build: setup
 	$(CARGO) build --workspace --bins $(TEST_FEATURES)
 
 release: setup
-	$(CARGO) build --release -p tapio-agent -p tapio-controller -p tapio-cli
+	CARGO=$(CARGO) scripts/release.sh
 
 ## Run the agent in the foreground (as root): JSON lines on stdout.
 run: release
@@ -97,7 +97,7 @@ dist: release
 install: release
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/tapio/profiles $(DESTDIR)$(PREFIX)/share/doc/tapio
-	install -m 0755 target/release/tapio-agent target/release/tapio-controller target/release/tapio $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 target/release/tapio-agent target/controller/tapio-controller target/release/tapio $(DESTDIR)$(PREFIX)/bin/
 	@if [ -z "$(DESTDIR)" ]; then getent passwd tapio >/dev/null || useradd --system --user-group --no-create-home \
 		--home-dir /var/lib/tapio --shell /usr/sbin/nologin --comment "Tapio agent" tapio; fi
 	for u in tapio-agent tapio-controller; do \

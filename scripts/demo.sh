@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it loads eBPF programs and creates a namespace and a loop device)" >&2; exit 2; }
-for b in tapio-agent tapio tapio-controller; do [ -x "target/release/$b" ] || cargo build --release -q -p tapio-agent -p tapio-cli -p tapio-controller; done
+[ -x target/release/tapio-agent ] && [ -x target/release/tapio ] && [ -x target/controller/tapio-controller ] || scripts/release.sh
 work=$(mktemp -d)
 ns=tapio-demo-$$
 loopdev=
@@ -19,7 +19,7 @@ cleanup() {
 trap cleanup EXIT
 
 # slow-I/O threshold 0, so every loop-device request is reported
-target/release/tapio-controller compile docs/profiles/production-default.yaml \
+target/controller/tapio-controller compile docs/profiles/production-default.yaml \
   | python3 -c 'import json,sys; c=json.load(sys.stdin); c["storage"]["slow_io_warning_ns"]=0; print(json.dumps(c))' > "$work/config.json"
 target/release/tapio-agent run --config "$work/config.json" --no-stdout --data-dir "$work/store" \
   --metrics-file "$work/tapio.prom" --metrics-interval-secs 1 2> "$work/agent.log" &

@@ -9,8 +9,8 @@ arch=$(uname -m)
 name="tapio-$version-$arch-linux"
 stage=$(mktemp -d)/$name
 mkdir -p "$stage/bin" "$stage/systemd" "$stage/profiles" "$stage/docs" dist
-cargo build --release -p tapio-agent -p tapio-controller -p tapio-cli
-install -m 0755 target/release/tapio-agent target/release/tapio-controller target/release/tapio "$stage/bin/"
+scripts/release.sh
+install -m 0755 target/release/tapio-agent target/controller/tapio-controller target/release/tapio "$stage/bin/"
 for u in tapio-agent tapio-controller; do
   sed 's|@BINDIR@|/usr/local/bin|g' "scripts/systemd/$u.service" > "$stage/systemd/$u.service"
 done

@@ -73,10 +73,10 @@ done
 echo "cargo tree snapshots: $tree_dir"
 
 step "release build and binary budgets"
-if $CARGO build --release -p tapio-agent -p tapio-controller -p tapio-cli; then
+if CARGO=$CARGO scripts/release.sh; then
   agent=$(stat -c %s target/release/tapio-agent)
   cli=$(stat -c %s target/release/tapio)
-  ctl=$(stat -c %s target/release/tapio-controller)
+  ctl=$(stat -c %s target/controller/tapio-controller)
   printf 'tapio-agent       %9d bytes (hard %d, target %d)\n' "$agent" "$AGENT_MAX_BYTES" "$AGENT_TARGET_BYTES"
   printf 'tapio             %9d bytes (hard %d)\n' "$cli" "$CLI_MAX_BYTES"
   printf 'tapio-controller  %9d bytes (reported only)\n' "$ctl"

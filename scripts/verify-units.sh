@@ -3,13 +3,12 @@
 # release binaries (verify checks that ExecStart exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bindir=$PWD/target/release
-[ -x "$bindir/tapio-agent" ] && [ -x "$bindir/tapio-controller" ] || { echo "release binaries missing: run make release" >&2; exit 1; }
+bindir_agent=$PWD/target/release bindir_controller=$PWD/target/controller
+[ -x "$bindir_agent/tapio-agent" ] && [ -x "$bindir_controller/tapio-controller" ] || { echo "release binaries missing: run make release" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for u in tapio-agent tapio-controller; do
-  sed "s|@BINDIR@|$bindir|g" "scripts/systemd/$u.service" > "$tmp/$u.service"
-done
+sed "s|@BINDIR@|$bindir_agent|g" scripts/systemd/tapio-agent.service > "$tmp/tapio-agent.service"
+sed "s|@BINDIR@|$bindir_controller|g" scripts/systemd/tapio-controller.service > "$tmp/tapio-controller.service"
 out=$(systemd-analyze verify "$tmp/tapio-agent.service" "$tmp/tapio-controller.service" 2>&1) || { echo "$out"; exit 1; }
 # verify exits 0 on some warnings; treat any line about our units as failure
 if echo "$out" | grep -E "tapio-(agent|controller)\.service" ; then

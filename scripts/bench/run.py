@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 REL = ROOT / "target" / "release"
 AGENT = REL / "tapio-agent"
-CTL = REL / "tapio-controller"
+CTL = ROOT / "target" / "controller" / "tapio-controller"
 BENCH = REL / "tapio-bench"
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 # Rounds of the side-by-side comparison (section 2): the ratio moves by

@@ -15,6 +15,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// mimalloc's thread-local free lists instead of glibc's arenas: the
+/// request path allocates per request (bodies, parsed JSON), and this
+/// halves its instructions (docs/architecture.md, "Controller allocator").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tapio controller: the tapio-wire/v1 server for a cluster's agents.
 #[derive(FromArgs)]
 struct Args {
