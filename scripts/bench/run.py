@@ -362,9 +362,9 @@ def main():
 
     # 4. controller
     out.append("\n## 4. Controller\n")
-    out.append(f"Simulated agents each say hello once, then every 10 s poll the config (304), send a heartbeat and a batch of 50 events; measured over {CTL_SECS:.0f} s, export on. Each agent keeps one TCP connection alive, as the agent does (from 8 loopback source addresses: one has only ~28k ephemeral ports). Latency is measured by the load generator, which shares the 2 vCPUs with the controller.\n")
-    out.append("| agents | requests/s | events/s ingested | events/s exported | errors | controller CPU % | controller peak RSS (MiB) | config 304 p50 / p99 / max (ms) | heartbeat p50 / p99 / max (ms) | events p50 / p99 / max (ms) |")
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    out.append(f"Simulated agents each say hello once, then every 10 s poll the config (304), send a heartbeat and a batch of 50 events; measured over {CTL_SECS:.0f} s, export on. Each agent keeps one TCP connection alive, as the agent does (from 8 loopback source addresses: one has only ~28k ephemeral ports). Latency is measured by the load generator, which shares the 2 vCPUs with the controller. The hellos come as a burst: every agent opens its connection and says hello at the start, one after another per load thread, so the hello column is a fleet (re)connecting all at once, TCP connect included; the steady routes are the other three.\n")
+    out.append("| agents | requests/s | events/s ingested | events/s exported | errors | controller CPU % | controller peak RSS (MiB) | config 304 p50 / p99 / max (ms) | heartbeat p50 / p99 / max (ms) | events p50 / p99 / max (ms) | hello burst, with connect, p50 / p99 / max (ms) |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in (1000, 10000, 50000):
         rows = []
         for _ in range(RUNS):
@@ -393,8 +393,9 @@ def main():
             T["ctl_rss"] = g(lambda x: x[2])[0]
             T["ctl_p99"] = max(statistics.median([x[0]["routes"][r]["p99_ms"] for x in rows]) for r in ("config_304", "heartbeat", "events"))
             T["ctl_errors"] = g(lambda x: x[0]["errors"])[0]
+            T["ctl_hello_p99"] = statistics.median([x[0]["routes"]["hello"]["p99_ms"] for x in rows])
         lat = lambda route: "{:.1f} / {:.1f} / {:.1f}".format(*[statistics.median([x[0]["routes"][route][k] for x in rows]) for k in ("p50_ms", "p99_ms", "max_ms")])
-        out.append(f"| {n} | {fmt(g(lambda x: x[0]['rps']), '', 0)} | {fmt(g(lambda x: x[0]['events_per_sec']), '', 0)} | {fmt(g(lambda x: x[3]), '', 0)} | {fmt(g(lambda x: x[0]['errors']), '', 0)} | {fmt(g(lambda x: x[1]))} | {fmt(g(lambda x: x[2]))} | {lat('config_304')} | {lat('heartbeat')} | {lat('events')} |")
+        out.append(f"| {n} | {fmt(g(lambda x: x[0]['rps']), '', 0)} | {fmt(g(lambda x: x[0]['events_per_sec']), '', 0)} | {fmt(g(lambda x: x[3]), '', 0)} | {fmt(g(lambda x: x[0]['errors']), '', 0)} | {fmt(g(lambda x: x[1]))} | {fmt(g(lambda x: x[2]))} | {lat('config_304')} | {lat('heartbeat')} | {lat('events')} | {lat('hello')} |")
     rows = []
     for _ in range(RUNS):
         port = 18000 + (os.getpid() % 1000)
@@ -416,7 +417,9 @@ def main():
     out.append(f"| idle CPU (schedstat, {IDLE_SECS:.0f} s) | ≤ 0.05 % | {T['idle_cpu']:.3f} % | {yes(T['idle_cpu'] <= 0.05)} |")
     out.append(f"| RSS | ≤ 8 MiB | peak {T['peak_rss']:.1f} MiB over every agent run | {yes(T['peak_rss'] <= 8)} |")
     out.append(f"| agent binary | ≤ 1.0 MB | {agent_bytes:,} bytes | {yes(agent_bytes <= 1_000_000)} |")
-    out.append(f"| controller at 10,000 agents | p99 < 10 ms on every route, 0 errors, RSS ≤ 64 MiB | worst route p99 {T['ctl_p99']:.1f} ms, {T['ctl_errors']:.0f} errors, peak RSS {T['ctl_rss']:.1f} MiB | {yes(T['ctl_p99'] < 10 and T['ctl_errors'] == 0 and T['ctl_rss'] <= 64)} |")
+    steady = T['ctl_p99'] < 10 and T['ctl_errors'] == 0 and T['ctl_rss'] <= 64
+    ctl_verdict = yes(steady and T['ctl_hello_p99'] < 10) if not steady or T['ctl_hello_p99'] < 10 else "met on the steady routes; **missed** by the hello burst"
+    out.append(f"| controller at 10,000 agents | p99 < 10 ms on every route, 0 errors, RSS ≤ 64 MiB | steady routes' worst p99 {T['ctl_p99']:.1f} ms, hello burst p99 {T['ctl_hello_p99']:.1f} ms, {T['ctl_errors']:.0f} errors, peak RSS {T['ctl_rss']:.1f} MiB | {ctl_verdict} |")
     out.append("")
     out.append("Where a target is missed, docs/budgets.md says why, with the profile that shows where the time goes.")
 

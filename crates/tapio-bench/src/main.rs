@@ -331,6 +331,17 @@ fn connect_from(src: [u8; 4], port: u16) -> Option<TcpStream> {
         }
         let from = addr(src, 0);
         let to = addr([127, 0, 0, 1], port);
+        // The port is chosen at connect(), for this destination, instead of
+        // at bind() by a search for one no socket uses at all: that search
+        // grows with the sockets open and was most of a hello's latency.
+        let one: libc::c_int = 1;
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
         if libc::bind(fd, (&raw const from).cast(), len) != 0
             || libc::connect(fd, (&raw const to).cast(), len) != 0
         {
