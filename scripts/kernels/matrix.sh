@@ -145,8 +145,9 @@ why_failed() {
 # kernel's int3 handler finds no int3 there and resumes at the same
 # address, forever. It happens without Tapio, with only tracefs
 # toggling sched_process_exit while threads exit (docs/operations.md).
+lockup_re='soft lockup - CPU|rcu_sched self-detected stall|rcu: INFO: rcu_sched detected stalls'
 boot() { # vmlinuz dir
-  local vmlinuz=$1 dir=$2 pid rc
+  local vmlinuz=$1 dir=$2 pid
   timeout "${TAPIO_VM_TIMEOUT:-1200}" "$vng" -v "${accel[@]}" -r "$vmlinuz" --user root --cpus 2 --memory 2G \
     --rwdir "$dir" --cwd "$repo" --exec "$repo/scripts/kernels/guest.sh $dir $agent $bins" \
     > "$dir/console.log" 2>&1 </dev/null &
@@ -154,7 +155,7 @@ boot() { # vmlinuz dir
   while kill -0 "$pid" 2>/dev/null; do
     # Two reports: a guest only slowed down by a busy host may print one
     # and go on; a stuck vCPU repeats it every half minute.
-    if [ "$(grep -acE 'soft lockup - CPU|rcu_sched self-detected stall|rcu: INFO: rcu_sched detected stalls' "$dir/console.log")" -ge 2 ]; then
+    if [ "$(grep -acE "$lockup_re" "$dir/console.log")" -ge 2 ]; then
       sleep 5 # the rest of the report
       pkill -KILL -f "path=$dir,security_model" 2>/dev/null
       kill "$pid" 2>/dev/null
@@ -164,13 +165,11 @@ boot() { # vmlinuz dir
     sleep 2
   done
   wait "$pid"
-  rc=$?
-  return "$rc"
 }
 
 # The first lockup report of a console: what was stuck, and where.
 lockup_excerpt() {
-  grep -a -m1 -E -A40 'soft lockup - CPU|rcu_sched self-detected stall|rcu: INFO: rcu_sched detected stalls' "$1" \
+  grep -a -m1 -E -A40 "$lockup_re" "$1" \
     | grep -a -E 'lockup|stall|RIP: 0010|Comm:|CPU: [0-9]+ PID' | head -n 8
 }
 
@@ -203,8 +202,9 @@ while read -r name distro suite pkg version sha; do
     mkdir -p "$out/lockups"
     cp "$dir/console.log" "$out/lockups/$name-boot$attempt-console.log"
     echo "*** $name: guest kernel lockup under TCG after $(( $(date +%s) - s )) s on boot $attempt; booting it again (console: target/kernel-matrix/lockups/$name-boot$attempt-console.log) ***" >&2
-    lockup_excerpt "$dir/console.log" | sed 's/^/  lockup: /' >&2
-    lockups+=("$name, boot $attempt: a guest kernel lockup after $(( $(date +%s) - s )) s ($(lockup_excerpt "$dir/console.log" | grep -a -m1 -o 'RIP: 0010:[^ ]*' || echo 'no RIP')); a later boot decided the row")
+    excerpt=$(lockup_excerpt "$dir/console.log")
+    echo "$excerpt" | sed 's/^/  lockup: /' >&2
+    lockups+=("$name, boot $attempt: a guest kernel lockup after $(( $(date +%s) - s )) s ($(echo "$excerpt" | grep -a -m1 -o 'RIP: 0010:[^ ]*' || echo 'no RIP')); a later boot decided the row")
   done
   booted=ok
   [ "$rc" = 124 ] && booted="timed out after ${TAPIO_VM_TIMEOUT:-1200} s"

@@ -333,7 +333,8 @@ fn connect_from(src: [u8; 4], port: u16) -> Option<TcpStream> {
         let to = addr([127, 0, 0, 1], port);
         // The port is chosen at connect(), for this destination, instead of
         // at bind() by a search for one no socket uses at all: that search
-        // grows with the sockets open and was most of a hello's latency.
+        // grows with the sockets open, and it is the load generator's cost,
+        // not the controller's (docs/budgets.md, the hello burst).
         let one: libc::c_int = 1;
         libc::setsockopt(
             fd,

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// mimalloc's thread-local free lists instead of glibc's arenas: the
-/// request path allocates per request (bodies, parsed JSON), and this
-/// halves its instructions (docs/architecture.md, "Controller allocator").
+/// request path allocates per request (bodies, parsed JSON). With the
+/// `controller` profile's opt-level 3 it takes the request path's
+/// instructions down by 46 % (docs/architecture.md, "Decisions").
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
