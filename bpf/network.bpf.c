@@ -8,7 +8,8 @@
  *  - connection_timeout: SYN_SENT -> CLOSE with no reset seen and
  *    sk_err == ETIMEDOUT (the retransmission timer gave up).
  *  - connection_unreachable: SYN_SENT -> CLOSE with no reset seen and an
- *    ICMP-derived sk_err (host/network unreachable or down, administratively
+ *    ICMP-derived sk_err (ECONNREFUSED only if no segment was received:
+ *    else it may be a reset whose program run the kernel skipped) (host/network unreachable or down, administratively
  *    filtered, ICMP port unreachable, protocol unreachable): the network,
  *    not the peer's TCP, ended the connect. A local neighbour (ARP/NDP)
  *    failure arrives the same way, as a local ICMP host unreachable; so
@@ -327,6 +328,21 @@ static __always_inline void fill_owner(struct tapio_net_event *ev, const struct 
 	__builtin_memcpy(ev->comm, c->comm, TAPIO_COMM_LEN);
 }
 
+/*
+ * Whether sk has received a TCP segment. tcp_segs_in() counts every
+ * segment a full socket receives, before it is processed; an ICMP error is
+ * no segment. A connect refused by a reset has received one (the reset);
+ * one refused by an ICMP port unreachable, in SYN_SENT, has not. Unknown
+ * (not a full TCP socket, never seen here): yes, so the caller counts the
+ * outcome instead of naming it.
+ */
+static __always_inline bool segment_received(const struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	return !tp || tp->segs_in != 0;
+}
+
 static __always_inline bool is_tcp(const struct sock *sk)
 {
 	return sk->sk_protocol == IPPROTO_TCP;
@@ -428,11 +444,16 @@ static __always_inline void on_state(const struct sock *sk, int oldstate, int ne
 			if (!c)
 				tapio_count(TAPIO_CNT_CORR_OWNER_MISSING);
 			what = TAPIO_EV_NET_CONN_TIMEOUT;
-		} else if (!c && err == ECONNREFUSED) {
-			/* Refused by a reset or by an ICMP port unreachable:
-			 * with no state kept (connect() began before the
-			 * agent attached, or the map was full at the reset),
-			 * which one is unknown. Counted, never guessed. */
+		} else if (err == ECONNREFUSED && (!c || segment_received(sk))) {
+			/* Refused by a reset or by an ICMP port unreachable,
+			 * and which one is unknown: no state kept (connect()
+			 * began before the agent attached, or the map was
+			 * full at the reset), or a segment arrived that the
+			 * reset program did not mark: a reset whose program
+			 * run the kernel skipped, because that program was
+			 * already running on this CPU (a softirq over process
+			 * context; counted as its recursion miss too).
+			 * Counted, never guessed. */
 			tapio_count(TAPIO_CNT_CONNECT_ERROR_UNCLASSIFIED);
 		} else if (icmp_connect_error(err)) {
 			if (!c)
@@ -478,6 +499,12 @@ static __always_inline void on_receive_reset(struct sock *sk, bool slots)
 	if (!cfg || !cfg->network_enabled || !is_tcp(sk))
 		return;
 	state = sk->__sk_common.skc_state;
+#ifdef TAPIO_TEST_HOOKS
+	/* Test hook: every reset of a connecting socket unseen, as when the
+	 * kernel skips this program's run (a recursion miss). */
+	if (state == TCP_SYN_SENT && (cfg->test_flags & TAPIO_TEST_RESET_UNSEEN))
+		return;
+#endif
 	c = conn_get(cfg, sk, slots);
 
 	if (state == TCP_SYN_SENT) {

@@ -217,6 +217,7 @@ struct tapio_config {
 /* tapio_config.test_flags */
 #define TAPIO_TEST_DOUBLE_ISSUE (1u << 0) /* storage: issue every request twice */
 #define TAPIO_TEST_SLOT_COLLIDE (1u << 1) /* network: every socket in one of two owner slots */
+#define TAPIO_TEST_RESET_UNSEEN (1u << 2) /* network: the reset program ignores resets in SYN_SENT */
 
 #define TAPIO_ASSERT_LAYOUT(cond) _Static_assert(cond, #cond)
 

@@ -132,6 +132,7 @@ struct inet_connection_sock {
 
 struct tcp_sock {
 	struct inet_connection_sock inet_conn;
+	__u32 segs_in; /* segments received (tcp_segs_in), 4.6+ */
 };
 
 /* The control block where TCP keeps a segment's metadata (tcp_skb_cb). */

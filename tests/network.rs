@@ -310,6 +310,72 @@ fn owners_stay_exact_when_sockets_share_a_slot() {
     assert_accounting(&done.metrics, "network");
 }
 
+/// A reset the reset program does not see (the kernel skips a program run
+/// that would nest in a run of the same program on that CPU: a recursion
+/// miss) leaves a refused connect looking like one refused by an ICMP port
+/// unreachable, with the same errno. The state-change program tells them
+/// apart by the segment the reset was: such a connect is counted as
+/// unclassified, never reported as unreachable (nor as refused). The hook
+/// makes the reset program ignore every reset of a connecting socket.
+#[test]
+fn a_reset_the_reset_program_missed_is_counted_never_called_unreachable() {
+    if !kernel_and_hooks_available("network::reset_unseen") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let ns = NetNs::new("unseen");
+    let port = 9931;
+    let (rsts_before, fails_before) = (
+        netns_counter(&ns.name, "/proc/net/snmp", "Tcp:", "OutRsts"),
+        netns_counter(&ns.name, "/proc/net/snmp", "Tcp:", "AttemptFails"),
+    );
+    let agent = Agent::start_with_env(
+        "reset-unseen",
+        &[],
+        &[("TAPIO_FAULT_INJECT", "network:reset_unseen")],
+    );
+    const N: u64 = 50;
+    let name = ns.name.clone();
+    let refused = std::thread::spawn(move || {
+        enter_netns(&name);
+        let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port);
+        (0..N)
+            .filter(|_| RawTcp::new(false).connect(to) == libc::ECONNREFUSED)
+            .count() as u64
+    })
+    .join()
+    .unwrap();
+    assert_eq!(refused, N, "every connect was refused");
+    let unclassified =
+        "tapio_correlation_drops_total{observer=\"network\",reason=\"connect_error_unclassified\"}";
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+    while metric_prefix_sum(&agent.metrics_now(), unclassified) < N {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{N} unclassified connects never counted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let done = agent.stop();
+    assert!(done.status.success());
+    // The oracle: the resets the namespace sent, one per failed attempt.
+    let rsts = netns_counter(&ns.name, "/proc/net/snmp", "Tcp:", "OutRsts") - rsts_before;
+    let fails = netns_counter(&ns.name, "/proc/net/snmp", "Tcp:", "AttemptFails") - fails_before;
+    assert_eq!(
+        (rsts, fails),
+        (N, N),
+        "one reset and one failed attempt per connect"
+    );
+    let ours: Vec<&Value> = done
+        .events
+        .iter()
+        .filter(|e| port_of(e, "dst_port") == u64::from(port))
+        .collect();
+    assert!(ours.is_empty(), "no fact for an unseen reset: {ours:#?}");
+    assert_eq!(metric(&done.metrics, unclassified), N);
+    assert_accounting(&done.metrics, "network");
+}
+
 /// Two test hosts joined by a veth pair: the client namespace (returned
 /// first) connects with `tcp_syn_retries=1`, so a connect times out after
 /// about 3 s; the server namespace silently drops the SYNs to `port` (no
@@ -888,7 +954,13 @@ fn recursion_storm(last: bool) -> bool {
     let (client_ns, _server_ns, _, server_ip) = syn_dropping_pair("r", port);
     let dir = tmpdir("recursion-store");
     let dir_s = dir.to_string_lossy().into_owned();
-    let agent = Agent::start("recursion", &["--no-stdout", "--data-dir", &dir_s]);
+    // Rings that hold the whole storm: a consumer slowed down by an
+    // emulated CPU (the kernel matrix's VMs) loses none.
+    let agent = Agent::start_with_env(
+        "recursion",
+        &["--no-stdout", "--data-dir", &dir_s],
+        &[("TAPIO_FAULT_INJECT", "network:ring_bytes:8388608")],
+    );
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm: Vec<_> = (0..2)
         .map(|_| {
@@ -976,14 +1048,26 @@ fn recursion_storm(last: bool) -> bool {
     );
     let refused_events = stored(&dir, "kernel.network.connection_refused", refused_port);
     let timeout_events = stored(&dir, "kernel.network.connection_timeout", port);
+    // A reset whose program run was skipped must not turn a refused
+    // connect into an unreachable one: it is counted instead.
+    let unreachable = stored(&dir, "kernel.network.connection_unreachable", refused_port)
+        + stored(&dir, "kernel.network.connection_unreachable", port);
     eprintln!(
         "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops"
     );
-    assert!(refused_events <= refused && timeout_events <= timed_out);
+    let counters = network_counters(&done.metrics);
+    assert_eq!(
+        unreachable, 0,
+        "no connect here was unreachable:\n{counters}"
+    );
+    assert!(
+        refused_events <= refused && timeout_events <= timed_out,
+        "{refused_events} refused events for {refused} refused connects, {timeout_events} timeout events for {timed_out} timeouts:\n{counters}"
+    );
     assert_eq!(
         refused_events + timeout_events + misses + drops,
         refused + timed_out,
-        "every failed connect is an event or a counted miss"
+        "every failed connect is an event or a counted miss: {refused_events} refused and {timeout_events} timeout events, {misses} state-change misses, {drops} correlation drops, for {refused} refused connects and {timed_out} timeouts:\n{counters}"
     );
     let _ = std::fs::remove_dir_all(&dir);
     true

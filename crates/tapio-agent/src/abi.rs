@@ -44,6 +44,7 @@ pub const CONSUMER_IDLE: u32 = 1;
 /// `TAPIO_TEST_*` (tapio_config.test_flags)
 pub const TEST_DOUBLE_ISSUE: u8 = 1 << 0;
 pub const TEST_SLOT_COLLIDE: u8 = 1 << 1;
+pub const TEST_RESET_UNSEEN: u8 = 1 << 2;
 
 /// `TAPIO_F_*`
 pub const F_OWNER_KNOWN: u8 = 1 << 0;

@@ -12,6 +12,8 @@
 //! `<observer>:ring_bytes:<n>` (each of the observer's rings holds n bytes),
 //! `<observer>:rings:<n>` (the observer has n rings, shared by the CPUs),
 //! `network:slot_collide` (every socket hashes to one of two owner slots),
+//! `network:reset_unseen` (the reset program ignores resets of connecting
+//! sockets, as a recursion miss would make it),
 //! `network:slots_fail` (the programs with owner slots fail to load),
 //! `check:hide_tracepoint:<name>` (`check` reports the tracepoint missing).
 

@@ -42,8 +42,10 @@ pub fn to_kernel(cfg: &CompiledConfig, generation: u32) -> KernelConfig {
 /// `TAPIO_TEST_DOUBLE_ISSUE`, which makes the storage program record every
 /// issue twice, so a real completion meets an ambiguous key;
 /// `network:slot_collide` sets `TAPIO_TEST_SLOT_COLLIDE`, which puts every
-/// socket in one of two owner slots, so most fall back to the hash. 0
-/// otherwise.
+/// socket in one of two owner slots, so most fall back to the hash;
+/// `network:reset_unseen` sets `TAPIO_TEST_RESET_UNSEEN`, which makes the
+/// reset program ignore every reset of a connecting socket, as when its run
+/// is skipped (a recursion miss). 0 otherwise.
 fn test_flags() -> u8 {
     let mut f = 0;
     if crate::fault::injected("storage:double_issue") {
@@ -51,6 +53,9 @@ fn test_flags() -> u8 {
     }
     if crate::fault::injected("network:slot_collide") {
         f |= crate::abi::TEST_SLOT_COLLIDE;
+    }
+    if crate::fault::injected("network:reset_unseen") {
+        f |= crate::abi::TEST_RESET_UNSEEN;
     }
     f
 }
