@@ -66,7 +66,11 @@ struct Paced {
 
 /// N simulated agents against a controller: hello once, then per interval
 /// a config poll (304), a heartbeat and a batch of 50 events, each agent
-/// on its own kept-alive connection.
+/// on its own kept-alive connection. Agents start spread evenly over the
+/// first interval, as their rounds are: each says hello just before its
+/// first round. With `--burst`, every agent says hello at once at the
+/// start instead (a fleet reconnecting together), each load thread one
+/// after another.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "agents")]
 struct Agents {
@@ -95,6 +99,12 @@ struct Agents {
     /// print every latency (µs) per route, for merging split runs
     #[argh(switch)]
     raw: bool,
+    /// every agent says hello at the start, at once: a closed loop of
+    /// `workers` connections, whose latency is the queue they make
+    /// (concurrency / throughput); `hello_burst_secs` says how long all
+    /// the hellos took
+    #[argh(switch)]
+    burst: bool,
 }
 
 /// As many config polls answered 304 as `conns` concurrent clients get.
@@ -389,25 +399,35 @@ fn agents(a: &Agents) {
     let measure = Duration::from_secs_f64(a.secs);
     let errors = Arc::new(AtomicU64::new(0));
     let events = Arc::new(AtomicU64::new(0));
+    let burst = a.burst;
+    // When the last load thread finished its burst of hellos (µs after t0).
+    let burst_done = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
     let hs: Vec<_> = (0..a.workers)
         .map(|w| {
             let (errors, events, etag) = (Arc::clone(&errors), Arc::clone(&events), etag.clone());
+            let burst_done = Arc::clone(&burst_done);
             let workers = a.workers;
             std::thread::spawn(move || {
                 let mine: Vec<usize> = (first + w..(first + count).min(n)).step_by(workers).collect();
                 let mut lat: [Vec<u64>; 4] = Default::default();
                 let mut seq = vec![0u64; mine.len()];
                 let mut conns: Vec<Option<TcpStream>> = (0..mine.len()).map(|_| None).collect();
-                for (k, &i) in mine.iter().enumerate() {
+                let hello = |conn: &mut Option<TcpStream>, i: usize, lat: &mut [Vec<u64>; 4]| {
                     let body = json!({"wire_version": "tapio-wire/v1", "agent_id": format!("a{i}"), "node_name": format!("n{i}"),
                         "instance_id": format!("i{i}"), "agent_version": "bench", "kernel_release": "6", "arch": "x86_64"});
-                    match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("POST", "/v1/agents/hello", "", body.to_string().as_bytes(), false)) {
+                    match kept_exchange(conn, [127, 0, 0, 1 + (i % 8) as u8], port, &request("POST", "/v1/agents/hello", "", body.to_string().as_bytes(), false)) {
                         Some((200, us)) => lat[0].push(us),
                         _ => {
                             errors.fetch_add(1, Relaxed);
                         }
                     }
+                };
+                if burst {
+                    for (k, &i) in mine.iter().enumerate() {
+                        hello(&mut conns[k], i, &mut lat);
+                    }
+                    burst_done.fetch_max(t0.elapsed().as_micros() as u64, Relaxed);
                 }
                 // each agent's round is offset evenly across the interval
                 let mut round = 0u64;
@@ -420,6 +440,9 @@ fn agents(a: &Agents) {
                         }
                         if let Some(d) = due.checked_duration_since(Instant::now()) {
                             std::thread::sleep(d);
+                        }
+                        if round == 0 && !burst {
+                            hello(&mut conns[k], i, &mut lat);
                         }
                         let hdr = format!("If-None-Match: {etag}\r\n");
                         match kept_exchange(&mut conns[k], [127, 0, 0, 1 + (i % 8) as u8], port, &request("GET", &format!("/v1/agents/config?agent_id=a{i}&node_name=n{i}"), &hdr, b"", false)) {
@@ -502,7 +525,8 @@ fn agents(a: &Agents) {
         "{}",
         json!({"mode": "agents", "n": n, "secs": el, "requests": total, "rps": total as f64 / el,
                "events": events.load(Relaxed), "events_per_sec": events.load(Relaxed) as f64 / el,
-               "errors": errors.load(Relaxed), "routes": routes, "raw": raw})
+               "errors": errors.load(Relaxed), "routes": routes, "raw": raw,
+               "hello_burst_secs": if burst { json!(burst_done.load(Relaxed) as f64 / 1e6) } else { json!(null) }})
     );
 }
 
