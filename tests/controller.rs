@@ -886,3 +886,45 @@ fn at_the_connection_limit_the_longest_idle_connection_makes_room() {
         1
     );
 }
+
+/// A fleet reconnecting at once meets a controller busy elsewhere: the
+/// kernel must hold their connections until it accepts them. With the
+/// standard library's backlog of 128, the 130th connect's SYN was dropped
+/// and its agent waited a second for TCP to try again (docs/budgets.md).
+/// Here the controller is stopped (SIGSTOP), so the kernel's accept queue
+/// is the only thing that can take the connects: each must complete.
+#[test]
+fn a_stalled_controller_holds_a_thousand_connects_in_its_backlog() {
+    const N: usize = 1000;
+    let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if somaxconn < N {
+        skip(
+            "controller::backlog",
+            &format!("net.core.somaxconn is {somaxconn}, below {N}"),
+        );
+        return;
+    }
+    let c = Controller::start(&[]);
+    c.signal("STOP");
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], c.port));
+    let mut held = Vec::with_capacity(N);
+    let mut failed = None;
+    for i in 0..N {
+        match std::net::TcpStream::connect_timeout(&to, Duration::from_millis(500)) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                failed = Some(format!("connect {} of {N}: {e}", i + 1));
+                break;
+            }
+        }
+    }
+    c.signal("CONT");
+    assert_eq!(failed, None, "the backlog dropped a connect");
+    assert_eq!(held.len(), N);
+    // Once it runs again, it serves them.
+    drop(held);
+    assert_eq!(c.get("/v1/status").0, 200);
+}

@@ -272,6 +272,7 @@ fn serve(a: ServeArgs) -> i32 {
             return 1;
         }
     };
+    deepen_backlog(&l);
     let max_body = a.max_body_bytes.max(1024);
     let front_settings = Arc::new(front::Settings {
         max_body,
@@ -359,4 +360,21 @@ fn serve(a: ServeArgs) -> i32 {
         }
     }
     0
+}
+
+/// Gives the listening socket the backlog a fleet reconnecting at once
+/// needs (`CONTROLLER_LISTEN_BACKLOG`; the standard library listens with
+/// 128). listen(2) on a socket already listening sets its backlog anew. A
+/// failure keeps the 128 and says so.
+fn deepen_backlog(l: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let backlog = tapio_wire::limits::CONTROLLER_LISTEN_BACKLOG;
+    // SAFETY: listen(2) on a socket this function borrows; no memory is
+    // passed.
+    if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
+        log::warn!(
+            "listen backlog {backlog}: {}; keeping the default",
+            std::io::Error::last_os_error()
+        );
+    }
 }

@@ -109,6 +109,12 @@ pub const MAX_HTTP_HEADERS: usize = 64;
 /// Whole requests waiting for a controller worker, per worker; beyond
 /// them a request is answered 503 at once.
 pub const MAX_HTTP_REQUESTS_QUEUED_PER_WORKER: usize = 64;
+/// Connections the controller's listening socket holds before it accepts
+/// them (listen(2) backlog; the kernel caps it at net.core.somaxconn).
+/// Beyond them the kernel drops the SYN, and the agent's TCP tries again
+/// one second later (then 3, 7...): the standard library's 128 did that
+/// to a fleet of thousands reconnecting at once (docs/budgets.md).
+pub const CONTROLLER_LISTEN_BACKLOG: i32 = 4096;
 /// Request bytes (heads and bodies) the controller buffers at once, unless
 /// `--max-body-bytes` asks for more (then twice the largest body).
 pub const CONTROLLER_BUFFER_BUDGET_BYTES: usize = 64 * 1024 * 1024;
