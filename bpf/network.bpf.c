@@ -8,13 +8,14 @@
  *  - connection_timeout: SYN_SENT -> CLOSE with no reset seen and
  *    sk_err == ETIMEDOUT (the retransmission timer gave up).
  *  - connection_unreachable: SYN_SENT -> CLOSE with no reset seen and an
- *    ICMP-derived sk_err (ECONNREFUSED only if no segment was received:
- *    else it may be a reset whose program run the kernel skipped) (host/network unreachable or down, administratively
- *    filtered, ICMP port unreachable, protocol unreachable): the network,
- *    not the peer's TCP, ended the connect. A local neighbour (ARP/NDP)
- *    failure arrives the same way, as a local ICMP host unreachable; so
- *    does a timeout after soft ICMP errors (the kernel then reports the
- *    last ICMP error instead of ETIMEDOUT).
+ *    ICMP-derived sk_err (host/network unreachable or down,
+ *    administratively filtered, ICMP port unreachable, protocol
+ *    unreachable): the network, not the peer's TCP, ended the connect. A
+ *    local neighbour (ARP/NDP) failure arrives the same way, as a local
+ *    ICMP host unreachable; so does a timeout after soft ICMP errors (the
+ *    kernel then reports the last ICMP error instead of ETIMEDOUT).
+ *    ECONNREFUSED counts only if the socket received no segment: else it
+ *    may be a reset whose program run the kernel skipped.
  *  An aborted connect (close() while connecting) is none of these. A
  *  connect the kernel failed with an errno none of these describe, or
  *  whose errno the application read before the close (kernels that wake

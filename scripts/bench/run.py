@@ -389,7 +389,6 @@ def main():
         shutil.rmtree(d, ignore_errors=True)
         return (r, cpu, hwm, exported / r["secs"])
 
-    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     for n in (1000, 10000, 50000):
         rows = []
         for _ in range(RUNS):
@@ -401,6 +400,7 @@ def main():
             T["ctl_errors"] = g(lambda x: x[0]["errors"])[0]
         lat = lambda route: "{:.1f} / {:.1f} / {:.1f}".format(*[statistics.median([x[0]["routes"][route][k] for x in rows]) for k in ("p50_ms", "p99_ms", "max_ms")])
         out.append(f"| {n} | {fmt(g(lambda x: x[0]['rps']), '', 0)} | {fmt(g(lambda x: x[0]['events_per_sec']), '', 0)} | {fmt(g(lambda x: x[3]), '', 0)} | {fmt(g(lambda x: x[0]['errors']), '', 0)} | {fmt(g(lambda x: x[1]))} | {fmt(g(lambda x: x[2]))} | {lat('config_304')} | {lat('heartbeat')} | {lat('events')} | {lat('hello')} |")
+    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard_nofile < 50000 + 1024:
         out.append(f"\nThe open-file hard limit here is {hard_nofile:,} and cannot be raised, so the controller holds at most {hard_nofile - 64:,} connections at once (`--max-connections` is capped at it, docs/operations.md): at 50,000 agents it closes the longest-idle ones for new ones and their agents reconnect, which that row's figures include.")
     # A fleet that reconnects at once (a controller restart): every agent's
