@@ -13,7 +13,9 @@
  *    task). The victim's tgid is remembered in `oom_victims`, and its exit
  *    is then folded into the oom_kill: one death, one event. On kernels
  *    whose mark_victim carries only a pid, the oom_kill is emitted at the
- *    victim's death instead, without the mm facts (gone by then).
+ *    victim's death instead, without the mm facts (gone by then); the
+ *    victim's tgid is remembered at mark_victim all the same (from the
+ *    SIGKILL's target), so whichever thread ends the group finds it.
  *    mark_victim also fires when the OOM killer picks a task that is
  *    already exiting: it then kills nothing (the kernel's oom_kill counters
  *    stay put), so no oom_kill is emitted and the task's own exit is
@@ -43,15 +45,6 @@ struct {
 	__type(value, __u8); /* OOM_* */
 } oom_victims SEC(".maps");
 
-/* Kernels whose mark_victim carries only a pid (before the task_struct
- * was added): the victim's thread id, until that thread exits. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, TAPIO_OOM_MAX);
-	__type(key, __u32);  /* pid (thread id) */
-	__type(value, __u8);
-} oom_pending SEC(".maps");
-
 /* Kernels whose sched_process_exit does not say whether the group died:
  * every thread that exits after the group's live count reached 0 sees 0,
  * so the first of them claims the death here (BPF_NOEXIST is atomic) and
@@ -65,13 +58,19 @@ struct {
 	__type(value, __u8);
 } dead_groups SEC(".maps");
 
-/* The thread that the last group SIGKILL sent by the kernel itself
- * (SEND_SIG_PRIV) went to, on this CPU; 0 once mark_victim took it. */
+/* The thread (and its group) that the last group SIGKILL sent by the
+ * kernel itself (SEND_SIG_PRIV) went to, on this CPU; pid 0 once
+ * mark_victim took it. */
+struct oom_sigkill {
+	__u32 pid;  /* thread id */
+	__u32 tgid; /* its thread group */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32); /* pid (thread id) */
+	__type(value, struct oom_sigkill);
 } oom_sigkill SEC(".maps");
 
 #define TAPIO_SIGKILL 9
@@ -82,30 +81,34 @@ struct {
 SEC("tp_btf/signal_generate")
 int BPF_PROG(tapio_signal_generate, int sig, void *info, struct task_struct *task, int group)
 {
-	__u32 zero = 0, *slot;
+	struct oom_sigkill *slot;
+	__u32 zero = 0;
 
 	if (sig != TAPIO_SIGKILL || info != TAPIO_SEND_SIG_PRIV || !group)
 		return 0;
 	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
-	if (slot)
-		*slot = BPF_CORE_READ(task, pid);
+	if (slot) {
+		slot->pid = BPF_CORE_READ(task, pid);
+		slot->tgid = BPF_CORE_READ(task, tgid);
+	}
 	return 0;
 }
 
 /* Whether mark_victim(thread `pid`) follows the OOM killer's SIGKILL to it
- * (a kill), or found the task already exiting (no kill). Either way the
+ * (a kill: the victim's tgid, which the pid-only tracepoint does not
+ * carry), or found the task already exiting (no kill: 0). Either way the
  * slot is emptied, enabled or not: it belongs to this one OOM decision. */
-static __always_inline bool oom_killed(__u32 pid)
+static __always_inline __u32 oom_killed(__u32 pid)
 {
-	__u32 zero = 0, *slot;
-	bool killed;
+	struct oom_sigkill *slot;
+	__u32 zero = 0, tgid;
 
 	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
 	if (!slot)
-		return false;
-	killed = *slot == pid;
-	*slot = 0;
-	return killed;
+		return 0;
+	tgid = slot->pid == pid ? slot->tgid : 0;
+	slot->pid = 0;
+	return tgid;
 }
 
 static __always_inline __u64 memcg_id(struct task_struct *task)
@@ -195,7 +198,7 @@ int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 	const struct tapio_config *cfg = tapio_cfg(&snap);
 	__u32 tgid;
 	__u8 v = OOM_REPORTED;
-	bool killed = oom_killed(BPF_CORE_READ(task, pid));
+	bool killed = oom_killed(BPF_CORE_READ(task, pid)) != 0;
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
@@ -215,38 +218,26 @@ int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 }
 
 /* mark_victim(pid), older kernels: only the victim's thread id. The
- * oom_kill is emitted at its group's death, from the exiting task. */
+ * oom_kill is emitted at its group's death, from the exiting task. The
+ * group is remembered now, not when the victim thread exits: another
+ * thread may end the group first, and would report a plain SIGKILL. */
 SEC("tp_btf/mark_victim")
 int BPF_PROG(tapio_mark_victim_pid, int pid)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
-	__u32 key = pid;
-	__u8 one = 1;
-	bool killed = oom_killed(key);
+	__u32 tgid = oom_killed(pid);
+	__u8 v = OOM_AT_EXIT;
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
-	if (!killed) {
+	if (!tgid) {
 		tapio_count(TAPIO_CNT_OOM_VICTIM_EXITING);
 		return 0;
 	}
-	if (tapio_map_update(&oom_pending, &key, &one, BPF_ANY))
+	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_ANY))
 		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 	return 0;
-}
-
-/* A thread of an OOM victim found by pid: remember its group. */
-static __always_inline void pending_oom(struct task_struct *task, __u32 tgid)
-{
-	__u32 pid = BPF_CORE_READ(task, pid);
-	__u8 v = OOM_AT_EXIT;
-
-	if (!bpf_map_lookup_elem(&oom_pending, &pid))
-		return;
-	bpf_map_delete_elem(&oom_pending, &pid);
-	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_NOEXIST) == -E2BIG)
-		tapio_count(TAPIO_CNT_CORR_STATE_FULL);
 }
 
 /* The group of `task` has died; `task` is one of its threads. */
@@ -303,7 +294,6 @@ int BPF_PROG(tapio_sched_process_exit_gd, struct task_struct *task, bool group_d
 	if (!cfg || !cfg->process_enabled)
 		return 0;
 	tgid = BPF_CORE_READ(task, tgid);
-	pending_oom(task, tgid);
 	if (!group_dead)
 		return 0;
 	group_died(cfg, task, tgid);
@@ -324,7 +314,6 @@ int BPF_PROG(tapio_sched_process_exit, struct task_struct *task)
 	if (!cfg || !cfg->process_enabled)
 		return 0;
 	tgid = BPF_CORE_READ(task, tgid);
-	pending_oom(task, tgid);
 	if (BPF_CORE_READ(task, signal, live.counter) != 0)
 		return 0; /* not the end of the group */
 	err = tapio_map_update(&dead_groups, &tgid, &one, BPF_NOEXIST);
@@ -351,7 +340,6 @@ int BPF_PROG(tapio_sched_process_free, struct task_struct *task)
 	__u32 pid = BPF_CORE_READ(task, pid);
 	__u32 tgid = BPF_CORE_READ(task, tgid);
 
-	bpf_map_delete_elem(&oom_pending, &pid);
 	if (pid == tgid) {
 		bpf_map_delete_elem(&dead_groups, &tgid);
 		bpf_map_delete_elem(&oom_victims, &tgid);

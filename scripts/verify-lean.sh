@@ -89,7 +89,7 @@ fi
 
 step "kernel matrix (Debian 11/12/13 kernels in VMs + this host; scripts/kernels/)"
 matrix_start=$(date +%s)
-scripts/kernels/matrix.sh
+TAPIO_TEST_FILTER= scripts/kernels/matrix.sh # the gate runs every test
 case $? in
   0) ;;
   3) echo "kernel matrix: some kernels SKIPPED (not verified)" ;;

@@ -117,6 +117,11 @@ fn ignored_exit_codes_are_not_emitted() {
     assert_accounting(&done.metrics, "process");
 }
 
+/// The kernel's own count of OOM kills, machine-wide.
+fn vmstat_oom_kills() -> u64 {
+    keyed_value("/proc/vmstat", "oom_kill").expect("/proc/vmstat has oom_kill")
+}
+
 fn inode(path: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).unwrap().ino()
@@ -267,6 +272,81 @@ fn an_oom_kill_is_one_event_with_the_victims_cgroups() {
     assert_accounting(&done.metrics, "process");
 }
 
+/// On kernels whose mark_victim carries only a pid, the victim thread is
+/// not always the one that ends its group: every thread of the group is
+/// killed, and the first to reach its exit tracepoint after the last one
+/// left the group reports the death. Here the victim (the group leader,
+/// which the OOM killer picks in a one-process cgroup) is made slow
+/// between leaving the group and its tracepoint: it registers a robust
+/// futex list of the kernel's maximum length (2,048 entries, one per page,
+/// each a futex it owns with waiters), which the kernel walks and wakes
+/// at its exit. Its second thread allocates until killed and ends the
+/// group first. The truth is still one oom_kill (the kernel's own
+/// memory.events / vmstat count one kill), never a plain SIGKILL death.
+#[test]
+fn an_oom_kill_is_an_oom_kill_whichever_thread_ends_the_group() {
+    if !kernel_available("process::oom_other_thread") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("tapio-oomt-{}", std::process::id());
+    let Some(cg) = OomCgroup::create(&name) else {
+        skip(
+            "process::oom_other_thread",
+            "needs a memory controller: cgroup v2 with memory, or v1 memory + v2",
+        );
+        return;
+    };
+    let agent = Agent::start("oom-thread", &[]);
+    agent.wait_log("observer process attached", Duration::from_secs(30));
+    let kills_before = vmstat_oom_kills();
+    let hog = "import ctypes, mmap, threading, time\n\
+               libc = ctypes.CDLL(None)\n\
+               N, P = 2048, 4096\n\
+               m = mmap.mmap(-1, (N + 1) * P)\n\
+               base = ctypes.addressof(ctypes.c_char.from_buffer(m))\n\
+               tid = threading.get_native_id()\n\
+               for i in range(N):\n    \
+                   e = base + (i + 1) * P\n    \
+                   ctypes.c_uint64.from_address(e).value = e + P if i + 1 < N else base\n    \
+                   ctypes.c_uint32.from_address(e + 8).value = tid | 0x80000000\n\
+               ctypes.c_uint64.from_address(base).value = base + P\n\
+               ctypes.c_int64.from_address(base + 8).value = 8\n\
+               ctypes.c_uint64.from_address(base + 16).value = 0\n\
+               assert libc.syscall(ctypes.c_long(273), ctypes.c_void_p(base), ctypes.c_long(24)) == 0\n\
+               def grow():\n    \
+                   a = []\n    \
+                   while True: a.append(bytearray(1 << 20))\n\
+               threading.Thread(target=grow).start()\n\
+               time.sleep(600)\n";
+    let mut hog = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{}exec python3 -c '{hog}'", cg.join()))
+        .spawn()
+        .unwrap();
+    let pid = hog.id();
+    let st = wait_child(&mut hog, "the two-thread OOM hog");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(st.signal(), Some(9), "the OOM killer killed the hog");
+    assert_eq!(
+        vmstat_oom_kills() - kills_before,
+        1,
+        "the kernel killed once"
+    );
+    settle(&agent, pid, 1);
+    let done = agent.stop();
+    let evs = for_pid(&done.events, pid);
+    assert_eq!(evs.len(), 1, "one death, one event: {evs:#?}");
+    assert_eq!(evs[0]["type"], "kernel.process.oom_kill", "{evs:#?}");
+    assert_eq!(evs[0]["facts"]["cgroup_id"].as_u64(), Some(cg.cgroup_id));
+    assert_eq!(evs[0]["facts"]["memcg_id"].as_u64(), Some(cg.memcg_id));
+    assert_eq!(
+        metric(&done.metrics, "tapio_process_exits_folded_into_oom_total"),
+        1
+    );
+    assert_accounting(&done.metrics, "process");
+}
+
 /// waitpid(tid) for a traced thread, within the deadline.
 fn wait_traced(tid: i32) -> i32 {
     let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
@@ -313,8 +393,6 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
         );
         return;
     };
-    let vmstat_oom_kills =
-        || keyed_value("/proc/vmstat", "oom_kill").expect("/proc/vmstat has oom_kill");
     let agent = Agent::start("oom-exiting", &["--metrics-interval-secs", "1"]);
     agent.wait_log("observer process attached", SLOW_KERNEL_DEADLINE);
     let kills_before = vmstat_oom_kills();

@@ -35,7 +35,7 @@ for bin in "$@"; do
   start=$(date +%s)
   echo "running $name"
   # Its own process group, so that a kill reaches every helper it started.
-  setsid "$bin" --test-threads=1 > "$out/test-$name.log" 2>&1 &
+  setsid "$bin" --test-threads=1 ${TAPIO_TEST_FILTER:-} > "$out/test-$name.log" 2>&1 &
   pid=$!
   while kill -0 "$pid" 2>/dev/null && [ $(( $(date +%s) - start )) -lt "$limit" ]; do sleep 1; done
   if kill -0 "$pid" 2>/dev/null; then

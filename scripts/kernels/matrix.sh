@@ -17,6 +17,8 @@
 #   TAPIO_MATRIX_HOST=0        leave the host row out
 #   TAPIO_SKIP_LOG             where skipped kernels are recorded (lean gate)
 #   TAPIO_MATRIX_TESTS="network"  only these test binaries (default: all six)
+#   TAPIO_TEST_FILTER="oom"    only the tests whose names contain this (a
+#                              developer's loop; a filtered run is no verdict)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
@@ -149,7 +151,7 @@ lockup_re='soft lockup - CPU|rcu_sched self-detected stall|rcu: INFO: rcu_sched 
 boot() { # vmlinuz dir
   local vmlinuz=$1 dir=$2 pid
   timeout "${TAPIO_VM_TIMEOUT:-1200}" "$vng" -v "${accel[@]}" -r "$vmlinuz" --user root --cpus 2 --memory 2G \
-    --rwdir "$dir" --cwd "$repo" --exec "$repo/scripts/kernels/guest.sh $dir $agent $bins" \
+    --rwdir "$dir" --cwd "$repo" --exec "TAPIO_TEST_FILTER='${TAPIO_TEST_FILTER:-}' $repo/scripts/kernels/guest.sh $dir $agent $bins" \
     > "$dir/console.log" 2>&1 </dev/null &
   pid=$!
   while kill -0 "$pid" 2>/dev/null; do
