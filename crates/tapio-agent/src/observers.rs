@@ -123,7 +123,7 @@ pub const OBSERVERS: [Spec; 3] = [
         ring_bytes: tapio_wire::RING_BYTES_PROCESS,
         budget: Budget {
             object_bytes: 32 * 1024,
-            maps: 9,
+            maps: 8,
             largest_map_entries: 8_192,
         },
         load: load_process,
