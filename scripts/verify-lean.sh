@@ -88,7 +88,6 @@ else
 fi
 
 step "kernel matrix (Debian 11/12/13 kernels in VMs + this host; scripts/kernels/)"
-matrix_start=$(date +%s)
 TAPIO_TEST_FILTER= scripts/kernels/matrix.sh # the gate runs every test
 case $? in
   0) ;;
@@ -99,12 +98,9 @@ if grep -q '^Booted again' target/kernel-matrix/summary.md 2>/dev/null; then
   warnings+=("a matrix guest locked up under TCG and was booted again")
   grep '^Booted again' target/kernel-matrix/summary.md | sed 's/^/WARN: /'
 fi
-echo "kernel matrix took $(( $(date +%s) - matrix_start )) s"
 
 step "the release under systemd in a Debian 12 VM (make smoke-vm)"
-smoke_start=$(date +%s)
 scripts/vm/smoke.sh || fail "smoke-vm"
-echo "smoke-vm took $(( $(date +%s) - smoke_start )) s"
 
 step "container image (make image: buildah, binaries run from the image)"
 scripts/image/build.sh || fail "make image"
