@@ -20,9 +20,10 @@
  *    already exiting: it then kills nothing (the kernel's oom_kill counters
  *    stay put), so no oom_kill is emitted and the task's own exit is
  *    reported as what it is. A real kill sends SIGKILL (SEND_SIG_PRIV, to
- *    the thread group) and marks the victim on the same CPU without a
- *    preemption point in between (both under task_lock): signal_generate
- *    remembers that SIGKILL per CPU, and mark_victim checks it.
+ *    the thread group) and marks the victim from the same task on the same
+ *    CPU without a preemption point in between (both under task_lock):
+ *    signal_generate remembers that SIGKILL and its sender per CPU, and
+ *    mark_victim checks both.
  *  - exec: sched_process_exec, only with exec_enabled.
  */
 #include "common.bpf.h"
@@ -59,11 +60,16 @@ struct {
 } dead_groups SEC(".maps");
 
 /* The thread (and its group) that the last group SIGKILL sent by the
- * kernel itself (SEND_SIG_PRIV) went to, on this CPU; pid 0 once
- * mark_victim took it. */
+ * kernel itself (SEND_SIG_PRIV) went to on this CPU, and the task that
+ * sent it; pid 0 once mark_victim took it. The OOM killer sends and marks
+ * from one task; a kernel SIGKILL sent for another reason (a pid
+ * namespace's init dying kills the rest) and a later OOM decision that
+ * finds its target already exiting happen in two tasks, so a stale slot
+ * never passes for a kill. */
 struct oom_sigkill {
-	__u32 pid;  /* thread id */
-	__u32 tgid; /* its thread group */
+	__u64 sender; /* task_struct * of the sending task, as a number */
+	__u32 pid;    /* thread id */
+	__u32 tgid;   /* its thread group */
 };
 
 struct {
@@ -88,16 +94,18 @@ int BPF_PROG(tapio_signal_generate, int sig, void *info, struct task_struct *tas
 		return 0;
 	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
 	if (slot) {
+		slot->sender = bpf_get_current_task();
 		slot->pid = BPF_CORE_READ(task, pid);
 		slot->tgid = BPF_CORE_READ(task, tgid);
 	}
 	return 0;
 }
 
-/* Whether mark_victim(thread `pid`) follows the OOM killer's SIGKILL to it
- * (a kill: the victim's tgid, which the pid-only tracepoint does not
- * carry), or found the task already exiting (no kill: 0). Either way the
- * slot is emptied, enabled or not: it belongs to this one OOM decision. */
+/* Whether mark_victim(thread `pid`) follows the OOM killer's SIGKILL to it,
+ * sent by this same task (a kill: the victim's tgid, which the pid-only
+ * tracepoint does not carry), or found the task already exiting (no kill:
+ * 0). Either way the slot is emptied, enabled or not: it belongs to this
+ * one OOM decision. */
 static __always_inline __u32 oom_killed(__u32 pid)
 {
 	struct oom_sigkill *slot;
@@ -106,7 +114,7 @@ static __always_inline __u32 oom_killed(__u32 pid)
 	slot = bpf_map_lookup_elem(&oom_sigkill, &zero);
 	if (!slot)
 		return 0;
-	tgid = slot->pid == pid ? slot->tgid : 0;
+	tgid = slot->pid == pid && slot->sender == bpf_get_current_task() ? slot->tgid : 0;
 	slot->pid = 0;
 	return tgid;
 }

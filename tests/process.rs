@@ -347,6 +347,35 @@ fn an_oom_kill_is_an_oom_kill_whichever_thread_ends_the_group() {
     assert_accounting(&done.metrics, "process");
 }
 
+/// Waits for the OOM killer's decision in `cg`: the kernel's own count
+/// where it keeps one (memory.events on cgroup v2), else what the agent
+/// made of it (a victim found already exiting, or an oom_kill event: the
+/// test's assertions then say which was true).
+fn wait_oom_decision(cg: &OomCgroup, agent: &Agent) {
+    let events_file = cg
+        .dirs
+        .iter()
+        .map(|d| format!("{d}/memory.events"))
+        .find(|f| std::path::Path::new(f).exists());
+    let decided = || match &events_file {
+        Some(f) => keyed_value(f, "oom").unwrap_or(0) > 0,
+        None => {
+            let m = agent.metrics_now();
+            (!m.is_empty() && metric(&m, "tapio_process_oom_victims_already_exiting_total") > 0)
+                || !by_type(&agent.events(), "kernel.process.oom_kill").is_empty()
+        }
+    };
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+    while !decided() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no OOM decision in {:?}",
+            cg.dirs
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// waitpid(tid) for a traced thread, within the deadline.
 fn wait_traced(tid: i32) -> i32 {
     let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
@@ -451,30 +480,7 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
         ))
         .spawn()
         .unwrap();
-    // Wait for the kernel's decision: its own count where it keeps one
-    // (memory.events on cgroup v2), else the agent's.
-    let events_file = cg
-        .dirs
-        .iter()
-        .map(|d| format!("{d}/memory.events"))
-        .find(|f| std::path::Path::new(f).exists());
-    match &events_file {
-        Some(f) => {
-            let ooms = || keyed_value(f, "oom").unwrap_or(0);
-            let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
-            while ooms() == 0 {
-                assert!(std::time::Instant::now() < deadline, "no OOM in {f}");
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        None => {
-            agent.wait_metric_at_least(
-                "tapio_process_oom_victims_already_exiting_total",
-                1,
-                SLOW_KERNEL_DEADLINE,
-            );
-        }
-    }
+    wait_oom_decision(&cg, &agent);
     // The second process has done its part. Stopped now, it cannot race
     // the victim's release for the memory (on 6.1 that race, lost, had the
     // OOM killer take it: a real kill, which would be reported as one).
@@ -518,6 +524,204 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
     assert_eq!(
         metric(&done.metrics, "tapio_process_exits_folded_into_oom_total"),
         0
+    );
+    assert_accounting(&done.metrics, "process");
+}
+
+/// The state letter of process `pid` (/proc/PID/stat), None once it is gone.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// The only child of `pid` (from /proc), within the deadline.
+fn only_child(pid: u32) -> u32 {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let kids: Vec<u32> = text
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if let [one] = kids[..] {
+            return one;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {text:?}, not one child"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The kernel also sends SIGKILL for reasons of its own, and an OOM
+/// decision that later finds that SIGKILL's target exiting kills nothing:
+/// that must never pass for a kill. Here the init of a pid namespace dies,
+/// and the kernel SIGKILLs the namespace's other process, which is already
+/// exiting (exit_group(7), held at its exit by this test's ptrace) with 40
+/// MiB of a 64 MiB cgroup. Then a second process, on the same CPU (all are
+/// pinned to CPU 0, where the SIGKILL is remembered), needs 24 MiB: the OOM
+/// killer picks the exiting process and kills nothing. The truth is no
+/// oom_kill, the held process's exit with code 7, and the kernel's
+/// /proc/vmstat oom_kill unmoved. (Before the sender of the SIGKILL was
+/// checked too, that decision was reported as an OOM kill.) On 5.10 the
+/// kernel's SIGKILL wakes the held process instead, which then dies of it:
+/// there the test checks that death against the status wait(2) reports,
+/// and says so (the stale decision cannot be staged there).
+#[test]
+fn a_kernel_sigkill_before_an_oom_decision_is_not_taken_for_a_kill() {
+    if !kernel_available("process::oom_stale_sigkill") {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("tapio-ooms-{}", std::process::id());
+    let Some(cg) = OomCgroup::create(&name) else {
+        skip(
+            "process::oom_stale_sigkill",
+            "needs a memory controller: cgroup v2 with memory, or v1 memory + v2",
+        );
+        return;
+    };
+    let agent = Agent::start("oom-stale", &["--metrics-interval-secs", "1"]);
+    agent.wait_log("observer process attached", SLOW_KERNEL_DEADLINE);
+    let kills_before = vmstat_oom_kills();
+    // unshare's child is the namespace's init, a shell that joins the
+    // cgroup and waits for the held process (it must not exec it: the
+    // held one must not be the init).
+    let held = "import os, sys\nhog = b'x' * (40 << 20)\nprint('ready', flush=True)\nsys.stdin.readline()\nos._exit(7)\n";
+    let mut ns = Command::new("taskset")
+        .args(["-c", "0", "unshare", "--pid", "--fork", "sh", "-c"])
+        .arg(format!("{}python3 -c \"$0\"; :", cg.join()))
+        .arg(held)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::{BufRead, Write};
+    let mut said = String::new();
+    std::io::BufReader::new(ns.stdout.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    assert_eq!(said, "ready\n");
+    let init = only_child(ns.id());
+    let victim = only_child(init);
+    let tid = victim as i32;
+    // SAFETY: ptrace requests on a process of this test's own making.
+    unsafe {
+        assert_eq!(
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                tid,
+                0,
+                libc::PTRACE_O_TRACEEXIT as libc::c_long
+            ),
+            0,
+            "seize: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    ns.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let st = wait_traced(tid);
+    assert_eq!(
+        st >> 8,
+        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
+        "stopped at its exit: {st:#x}"
+    );
+    // The init dies; in its exit the kernel SIGKILLs the held process
+    // (SEND_SIG_PRIV, to its group), then waits for it to be gone.
+    // SAFETY: kill(2) on a process of this test's own making.
+    assert_eq!(unsafe { libc::kill(init as i32, libc::SIGKILL) }, 0);
+    let in_zap = || {
+        std::fs::read_to_string(format!("/proc/{init}/stack"))
+            .unwrap_or_default()
+            .contains("zap_pid_ns_processes")
+    };
+    let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
+    while !in_zap() && proc_state(victim) == Some('t') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the init never reached zap_pid_ns_processes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 5.10 stops a tracee at its exit before it marks itself exiting, so
+    // the kernel's SIGKILL still reaches it there and wakes it (later
+    // kernels stop it after, and the signal is ignored): the process then
+    // finishes its exit, killed, and no OOM decision can find it exiting.
+    // Its exit is still checked below.
+    std::thread::sleep(Duration::from_millis(300));
+    let held = in_zap() && proc_state(victim) == Some('t');
+    // What wait(2) reports for the held process: the exit it asked for,
+    // unless the kernel's SIGKILL reached it first (then that signal).
+    let (kills_after, status) = if held {
+        let mut other = Command::new("taskset")
+            .args(["-c", "0", "sh", "-c"])
+            .arg(format!(
+                "{}exec python3 -c 'a = b\"x\" * (24 << 20)'",
+                cg.join()
+            ))
+            .spawn()
+            .unwrap();
+        wait_oom_decision(&cg, &agent);
+        let _ = other.kill();
+        let st = wait_child(&mut other, "the second process");
+        use std::os::unix::process::ExitStatusExt;
+        assert!(
+            st.signal() == Some(libc::SIGKILL) || st.code() == Some(0),
+            "the second process got its memory or was stopped by the test: {st:?}"
+        );
+        let kills_after = vmstat_oom_kills();
+        // SAFETY: as above; the held process then finishes its exit, and
+        // the init and unshare after it.
+        unsafe { assert_eq!(libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0), 0) };
+        (kills_after, 7 << 8)
+    } else {
+        eprintln!(
+            "NOTE process::oom_stale_sigkill: this kernel's SIGKILL released the process \
+             held at its exit, so no OOM decision could find it exiting; only its exit is checked"
+        );
+        // Its exit, reported to this tracer, must be collected before the
+        // init can reap it; the tracer sees the status wait(2) reports.
+        let st = wait_traced(tid);
+        (vmstat_oom_kills(), st)
+    };
+    wait_child(&mut ns, "unshare");
+    settle(&agent, victim, 1);
+    let done = agent.stop();
+    assert_eq!(kills_after, kills_before, "the kernel killed nothing");
+    assert!(
+        by_type(&done.events, "kernel.process.oom_kill").is_empty(),
+        "no oom_kill without a kill: {:#?}",
+        by_type(&done.events, "kernel.process.oom_kill")
+    );
+    let evs = for_pid(&done.events, victim);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0]["type"], "kernel.process.abnormal_exit");
+    if libc::WIFSIGNALED(status) {
+        assert_eq!(
+            evs[0]["facts"]["signal"],
+            libc::WTERMSIG(status),
+            "{evs:#?}"
+        );
+    } else {
+        assert_eq!(
+            evs[0]["facts"]["exit_code"],
+            libc::WEXITSTATUS(status),
+            "{evs:#?}"
+        );
+        assert_eq!(evs[0]["facts"]["signal"], 0, "{evs:#?}");
+    }
+    let evs = for_pid(&done.events, init);
+    assert_eq!(evs.len(), 1, "{evs:#?}");
+    assert_eq!(evs[0]["facts"]["signal"], 9);
+    assert_eq!(
+        metric(
+            &done.metrics,
+            "tapio_process_oom_victims_already_exiting_total"
+        ),
+        u64::from(held),
+        "one OOM decision chose the exiting process"
     );
     assert_accounting(&done.metrics, "process");
 }
