@@ -912,6 +912,40 @@ fn stored(dir: &std::path::Path, ty: &str, dst_port: u16) -> u64 {
     n
 }
 
+/// For a failed recursion storm: the timeouts with no event (by local
+/// port), with the TCP state each socket was in when its error was read
+/// (7 CLOSE, 2 SYN_SENT) and when that was.
+fn timeouts_without_event(
+    dir: &std::path::Path,
+    port: u16,
+    collected: &[(u16, u8, u128)],
+) -> String {
+    let port_text = format!("\"dst_port\":{port},");
+    let mut seen = std::collections::HashSet::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("connection_timeout") && l.contains(&port_text))
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                seen.insert(port_of(&v, "src_port"));
+            }
+        }
+    }
+    let missing: Vec<_> = collected
+        .iter()
+        .filter(|c| !seen.contains(&u64::from(c.0)))
+        .collect();
+    let not_closed = collected.iter().filter(|c| c.1 != 7).count();
+    format!(
+        "{} timeouts without an event; {not_closed} of all {} were not CLOSE when their error was read; without an event (port, state, ms): {:?}",
+        missing.len(),
+        collected.len(),
+        &missing[..missing.len().min(40)]
+    )
+}
+
 /// A recursion storm. The kernel skips a tracing program that fires while
 /// the same program is running on that CPU, and counts the run only in
 /// `bpf_prog_info.recursion_misses`. Here everything runs on CPU 0: two
@@ -995,31 +1029,40 @@ fn recursion_storm(last: bool) -> bool {
             enter_netns(&name);
             pin_to_cpu(0);
             let mut pending = Vec::with_capacity(SLOW);
+            let t0 = std::time::Instant::now();
             for _ in 0..SLOW {
                 let s = RawTcp::new(true);
                 assert_eq!(s.connect(server), libc::EINPROGRESS);
                 pending.push(s);
                 std::thread::sleep(Duration::from_millis(2));
             }
-            // Collect each error once the kernel has closed the socket.
+            // Collect each error once the kernel has closed the socket,
+            // with the socket's local port, its TCP state when its error
+            // was read and when (ms after the first connect): what a
+            // failure below prints about the connects it cannot find.
             let deadline = std::time::Instant::now() + SLOW_KERNEL_DEADLINE;
-            let mut timed_out = 0;
+            let mut collected = Vec::with_capacity(SLOW);
             while !pending.is_empty() {
                 assert!(std::time::Instant::now() < deadline, "connects never ended");
-                pending.retain(|s| match s.so_error() {
-                    0 => true,
-                    e => {
-                        assert_eq!(e, libc::ETIMEDOUT);
-                        timed_out += 1;
-                        false
+                pending.retain(|s| {
+                    let state = s.tcp_state();
+                    match s.so_error() {
+                        0 => true,
+                        e => {
+                            assert_eq!(e, libc::ETIMEDOUT);
+                            let ms = t0.elapsed().as_millis();
+                            collected.push((s.local_port(), state, ms));
+                            false
+                        }
                     }
                 });
                 std::thread::sleep(Duration::from_millis(50));
             }
-            timed_out
+            collected
         })
     };
-    let timed_out: u64 = timeouts.join().unwrap();
+    let collected = timeouts.join().unwrap();
+    let timed_out = collected.len() as u64;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let refused: u64 = storm.into_iter().map(|t| t.join().unwrap()).sum();
     std::thread::sleep(Duration::from_secs(2));
@@ -1053,7 +1096,8 @@ fn recursion_storm(last: bool) -> bool {
     let unreachable = stored(&dir, "kernel.network.connection_unreachable", refused_port)
         + stored(&dir, "kernel.network.connection_unreachable", port);
     eprintln!(
-        "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops"
+        "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops; {}",
+        timeouts_without_event(&dir, port, &collected)
     );
     let counters = network_counters(&done.metrics);
     assert_eq!(
@@ -1067,7 +1111,8 @@ fn recursion_storm(last: bool) -> bool {
     assert_eq!(
         refused_events + timeout_events + misses + drops,
         refused + timed_out,
-        "every failed connect is an event or a counted miss: {refused_events} refused and {timeout_events} timeout events, {misses} state-change misses, {drops} correlation drops, for {refused} refused connects and {timed_out} timeouts:\n{counters}"
+        "every failed connect is an event or a counted miss: {refused_events} refused and {timeout_events} timeout events, {misses} state-change misses, {drops} correlation drops, for {refused} refused connects and {timed_out} timeouts:\n{counters}\n{}",
+        timeouts_without_event(&dir, port, &collected)
     );
     let _ = std::fs::remove_dir_all(&dir);
     true

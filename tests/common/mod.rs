@@ -499,6 +499,39 @@ impl RawTcp {
         }
     }
 
+    /// The local port (`getsockname`), 0 if unknown.
+    pub fn local_port(&self) -> u16 {
+        // SAFETY: a zeroed sockaddr_in is valid; the kernel writes at most len bytes.
+        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockname(self.0, (&mut sa as *mut libc::sockaddr_in).cast(), &mut len)
+        };
+        if rc == 0 {
+            u16::from_be(sa.sin_port)
+        } else {
+            0
+        }
+    }
+
+    /// The socket's TCP state (`TCP_INFO`'s tcpi_state: 2 SYN_SENT, 7
+    /// CLOSE), 255 if unknown.
+    pub fn tcp_state(&self) -> u8 {
+        // SAFETY: a zeroed tcp_info is valid; the kernel writes at most len bytes.
+        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                self.0,
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 { info.tcpi_state } else { 255 }
+    }
+
     /// `getsockopt(SO_ERROR)`: reads and clears the socket's error.
     pub fn so_error(&self) -> i32 {
         let mut v: libc::c_int = 0;
