@@ -204,17 +204,15 @@ int BPF_PROG(tapio_mark_victim, struct task_struct *task)
 {
 	struct tapio_config snap;
 	const struct tapio_config *cfg = tapio_cfg(&snap);
-	__u32 tgid;
+	__u32 tgid = oom_killed(BPF_CORE_READ(task, pid));
 	__u8 v = OOM_REPORTED;
-	bool killed = oom_killed(BPF_CORE_READ(task, pid)) != 0;
 
 	if (!cfg || !cfg->process_enabled)
 		return 0;
-	if (!killed) {
+	if (!tgid) {
 		tapio_count(TAPIO_CNT_OOM_VICTIM_EXITING);
 		return 0;
 	}
-	tgid = BPF_CORE_READ(task, tgid);
 	if (tapio_map_update(&oom_victims, &tgid, &v, BPF_ANY)) {
 		/* Unremembered, the exit would be a second event: report the
 		 * death once, as the exit it also is, and count the loss. */
