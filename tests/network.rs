@@ -722,19 +722,9 @@ fn a_linger_zero_close_is_one_reset_on_the_receiving_side() {
 }
 
 fn total_retrans(s: &TcpStream) -> u32 {
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    let rc = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    info.tcpi_total_retrans
+    tcp_info(s.as_raw_fd())
+        .expect("TCP_INFO of a connected socket")
+        .tcpi_total_retrans
 }
 
 #[test]

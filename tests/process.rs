@@ -451,6 +451,16 @@ fn wait_traced(tid: i32) -> i32 {
     )
 }
 
+/// Waits until traced thread `tid` stops at its exit (PTRACE_O_TRACEEXIT).
+fn wait_exit_stop(tid: i32) {
+    let st = wait_traced(tid);
+    assert_eq!(
+        st >> 8,
+        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
+        "stopped at its exit: {st:#x}"
+    );
+}
+
 /// The OOM killer can choose a task that is already exiting. The kernel
 /// then kills nothing: it only lets the task use memory reserves to die
 /// faster (`task_will_free_mem`), and its oom_kill counters stay put. The
@@ -511,12 +521,7 @@ fn an_oom_victim_already_exiting_is_its_own_exit_not_a_kill() {
         );
         assert_eq!(libc::ptrace(libc::PTRACE_CONT, tid, 0, 0), 0);
     }
-    let st = wait_traced(tid);
-    assert_eq!(
-        st >> 8,
-        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
-        "stopped at its exit: {st:#x}"
-    );
+    wait_exit_stop(tid);
     let (other, other_killed) = second_process_needs_memory(&cg, &agent, false);
     let kills_after = vmstat_oom_kills();
     // SAFETY: as above; the victim then finishes its exit.
@@ -634,12 +639,7 @@ fn a_kernel_sigkill_before_an_oom_decision_is_not_taken_for_a_kill() {
         );
     }
     ns.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let st = wait_traced(tid);
-    assert_eq!(
-        st >> 8,
-        libc::SIGTRAP | (libc::PTRACE_EVENT_EXIT << 8),
-        "stopped at its exit: {st:#x}"
-    );
+    wait_exit_stop(tid);
     // The init dies; in its exit the kernel SIGKILLs the held process
     // (SEND_SIG_PRIV, to its group), then waits for it to be gone.
     // SAFETY: kill(2) on a process of this test's own making.

@@ -517,37 +517,30 @@ impl RawTcp {
     /// The socket's TCP state (`TCP_INFO`'s tcpi_state: 2 SYN_SENT, 7
     /// CLOSE), 255 if unknown.
     pub fn tcp_state(&self) -> u8 {
-        // SAFETY: a zeroed tcp_info is valid; the kernel writes at most len bytes.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                self.0,
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            )
-        };
-        if rc == 0 { info.tcpi_state } else { 255 }
+        tcp_info(self.0).map_or(255, |i| i.tcpi_state)
     }
 
     /// `getsockopt(SO_ERROR)`: reads and clears the socket's error.
     pub fn so_error(&self) -> i32 {
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        let rc = unsafe {
-            libc::getsockopt(
-                self.0,
-                libc::SOL_SOCKET,
-                libc::SO_ERROR,
-                (&mut v as *mut libc::c_int).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
-        v
+        let v: Option<libc::c_int> = getsockopt_value(self.0, libc::SOL_SOCKET, libc::SO_ERROR);
+        v.unwrap_or_else(|| panic!("getsockopt: {}", std::io::Error::last_os_error()))
     }
+}
+
+/// `getsockopt(fd, level, name)` into a `T` the kernel fills (a C struct
+/// or integer, valid when zeroed); None when the call fails.
+fn getsockopt_value<T: Copy>(fd: i32, level: i32, name: i32) -> Option<T> {
+    // SAFETY: T is a plain C type for which all zeroes is valid; the kernel
+    // writes at most `len` bytes into it.
+    let mut v: T = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<T>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockopt(fd, level, name, (&mut v as *mut T).cast(), &mut len) };
+    (rc == 0).then_some(v)
+}
+
+/// The kernel's `TCP_INFO` for a TCP socket, None when it cannot be read.
+pub fn tcp_info(fd: i32) -> Option<libc::tcp_info> {
+    getsockopt_value(fd, libc::IPPROTO_TCP, libc::TCP_INFO)
 }
 
 impl Drop for RawTcp {
