@@ -902,14 +902,8 @@ fn stored(dir: &std::path::Path, ty: &str, dst_port: u16) -> u64 {
     n
 }
 
-/// For a failed recursion storm: the timeouts with no event (by local
-/// port), with the TCP state each socket was in when its error was read
-/// (7 CLOSE, 2 SYN_SENT) and when that was.
-fn timeouts_without_event(
-    dir: &std::path::Path,
-    port: u16,
-    collected: &[(u16, u8, u128)],
-) -> String {
+/// The local ports of the stored timeout events to `port`.
+fn timeout_event_ports(dir: &std::path::Path, port: u16) -> std::collections::HashSet<u16> {
     let port_text = format!("\"dst_port\":{port},");
     let mut seen = std::collections::HashSet::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -919,13 +913,23 @@ fn timeouts_without_event(
             .filter(|l| l.contains("connection_timeout") && l.contains(&port_text))
         {
             if let Ok(v) = serde_json::from_str::<Value>(line) {
-                seen.insert(port_of(&v, "src_port"));
+                seen.insert(port_of(&v, "src_port") as u16);
             }
         }
     }
+    seen
+}
+
+/// For a failed recursion storm: the timeouts with no event (by local
+/// port), with the TCP state each socket was in when its error was read
+/// (7 CLOSE, 2 SYN_SENT) and when that was.
+fn timeouts_without_event(
+    evented: &std::collections::HashSet<u16>,
+    collected: &[(u16, u8, u128)],
+) -> String {
     let missing: Vec<_> = collected
         .iter()
-        .filter(|c| !seen.contains(&u64::from(c.0)))
+        .filter(|c| !evented.contains(&c.0))
         .collect();
     let not_closed = collected.iter().filter(|c| c.1 != 7).count();
     format!(
@@ -934,6 +938,82 @@ fn timeouts_without_event(
         collected.len(),
         &missing[..missing.len().min(40)]
     )
+}
+
+/// The timeouts' closes as the kernel traced them (an ftrace instance on
+/// the same tracepoint), in timer batches: the closes one softirq made in
+/// a row over one interrupted task. Of the batches in which no close
+/// became an event and whose task is none of the test's connecting
+/// threads (`own`, where a batch can be a recursion miss): how many closes
+/// they hold, and over which tasks.
+///
+/// This host's kernel (a sandbox build) runs no BPF program at all, and
+/// counts no miss, while the task under a softirq is one of its own
+/// control process's threads; ftrace still records the event
+/// (docs/reliability.md). Such a batch is neither an event nor a miss.
+fn closes_over_foreign_tasks(
+    records: &[String],
+    own: &[u32],
+    evented: &std::collections::HashSet<u16>,
+) -> (u64, Vec<String>) {
+    let mut batches: Vec<(u32, f64, String, Vec<u16>)> = Vec::new();
+    for r in records.iter().filter_map(|l| TraceRecord::parse(l)) {
+        let Some(sport) = r.field("sport") else {
+            continue;
+        };
+        match batches.last_mut() {
+            Some(b) if b.0 == r.tid && r.secs - b.1 < 0.001 => {
+                b.1 = r.secs;
+                b.3.push(sport as u16);
+            }
+            _ => batches.push((r.tid, r.secs, r.context.to_owned(), vec![sport as u16])),
+        }
+    }
+    let mut closes = 0;
+    let mut tasks = Vec::new();
+    for (tid, _, context, ports) in batches {
+        if own.contains(&tid) || ports.iter().any(|p| evented.contains(p)) {
+            continue;
+        }
+        closes += ports.len() as u64;
+        if !tasks.contains(&context) {
+            tasks.push(context);
+        }
+    }
+    (closes, tasks)
+}
+
+/// The batch rule on an ftrace excerpt of the shape this host writes: a
+/// batch over a test thread (a miss), one over a foreign task with an
+/// event (BPF ran there), and one over a foreign task with none, split
+/// from the next by more than a millisecond.
+#[test]
+fn foreign_batches_are_those_with_no_event_over_other_tasks() {
+    let line = |ctx: &str, secs: &str, sport: u16| {
+        format!(
+            " {ctx}   [000] ..s1.  {secs}: inet_sock_set_state: family=AF_INET protocol=IPPROTO_TCP sport={sport} dport=9918 saddr=10.0.0.1 daddr=10.0.0.2 saddrv6=::ffff:10.0.0.1 daddrv6=::ffff:10.0.0.2 oldstate=TCP_SYN_SENT newstate=TCP_CLOSE"
+        )
+    };
+    let records = vec![
+        line("a_recursion_sto-700", "10.000100", 40000),
+        line("a_recursion_sto-700", "10.000104", 40002),
+        line("tokio-rt-worker-105", "10.030000", 40010),
+        line("tokio-rt-worker-105", "10.030004", 40012),
+        line("tokio-rt-worker-105", "10.030008", 40014),
+        line("tokio-rt-worker-105", "10.060000", 40020),
+        line("tokio-rt-worker-105", "10.060003", 40022),
+        line("memfd:sealed-91-1219", "10.090000", 40030),
+    ];
+    let evented = [40020, 40030].into_iter().collect();
+    assert_eq!(
+        closes_over_foreign_tasks(&records, &[700], &evented),
+        (3, vec!["tokio-rt-worker-105".to_string()])
+    );
+    let r = TraceRecord::parse(&records[7]).expect("parses");
+    assert_eq!(
+        (r.context, r.tid, r.field("sport")),
+        ("memfd:sealed-91-1219", 1219, Some(40030))
+    );
 }
 
 /// A recursion storm. The kernel skips a tracing program that fires while
@@ -953,17 +1033,26 @@ fn timeouts_without_event(
 /// several hundred thousand connects a second on CPU 0, more than the
 /// debug agent these tests run stores, and it lost records (counted) in
 /// both tries. Under emulation (the VM matrix) the agent can still fall
-/// behind and lose records, each counted: that run is done again once.
+/// behind and lose records, each counted.
+///
+/// A run that cannot check the equation is done again, up to
+/// [`RECURSION_STORM_RUNS`] runs in all, and the last one must close
+/// exactly: one that lost records (counted), and one in which the kernel
+/// closed whole timer batches over a task in whose context this host's
+/// kernel runs no BPF program (an ftrace instance on the same tracepoint
+/// shows the closes and the task; `closes_over_foreign_tasks`).
 #[test]
 fn a_recursion_storm_closes_with_the_counted_misses() {
     if !kernel_available("network::recursion_storm") {
         return;
     }
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    if !recursion_storm(false) {
-        assert!(recursion_storm(true));
-    }
+    let closed = (1..=RECURSION_STORM_RUNS).any(|run| recursion_storm(run == RECURSION_STORM_RUNS));
+    assert!(closed, "the last run asserts, so it never returns false");
 }
+
+/// Runs of the recursion storm at most: see above.
+const RECURSION_STORM_RUNS: u32 = 3;
 
 /// Refused connects per second of each of the recursion storm's two
 /// threads, at most. At this rate CPU 0 still spends several percent of
@@ -971,7 +1060,8 @@ fn a_recursion_storm_closes_with_the_counted_misses() {
 /// finds it (the misses this test counts).
 const RECURSION_STORM_RATE: u64 = 40_000;
 
-/// One recursion storm; false when it lost records and `last` is not set.
+/// One recursion storm; false when it could not check the equation (see
+/// above) and `last` is not set.
 fn recursion_storm(last: bool) -> bool {
     let port = 9918;
     let refused_port = 9919;
@@ -985,13 +1075,27 @@ fn recursion_storm(last: bool) -> bool {
         &["--no-stdout", "--data-dir", &dir_s],
         &[("TAPIO_FAULT_INJECT", "network:ring_bytes:8388608")],
     );
+    // The kernel's own record of every timeout's close, whatever BPF
+    // programs ran (TCP_SYN_SENT 2 -> TCP_CLOSE 7), and the threads of
+    // this test that connect: the tasks the softirq can find inside a
+    // state-change program's run.
+    let traced = TraceInstance::start(
+        "tapio-recursion",
+        "sock/inet_sock_set_state",
+        &format!("dport == {port} && oldstate == 2 && newstate == 7"),
+    );
+    let own = std::sync::Arc::new(Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm: Vec<_> = (0..2)
         .map(|_| {
-            let (name, stop) = (client_ns.name.clone(), stop.clone());
+            let (name, stop, own) = (client_ns.name.clone(), stop.clone(), own.clone());
             std::thread::spawn(move || {
                 enter_netns(&name);
                 pin_to_cpu(0);
+                // SAFETY: gettid has no preconditions.
+                own.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(unsafe { libc::gettid() } as u32);
                 let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, refused_port);
                 let mut refused = 0u64;
                 let start = std::time::Instant::now();
@@ -1014,10 +1118,14 @@ fn recursion_storm(last: bool) -> bool {
     const SLOW: usize = 1000;
     let server = std::net::SocketAddrV4::new(server_ip.parse().unwrap(), port);
     let timeouts = {
-        let name = client_ns.name.clone();
+        let (name, own) = (client_ns.name.clone(), own.clone());
         std::thread::spawn(move || {
             enter_netns(&name);
             pin_to_cpu(0);
+            // SAFETY: gettid has no preconditions.
+            own.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(unsafe { libc::gettid() } as u32);
             let mut pending = Vec::with_capacity(SLOW);
             let t0 = std::time::Instant::now();
             for _ in 0..SLOW {
@@ -1059,7 +1167,9 @@ fn recursion_storm(last: bool) -> bool {
     let done = agent.stop();
     let (_, losses) = assert_accounting(&done.metrics, "network");
     if losses > 0 && !last {
-        eprintln!("recursion storm: {losses} records lost (counted): run again once");
+        eprintln!(
+            "recursion storm: {losses} records lost (counted): NOT VERIFIED on this run, run again"
+        );
         let _ = std::fs::remove_dir_all(&dir);
         return false;
     }
@@ -1085,9 +1195,10 @@ fn recursion_storm(last: bool) -> bool {
     // connect into an unreachable one: it is counted instead.
     let unreachable = stored(&dir, "kernel.network.connection_unreachable", refused_port)
         + stored(&dir, "kernel.network.connection_unreachable", port);
+    let evented = timeout_event_ports(&dir, port);
+    let without = timeouts_without_event(&evented, &collected);
     eprintln!(
-        "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops; {}",
-        timeouts_without_event(&dir, port, &collected)
+        "recursion storm: {refused} refused ({refused_events} events), {timed_out} timeouts ({timeout_events} events), {misses} recursion misses, {drops} correlation drops; {without}"
     );
     let counters = network_counters(&done.metrics);
     assert_eq!(
@@ -1098,11 +1209,28 @@ fn recursion_storm(last: bool) -> bool {
         refused_events <= refused && timeout_events <= timed_out,
         "{refused_events} refused events for {refused} refused connects, {timeout_events} timeout events for {timed_out} timeouts:\n{counters}"
     );
+    let accounted = refused_events + timeout_events + misses + drops;
+    let failed = refused + timed_out;
+    if accounted < failed && !last {
+        // Closes this host's kernel ran no BPF program for (see
+        // closes_over_foreign_tasks): not a loss of Tapio's, but the
+        // equation cannot be checked on this run. Run again; the last run
+        // must close exactly.
+        let records = traced.as_ref().map(|t| t.records()).unwrap_or_default();
+        let own = own.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (foreign, tasks) = closes_over_foreign_tasks(&records, &own, &evented);
+        if failed - accounted <= foreign {
+            eprintln!(
+                "recursion storm: {} failed connects are neither an event nor a counted miss; the kernel traced {foreign} closes in batches with no event over tasks outside this test ({tasks:?}), where this host runs no BPF program: NOT VERIFIED on this run, run again",
+                failed - accounted
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            return false;
+        }
+    }
     assert_eq!(
-        refused_events + timeout_events + misses + drops,
-        refused + timed_out,
-        "every failed connect is an event or a counted miss: {refused_events} refused and {timeout_events} timeout events, {misses} state-change misses, {drops} correlation drops, for {refused} refused connects and {timed_out} timeouts:\n{counters}\n{}",
-        timeouts_without_event(&dir, port, &collected)
+        accounted, failed,
+        "every failed connect is an event or a counted miss: {refused_events} refused and {timeout_events} timeout events, {misses} state-change misses, {drops} correlation drops, for {refused} refused connects and {timed_out} timeouts:\n{counters}\n{without}"
     );
     let _ = std::fs::remove_dir_all(&dir);
     true

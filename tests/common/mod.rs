@@ -947,3 +947,85 @@ impl Linked {
         )
     }
 }
+
+/// A private ftrace instance (`instances/<name>` under tracefs) that
+/// records one trace event, filtered: an oracle of what the kernel traced,
+/// independent of which BPF programs ran. Removed on drop. `None` where
+/// tracefs or its instances are not there: the caller then has no such
+/// oracle (the VM guests mount no tracefs).
+pub struct TraceInstance(PathBuf);
+
+impl TraceInstance {
+    /// `event` as `system/name` (`sock/inet_sock_set_state`), `filter` in
+    /// the event filter syntax.
+    pub fn start(name: &str, event: &str, filter: &str) -> Option<TraceInstance> {
+        let root = Path::new("/sys/kernel/tracing/instances");
+        if !root.is_dir() {
+            return None;
+        }
+        let dir = root.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let inst = TraceInstance(dir);
+        let ev = inst.0.join("events").join(event);
+        std::fs::write(inst.0.join("buffer_size_kb"), "4096").ok()?;
+        std::fs::write(ev.join("filter"), filter).ok()?;
+        std::fs::write(ev.join("enable"), "1").ok()?;
+        Some(inst)
+    }
+
+    /// The records so far, one line each (the `trace` file, comments out).
+    pub fn records(&self) -> Vec<String> {
+        std::fs::read_to_string(self.0.join("trace"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for TraceInstance {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("events/enable"), "0");
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// One record of an ftrace `trace` file: the task the event fired over
+/// (`comm-tid`, the interrupted one for an event in softirq), its tid, the
+/// time in seconds, and the event's `field=value` text.
+pub struct TraceRecord<'a> {
+    pub context: &'a str,
+    pub tid: u32,
+    pub secs: f64,
+    pub fields: &'a str,
+}
+
+impl<'a> TraceRecord<'a> {
+    /// `  comm-tid  [cpu] flags  secs: event: fields`; None for another shape.
+    pub fn parse(line: &'a str) -> Option<TraceRecord<'a>> {
+        let (context, rest) = line.split_once(" [")?;
+        let context = context.trim();
+        let tid = context.rsplit_once('-')?.1.parse().ok()?;
+        let (_, rest) = rest.split_once("] ")?;
+        let mut words = rest.split_whitespace();
+        let _flags = words.next()?;
+        let secs = words.next()?.strip_suffix(':')?.parse().ok()?;
+        let fields = rest.split_once(": ")?.1.split_once(": ")?.1;
+        Some(TraceRecord {
+            context,
+            tid,
+            secs,
+            fields,
+        })
+    }
+
+    /// The numeric value of `key=` in the fields.
+    pub fn field(&self, key: &str) -> Option<u64> {
+        let v = self
+            .fields
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))?;
+        v.parse().ok()
+    }
+}
