@@ -951,14 +951,20 @@ impl Linked {
 /// A private ftrace instance (`instances/<name>` under tracefs) that
 /// records one trace event, filtered: an oracle of what the kernel traced,
 /// independent of which BPF programs ran. Removed on drop. `None` where
-/// tracefs or its instances are not there: the caller then has no such
-/// oracle (the VM guests mount no tracefs).
+/// tracefs or its instances are not there, or where tests may not turn
+/// events on: the caller then has no such oracle. The kernel matrix's
+/// guests set `TAPIO_NO_TRACEFS_EVENTS`: under emulation, turning an event
+/// on patches code another vCPU may be running, which can leave that vCPU
+/// looping (docs/operations.md).
 pub struct TraceInstance(PathBuf);
 
 impl TraceInstance {
     /// `event` as `system/name` (`sock/inet_sock_set_state`), `filter` in
     /// the event filter syntax.
     pub fn start(name: &str, event: &str, filter: &str) -> Option<TraceInstance> {
+        if std::env::var_os("TAPIO_NO_TRACEFS_EVENTS").is_some() {
+            return None;
+        }
         let root = Path::new("/sys/kernel/tracing/instances");
         if !root.is_dir() {
             return None;
