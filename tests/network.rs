@@ -956,28 +956,39 @@ fn closes_over_foreign_tasks(
     own: &[u32],
     evented: &std::collections::HashSet<u16>,
 ) -> (u64, Vec<String>) {
-    let mut batches: Vec<(u32, f64, String, Vec<u16>)> = Vec::new();
+    struct Batch<'a> {
+        tid: u32,
+        context: &'a str,
+        last_secs: f64,
+        ports: Vec<u16>,
+    }
+    let mut batches: Vec<Batch> = Vec::new();
     for r in records.iter().filter_map(|l| TraceRecord::parse(l)) {
         let Some(sport) = r.field("sport") else {
             continue;
         };
         match batches.last_mut() {
-            Some(b) if b.0 == r.tid && r.secs - b.1 < 0.001 => {
-                b.1 = r.secs;
-                b.3.push(sport as u16);
+            Some(b) if b.tid == r.tid && r.secs - b.last_secs < 0.001 => {
+                b.last_secs = r.secs;
+                b.ports.push(sport as u16);
             }
-            _ => batches.push((r.tid, r.secs, r.context.to_owned(), vec![sport as u16])),
+            _ => batches.push(Batch {
+                tid: r.tid,
+                context: r.context,
+                last_secs: r.secs,
+                ports: vec![sport as u16],
+            }),
         }
     }
     let mut closes = 0;
     let mut tasks = Vec::new();
-    for (tid, _, context, ports) in batches {
-        if own.contains(&tid) || ports.iter().any(|p| evented.contains(p)) {
+    for b in batches {
+        if own.contains(&b.tid) || b.ports.iter().any(|p| evented.contains(p)) {
             continue;
         }
-        closes += ports.len() as u64;
-        if !tasks.contains(&context) {
-            tasks.push(context);
+        closes += b.ports.len() as u64;
+        if !tasks.iter().any(|t| t == b.context) {
+            tasks.push(b.context.to_owned());
         }
     }
     (closes, tasks)
@@ -1076,26 +1087,19 @@ fn recursion_storm(last: bool) -> bool {
         &[("TAPIO_FAULT_INJECT", "network:ring_bytes:8388608")],
     );
     // The kernel's own record of every timeout's close, whatever BPF
-    // programs ran (TCP_SYN_SENT 2 -> TCP_CLOSE 7), and the threads of
-    // this test that connect: the tasks the softirq can find inside a
-    // state-change program's run.
+    // programs ran (TCP_SYN_SENT 2 -> TCP_CLOSE 7).
     let traced = TraceInstance::start(
         "tapio-recursion",
         "sock/inet_sock_set_state",
         &format!("dport == {port} && oldstate == 2 && newstate == 7"),
     );
-    let own = std::sync::Arc::new(Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storm: Vec<_> = (0..2)
         .map(|_| {
-            let (name, stop, own) = (client_ns.name.clone(), stop.clone(), own.clone());
+            let (name, stop) = (client_ns.name.clone(), stop.clone());
             std::thread::spawn(move || {
                 enter_netns(&name);
                 pin_to_cpu(0);
-                // SAFETY: gettid has no preconditions.
-                own.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(unsafe { libc::gettid() } as u32);
                 let to = std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, refused_port);
                 let mut refused = 0u64;
                 let start = std::time::Instant::now();
@@ -1111,21 +1115,17 @@ fn recursion_storm(last: bool) -> bool {
                         std::hint::spin_loop();
                     }
                 }
-                refused
+                (refused, thread_id())
             })
         })
         .collect();
     const SLOW: usize = 1000;
     let server = std::net::SocketAddrV4::new(server_ip.parse().unwrap(), port);
     let timeouts = {
-        let (name, own) = (client_ns.name.clone(), own.clone());
+        let name = client_ns.name.clone();
         std::thread::spawn(move || {
             enter_netns(&name);
             pin_to_cpu(0);
-            // SAFETY: gettid has no preconditions.
-            own.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(unsafe { libc::gettid() } as u32);
             let mut pending = Vec::with_capacity(SLOW);
             let t0 = std::time::Instant::now();
             for _ in 0..SLOW {
@@ -1156,13 +1156,20 @@ fn recursion_storm(last: bool) -> bool {
                 });
                 std::thread::sleep(Duration::from_millis(50));
             }
-            collected
+            (collected, thread_id())
         })
     };
-    let collected = timeouts.join().unwrap();
+    // The threads of this test that connect, each by its tid: the tasks
+    // the softirq can find inside a state-change program's run.
+    let (collected, timeouts_tid) = timeouts.join().unwrap();
     let timed_out = collected.len() as u64;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let refused: u64 = storm.into_iter().map(|t| t.join().unwrap()).sum();
+    let mut own = vec![timeouts_tid];
+    let mut refused = 0;
+    for (n, tid) in storm.into_iter().map(|t| t.join().unwrap()) {
+        refused += n;
+        own.push(tid);
+    }
     std::thread::sleep(Duration::from_secs(2));
     let done = agent.stop();
     let (_, losses) = assert_accounting(&done.metrics, "network");
@@ -1217,7 +1224,6 @@ fn recursion_storm(last: bool) -> bool {
         // equation cannot be checked on this run. Run again; the last run
         // must close exactly.
         let records = traced.as_ref().map(|t| t.records()).unwrap_or_default();
-        let own = own.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (foreign, tasks) = closes_over_foreign_tasks(&records, &own, &evented);
         if failed - accounted <= foreign {
             eprintln!(

@@ -948,6 +948,12 @@ impl Linked {
     }
 }
 
+/// The calling thread's id, as the kernel's traces name it (`comm-tid`).
+pub fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// A private ftrace instance (`instances/<name>` under tracefs) that
 /// records one trace event, filtered: an oracle of what the kernel traced,
 /// independent of which BPF programs ran. Removed on drop. `None` where
